@@ -1,0 +1,38 @@
+"""trust-broker: a message-layer trust broker for AI agents."""
+
+from broker.canonical import canonical_json
+from broker.decision import Action, Decision, Tier
+from broker.envelope import Envelope, PaymentIntent, decode_envelope, sign_envelope
+from broker.errors import (
+    EnvelopeError,
+    IdentityError,
+    PolicyError,
+    StoreUnavailable,
+    TrustBrokerError,
+)
+from broker.identity import AgentKey, did_from_public_key, public_key_from_did, verify_signature
+from broker.policy import Policy
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Action",
+    "AgentKey",
+    "Decision",
+    "Envelope",
+    "EnvelopeError",
+    "IdentityError",
+    "PaymentIntent",
+    "Policy",
+    "PolicyError",
+    "StoreUnavailable",
+    "Tier",
+    "TrustBrokerError",
+    "__version__",
+    "canonical_json",
+    "decode_envelope",
+    "did_from_public_key",
+    "public_key_from_did",
+    "sign_envelope",
+    "verify_signature",
+]

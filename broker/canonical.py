@@ -1,0 +1,61 @@
+"""RFC 8785 (JSON Canonicalization Scheme) bytes: the exact bytes that get signed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import rfc8785
+
+from broker.errors import EnvelopeError
+
+# JCS writes integers in [-(2^53-1), 2^53-1] as plain decimals; larger ones have no exact
+# IEEE-754 form and are refused.
+_SAFE_INT = 2**53 - 1
+# Deeper values are refused outright: the reference encoder recurses, and a signed
+# structure has no business nesting this deep.
+MAX_CANONICAL_DEPTH = 64
+
+
+def canonical_json(value: Any) -> bytes:
+    """Return the RFC 8785 canonical encoding of a JSON-compatible value."""
+    if _orjson_is_canonical(value):
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    try:
+        return rfc8785.dumps(value)
+    except (rfc8785.CanonicalizationError, TypeError, ValueError) as exc:
+        # Non-finite floats, integers beyond IEEE-754 precision and non-JSON types have no
+        # canonical form, so they can never be signed or verified.
+        raise EnvelopeError(f"value has no RFC 8785 canonical form: {exc}") from exc
+
+
+def _orjson_is_canonical(value: Any) -> bool:
+    """True when orjson's sorted output is byte-identical to RFC 8785 for `value`.
+
+    That holds without floats (JCS formats numbers the ECMAScript way), with integers in
+    the safe range, and with ASCII object keys (JCS sorts keys by UTF-16 code units, orjson
+    by code points; the orders differ only above U+E000). String escaping is identical.
+    tests/unit/test_canonical.py checks the equivalence with hypothesis.
+    """
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        kind = type(item)
+        if kind is str or kind is bool or item is None:
+            continue
+        if kind is int:
+            if -_SAFE_INT <= item <= _SAFE_INT:
+                continue
+            return False
+        if depth >= MAX_CANONICAL_DEPTH:
+            raise EnvelopeError(f"value nests deeper than {MAX_CANONICAL_DEPTH} levels")
+        if kind is dict:
+            for key, child in item.items():
+                if type(key) is not str or not key.isascii():
+                    return False
+                stack.append((child, depth + 1))
+        elif kind is list or kind is tuple:
+            stack.extend((child, depth + 1) for child in item)
+        else:
+            return False
+    return True

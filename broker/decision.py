@@ -1,0 +1,56 @@
+"""Decision: the outcome of scoring one message, with everything needed to explain it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+
+class Action(StrEnum):
+    """What the router does with the message."""
+
+    DELIVER = "deliver"
+    BLOCK = "block"
+    ESCALATE = "escalate"
+
+
+class Tier(StrEnum):
+    """Trust tier of the sender for this message."""
+
+    BLOCKED = "blocked"
+    PROBATION = "probation"
+    ESTABLISHED = "established"
+    TRUSTED = "trusted"
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """Action, tier, composite, per-dimension scores, reasons and a remediation hint.
+
+    `composite` is None when a hard gate blocked the message before scoring.
+    """
+
+    action: Action
+    tier: Tier
+    composite: float | None
+    dimensions: dict[str, float]
+    weakest: str | None
+    reasons: tuple[str, ...]
+    remediation: str
+    policy_version: int
+    gate: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready form, as recorded on the blocked stream and decision log."""
+        return {
+            "action": self.action.value,
+            "tier": self.tier.value,
+            "composite": self.composite,
+            "dimensions": self.dimensions,
+            "weakest": self.weakest,
+            "reasons": list(self.reasons),
+            "remediation": self.remediation,
+            "policy_version": self.policy_version,
+            "gate": self.gate,
+        }

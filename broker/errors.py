@@ -1,0 +1,36 @@
+"""One error tree for the whole broker; library errors are translated at the boundary."""
+
+from __future__ import annotations
+
+
+class TrustBrokerError(Exception):
+    """Base of every error the broker raises on purpose."""
+
+
+class IdentityError(TrustBrokerError):
+    """A DID or key is malformed or unsupported."""
+
+
+class EnvelopeError(TrustBrokerError):
+    """An envelope is malformed, oversized or fails validation.
+
+    `field` names the offending field (dotted path) and `code` is the machine-readable
+    reason recorded on the blocked stream.
+    """
+
+    def __init__(self, message: str, *, field: str = "", code: str = "malformed") -> None:
+        super().__init__(message)
+        self.field = field
+        self.code = code
+
+
+class PolicyError(TrustBrokerError):
+    """A routing policy failed validation; it is refused, never silently repaired."""
+
+
+class StoreUnavailable(TrustBrokerError):
+    """The peer-state store cannot be reached; the router must stop taking messages."""
+
+
+class ConfigError(TrustBrokerError):
+    """Command-line or environment configuration is invalid."""

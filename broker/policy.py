@@ -1,0 +1,185 @@
+"""The routing policy: weights, tier thresholds, payment caps, gate settings and scoring
+constants in one validated, versioned object. A bad policy is refused, never repaired."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from broker.errors import PolicyError
+
+DIMENSIONS = ("identity", "reputation", "compliance", "behavioral", "stake")
+Retention = Literal["ephemeral", "temporary", "permanent"]
+RETENTION_ORDER: dict[str, int] = {"ephemeral": 0, "temporary": 1, "permanent": 2}
+
+DEFAULT_MAX_RETENTION: dict[str, Retention] = {
+    "payment_card": "ephemeral",
+    "credentials": "ephemeral",
+    "biometric": "ephemeral",
+    "health": "temporary",
+    "national_id": "temporary",
+    "pii": "temporary",
+    "financial_account": "temporary",
+}
+
+_FROZEN = ConfigDict(frozen=True, extra="forbid", strict=True)
+Unit = Field(ge=0.0, le=1.0)
+
+
+class Weights(BaseModel):
+    """How much each dimension counts in the composite; non-negative, summing to 1."""
+
+    model_config = _FROZEN
+    identity: float = Field(0.30, ge=0.0)
+    reputation: float = Field(0.25, ge=0.0)
+    compliance: float = Field(0.20, ge=0.0)
+    behavioral: float = Field(0.15, ge=0.0)
+    stake: float = Field(0.10, ge=0.0)
+
+    @model_validator(mode="after")
+    def _sum_to_one(self) -> Weights:
+        total = math.fsum(getattr(self, name) for name in DIMENSIONS)
+        if abs(total - 1.0) > 1e-9:
+            raise ValueError(f"weights must sum to 1 (within 1e-9); these sum to {total!r}")
+        return self
+
+    def as_dict(self) -> dict[str, float]:
+        """Weights keyed by dimension name."""
+        return {name: getattr(self, name) for name in DIMENSIONS}
+
+
+class Thresholds(BaseModel):
+    """Composite score at which each tier starts (blocked below `probation`)."""
+
+    model_config = _FROZEN
+    probation: float = Field(0.50, ge=0.0, le=1.0)
+    established: float = Field(0.60, ge=0.0, le=1.0)
+    trusted: float = Field(0.80, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Thresholds:
+        if not self.probation < self.established < self.trusted:
+            raise ValueError("thresholds must rise strictly: probation < established < trusted")
+        return self
+
+
+class PaymentCaps(BaseModel):
+    """Per-message and rolling 24 h caps, in major units of the payment's currency."""
+
+    model_config = _FROZEN
+    established_per_message: int = Field(100, ge=0)
+    established_per_day: int = Field(500, ge=0)
+    trusted_per_message: int = Field(10_000, ge=0)
+    trusted_per_day: int = Field(50_000, ge=0)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PaymentCaps:
+        for tier in ("established", "trusted"):
+            if getattr(self, f"{tier}_per_message") > getattr(self, f"{tier}_per_day"):
+                raise ValueError(f"{tier}_per_message cap cannot exceed {tier}_per_day")
+        if self.established_per_message > self.trusted_per_message:
+            raise ValueError("the established tier cannot have a higher cap than trusted")
+        return self
+
+
+class Gates(BaseModel):
+    """Hard-gate settings."""
+
+    model_config = _FROZEN
+    max_clock_skew_ms: int = Field(300_000, gt=0, le=3_600_000)
+    max_envelope_bytes: int = Field(256 * 1024, ge=1024, le=16 * 1024 * 1024)
+    # The most permissive retention each sensitive data class may be sent to. Classes not
+    # listed are unrestricted by retention (the recipient's accepted classes still apply).
+    max_retention: dict[str, Retention] = Field(default_factory=lambda: dict(DEFAULT_MAX_RETENTION))
+
+
+class IdentityLevels(BaseModel):
+    """Identity dimension score at each evidence level."""
+
+    model_config = _FROZEN
+    unverified: float = Field(0.20, ge=0.0, le=1.0)
+    possession: float = Field(0.40, ge=0.0, le=1.0)
+    verified: float = Field(0.90, ge=0.0, le=1.0)
+    attested: float = Field(1.00, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> IdentityLevels:
+        if not self.unverified <= self.possession <= self.verified <= self.attested:
+            raise ValueError("identity levels must not fall as evidence grows")
+        return self
+
+
+class ReputationModel(BaseModel):
+    """R = (prior + (ceiling - prior) * s / (s + half_saturation)) * failure_multiplier ** f."""
+
+    model_config = _FROZEN
+    prior: float = Field(0.25, ge=0.0, le=1.0)
+    ceiling: float = Field(0.90, ge=0.0, le=1.0)
+    half_saturation: float = Field(11.0, gt=0.0)
+    failure_multiplier: float = Field(0.85, gt=0.0, le=1.0)
+    success_half_life_ms: int = Field(30 * 86_400_000, gt=0)
+    failure_half_life_ms: int = Field(90 * 86_400_000, gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ReputationModel:
+        if self.prior > self.ceiling:
+            raise ValueError("reputation prior cannot exceed its ceiling")
+        return self
+
+
+class BehaviorModel(BaseModel):
+    """B = 1 - (1 - prior) * exp(-clean / baseline_messages); 0 while under observation."""
+
+    model_config = _FROZEN
+    prior: float = Field(0.50, ge=0.0, le=1.0)
+    baseline_messages: float = Field(5.0, gt=0.0)
+    observation_ms: int = Field(86_400_000, ge=0)
+    observation_clean_messages: int = Field(20, ge=0)
+
+
+class ComplianceLevels(BaseModel):
+    """Compliance dimension score by the evidence about the sender's conduct."""
+
+    model_config = _FROZEN
+    violation: float = Field(0.0, ge=0.0, le=1.0)
+    outside_manifest: float = Field(0.20, ge=0.0, le=1.0)
+    no_evidence: float = Field(0.50, ge=0.0, le=1.0)
+    manifest: float = Field(0.75, ge=0.0, le=1.0)
+    pact: float = Field(1.00, ge=0.0, le=1.0)
+
+
+class StakeModel(BaseModel):
+    """Stake = bond / max(full_coverage, exposure), capped at 1 (major units)."""
+
+    model_config = _FROZEN
+    full_coverage: int = Field(1_000, gt=0)
+
+
+class Policy(BaseModel):
+    """Everything ops can tune, validated as a whole. `version` is assigned by the store."""
+
+    model_config = _FROZEN
+    version: int = Field(1, ge=1)
+    weights: Weights = Field(default_factory=Weights)
+    thresholds: Thresholds = Field(default_factory=Thresholds)
+    caps: PaymentCaps = Field(default_factory=PaymentCaps)
+    gates: Gates = Field(default_factory=Gates)
+    identity: IdentityLevels = Field(default_factory=IdentityLevels)
+    reputation: ReputationModel = Field(default_factory=ReputationModel)
+    behavior: BehaviorModel = Field(default_factory=BehaviorModel)
+    compliance: ComplianceLevels = Field(default_factory=ComplianceLevels)
+    stake: StakeModel = Field(default_factory=StakeModel)
+
+
+def load_policy(data: dict[str, Any]) -> Policy:
+    """Validate a policy from plain JSON data; raise PolicyError listing every problem."""
+    try:
+        return Policy.model_validate(data, strict=False)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'policy'}: {err['msg']}"
+            for err in exc.errors(include_url=False, include_input=False)
+        )
+        raise PolicyError(f"policy refused: {problems}") from None

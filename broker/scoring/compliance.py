@@ -1,0 +1,45 @@
+"""Compliance: does this message stay within what the sender declared and agreed?
+
+Evidence, strongest first: an active pact covering the message; a verified capability
+manifest that lists the message kind. A message outside the sender's own manifest, or one
+the recipient does not accept, scores low. Nothing known scores the neutral middle.
+"""
+
+from __future__ import annotations
+
+from broker.envelope import Envelope
+from broker.policy import Policy
+from broker.scoring.base import DimensionScore
+from broker.state import PactTerms, TrustContext
+
+
+def score_compliance(
+    env: Envelope, ctx: TrustContext, policy: Policy, now_ms: int
+) -> DimensionScore:
+    """Score the message against the sender's manifest, the pact and the recipient."""
+    levels = policy.compliance
+    recipient = ctx.recipient
+    accepted = recipient.accepted_kinds if recipient is not None else None
+    if accepted is not None and env.kind not in accepted:
+        return DimensionScore(levels.violation, ("kind_not_accepted",))
+    manifest = ctx.peer.manifest_kinds
+    if manifest is not None and env.kind not in manifest:
+        return DimensionScore(levels.outside_manifest, ("kind_outside_manifest",))
+    if ctx.pact is not None and pact_covers(ctx.pact, env, now_ms):
+        return DimensionScore(levels.pact, ("pact_in_scope",))
+    if manifest is not None:
+        return DimensionScore(levels.manifest, ("manifest_in_scope",))
+    return DimensionScore(levels.no_evidence, ("compliance_no_evidence",))
+
+
+def pact_covers(pact: PactTerms, env: Envelope, now_ms: int) -> bool:
+    """True when `pact` is active and the message is inside its scope."""
+    if now_ms >= pact.expires_at_ms or pact.sender != env.sender or pact.recipient != env.recipient:
+        return False
+    if env.kind not in pact.kinds or not set(env.data_classes) <= pact.data_classes:
+        return False
+    if env.payment is None:
+        return True
+    if pact.currency != env.payment.currency:
+        return False
+    return env.payment.minor_units <= pact.max_payment_minor

@@ -1,0 +1,120 @@
+"""Snapshots the scoring core reads: a peer's state, a recipient's profile, pact terms.
+
+Plain frozen dataclasses: the store builds them from Redis, tests build them by hand. They
+hold facts that were verified when the evidence arrived (signatures checked then); the
+core re-checks what can change with time (expiry, trust list, revocation) on every message.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from broker.policy import Retention
+
+
+@dataclass(frozen=True, slots=True)
+class DecayedCount:
+    """A count that halves every half-life; stored with the instant it was last folded."""
+
+    value: float = 0.0
+    as_of_ms: int = 0
+
+    def at(self, now_ms: int, half_life_ms: int) -> float:
+        """The decayed value at `now_ms` (never grows when clocks disagree)."""
+        elapsed = max(0, now_ms - self.as_of_ms)
+        decay: float = 0.5 ** (elapsed / half_life_ms)
+        return self.value * decay
+
+    def add(self, amount: float, now_ms: int, half_life_ms: int) -> DecayedCount:
+        """Fold the decay up to `now_ms`, then add `amount`."""
+        return DecayedCount(self.at(now_ms, half_life_ms) + amount, max(now_ms, self.as_of_ms))
+
+
+@dataclass(frozen=True, slots=True)
+class Credential:
+    """An issuer-signed binding of a DID to an organisation (signature verified on receipt)."""
+
+    credential_id: str
+    issuer: str
+    subject: str
+    organisation: str
+    issued_at_ms: int
+    expires_at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Attestation:
+    """An issuer-signed statement of the code and config an agent runs."""
+
+    attestation_id: str
+    issuer: str
+    subject: str
+    codebase_hash: str
+    config_hash: str
+    issued_at_ms: int
+    expires_at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Bond:
+    """Collateral posted for an agent by a trusted issuer, in minor units."""
+
+    amount_minor: int
+    currency: str
+
+
+@dataclass(frozen=True, slots=True)
+class PeerState:
+    """Everything known about one sender, as of the moment the router read it."""
+
+    did: str
+    revoked: bool = False
+    possession_verified_ms: int | None = None
+    possession_expires_ms: int | None = None
+    credential: Credential | None = None
+    attestation: Attestation | None = None
+    expected_codebase_hash: str | None = None
+    successes: DecayedCount = DecayedCount()
+    failures: DecayedCount = DecayedCount()
+    clean_streak: int = 0
+    last_anomaly_ms: int | None = None
+    bond: Bond | None = None
+    manifest_kinds: frozenset[str] | None = None
+    spent_24h_minor: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class RecipientProfile:
+    """What a registered recipient accepts; unknown recipients have no profile at all."""
+
+    did: str
+    retention: Retention = "ephemeral"
+    accepted_kinds: frozenset[str] | None = None
+    accepted_data_classes: frozenset[str] | None = None
+    requires_pact: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PactTerms:
+    """The scope two agents agreed for messages from `sender` to `recipient`."""
+
+    pact_id: str
+    sender: str
+    recipient: str
+    kinds: frozenset[str]
+    data_classes: frozenset[str]
+    max_payment_minor: int
+    currency: str | None
+    expires_at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class TrustContext:
+    """Everything the router gathered about one message, besides the envelope itself."""
+
+    peer: PeerState
+    recipient: RecipientProfile | None
+    issuers: frozenset[str] = frozenset()
+    revoked_evidence: frozenset[str] = frozenset()
+    pact: PactTerms | None = None
+    replayed: bool = False
