@@ -20,7 +20,11 @@ MAX_CANONICAL_DEPTH = 64
 def canonical_json(value: Any) -> bytes:
     """Return the RFC 8785 canonical encoding of a JSON-compatible value."""
     if _orjson_is_canonical(value):
-        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+        try:
+            return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+        except orjson.JSONEncodeError:
+            # Lone surrogates: the reference encoder below refuses them with its own error.
+            pass
     try:
         return rfc8785.dumps(value)
     except (rfc8785.CanonicalizationError, TypeError, ValueError) as exc:
@@ -36,7 +40,11 @@ def _orjson_is_canonical(value: Any) -> bool:
     the safe range, and with ASCII object keys (JCS sorts keys by UTF-16 code units, orjson
     by code points; the orders differ only above U+E000). String escaping is identical.
     tests/unit/test_canonical.py checks the equivalence with hypothesis.
+
+    The walk always finishes, even once the answer is False, so that the depth limit also
+    guards the recursive reference encoder.
     """
+    canonical = True
     stack: list[tuple[Any, int]] = [(value, 0)]
     while stack:
         item, depth = stack.pop()
@@ -44,18 +52,18 @@ def _orjson_is_canonical(value: Any) -> bool:
         if kind is str or kind is bool or item is None:
             continue
         if kind is int:
-            if -_SAFE_INT <= item <= _SAFE_INT:
-                continue
-            return False
+            canonical = canonical and -_SAFE_INT <= item <= _SAFE_INT
+            continue
+        if kind is not dict and kind is not list and kind is not tuple:
+            canonical = False
+            continue
         if depth >= MAX_CANONICAL_DEPTH:
             raise EnvelopeError(f"value nests deeper than {MAX_CANONICAL_DEPTH} levels")
         if kind is dict:
             for key, child in item.items():
                 if type(key) is not str or not key.isascii():
-                    return False
+                    canonical = False
                 stack.append((child, depth + 1))
-        elif kind is list or kind is tuple:
-            stack.extend((child, depth + 1) for child in item)
         else:
-            return False
-    return True
+            stack.extend((child, depth + 1) for child in item)
+    return canonical

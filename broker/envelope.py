@@ -18,6 +18,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -50,7 +51,8 @@ class PaymentIntent(BaseModel):
 
     currency: str
     amount: str | None = None
-    amount_minor: int | None = None
+    # Larger JSON integers have no RFC 8785 form, so they could never be signed.
+    amount_minor: int | None = Field(default=None, le=2**53 - 1)
 
     @field_validator("currency")
     @classmethod
@@ -124,11 +126,27 @@ class Envelope(BaseModel):
             raise ValueError(str(exc)) from exc
         return value
 
+    @field_validator("recipient")
+    @classmethod
+    def _not_sender(cls, value: str, info: ValidationInfo) -> str:
+        # A field validator rather than a model check, so the error names the field.
+        if value == info.data.get("sender"):
+            raise ValueError("sender and recipient must differ")
+        return value
+
     @field_validator("created_at", "expires_at")
     @classmethod
     def _timestamp(cls, value: int | None) -> int | None:
         if value is not None and not 0 < value < 2**53:
             raise ValueError("must be Unix time in milliseconds")
+        return value
+
+    @field_validator("expires_at")
+    @classmethod
+    def _after_creation(cls, value: int | None, info: ValidationInfo) -> int | None:
+        created = info.data.get("created_at")
+        if value is not None and created is not None and value <= created:
+            raise ValueError("expires_at must be after created_at")
         return value
 
     @field_validator("nonce")
@@ -162,14 +180,6 @@ class Envelope(BaseModel):
         if not _B64URL_SIG.fullmatch(value):
             raise ValueError("must be the 64-byte Ed25519 signature in unpadded base64url")
         return value
-
-    @model_validator(mode="after")
-    def _consistent(self) -> Envelope:
-        if self.expires_at is not None and self.expires_at <= self.created_at:
-            raise ValueError("expires_at must be after created_at")
-        if self.sender == self.recipient:
-            raise ValueError("sender and recipient must differ")
-        return self
 
     @property
     def is_payment(self) -> bool:
@@ -244,6 +254,8 @@ def decode_envelope(raw: bytes, max_bytes: int = DEFAULT_MAX_ENVELOPE_BYTES) -> 
     if not isinstance(obj, dict):
         raise EnvelopeError("envelope must be a JSON object")
     nulls = [name for name, value in obj.items() if value is None and name != "body"]
+    if isinstance(obj.get("payment"), dict):
+        nulls += [f"payment.{name}" for name, value in obj["payment"].items() if value is None]
     if nulls:
         raise EnvelopeError("optional fields are omitted, never null", field=nulls[0])
     if isinstance(obj.get("data_classes"), list):

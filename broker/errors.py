@@ -34,3 +34,14 @@ class StoreUnavailable(TrustBrokerError):
 
 class ConfigError(TrustBrokerError):
     """Command-line or environment configuration is invalid."""
+
+
+class EvidenceError(TrustBrokerError):
+    """Signed evidence (credential, attestation, bond) is forged, expired or malformed.
+
+    `code` is the machine-readable reason, e.g. ``evidence_bad_signature``.
+    """
+
+    def __init__(self, message: str, *, code: str) -> None:
+        super().__init__(message)
+        self.code = code

@@ -1,0 +1,49 @@
+"""Router process lifecycle: connect, run until SIGINT/SIGTERM, stop cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+from broker.config import BrokerConfig
+from broker.router import Router
+from broker.store.keys import Keys
+from broker.store.redis import RedisStore, wait_until_available
+
+log = logging.getLogger("broker.app")
+
+
+def open_store(config: BrokerConfig) -> RedisStore:
+    """The Redis store for `config`."""
+    return RedisStore(
+        config.redis_url,
+        Keys(config.key_prefix),
+        cache_size=config.cache_size,
+        cache_ttl_ms=config.cache_ttl_ms,
+        dedup_ttl_ms=config.dedup_ttl_ms,
+    )
+
+
+async def run_router(config: BrokerConfig, ready: asyncio.Event | None = None) -> None:
+    """Run one router until a termination signal arrives."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    store = open_store(config)
+    try:
+        if not await store.ping():
+            log.warning("Redis is not answering yet; the router waits for it (fail closed)")
+            if not await wait_until_available(store, config.store_retry_ms, stop):
+                return
+        router = Router(config, store)
+        await router.start()
+        if ready is not None:
+            ready.set()
+        await stop.wait()
+        await router.stop()
+    finally:
+        await store.close()

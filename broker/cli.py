@@ -1,0 +1,572 @@
+"""trust-broker command line. The only module that reads the environment."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+import uuid
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from broker import servers
+from broker.app import open_store, run_router
+from broker.clock import wall_clock_ms
+from broker.config import BrokerConfig
+from broker.envelope import MESSAGE_KINDS, PaymentIntent, decode_envelope
+from broker.errors import TrustBrokerError
+from broker.evidence import credential_from, sign_evidence, verify_evidence
+from broker.identity import AgentKey, public_key_from_did
+from broker.keyfile import load_key, save_key
+from broker.state import RecipientProfile
+
+DAY_MS = 86_400_000
+Handler = Callable[[argparse.Namespace, BrokerConfig], Coroutine[Any, Any, int]]
+
+
+def server_config(env: Mapping[str, str]) -> servers.ServerConfig:
+    """Local server ports and directories from TRUST_* variables."""
+    defaults = servers.ServerConfig(run_dir=Path(".run"))
+    return servers.ServerConfig(
+        run_dir=Path(env.get("TRUST_RUN_DIR", str(defaults.run_dir))),
+        amqp_port=int(env.get("TRUST_AMQP_PORT", defaults.amqp_port)),
+        dist_port=int(env.get("TRUST_DIST_PORT", defaults.dist_port)),
+        management_port=int(env.get("TRUST_MANAGEMENT_PORT", defaults.management_port)),
+        redis_port=int(env.get("TRUST_REDIS_PORT", defaults.redis_port)),
+        node_name=env.get("TRUST_NODE_NAME", defaults.node_name),
+    )
+
+
+def broker_config(env: Mapping[str, str], args: argparse.Namespace) -> BrokerConfig:
+    """Router/client settings: flags beat TRUST_* variables, which beat defaults that
+    follow the local server ports."""
+    ports = server_config(env)
+    amqp = env.get("TRUST_AMQP_URL", f"amqp://guest:guest@127.0.0.1:{ports.amqp_port}/")
+    redis = env.get("TRUST_REDIS_URL", f"redis://127.0.0.1:{ports.redis_port}/0")
+    management = env.get(
+        "TRUST_MANAGEMENT_URL", f"http://guest:guest@127.0.0.1:{ports.management_port}/"
+    )
+    return BrokerConfig(
+        amqp_url=args.amqp_url or amqp,
+        redis_url=args.redis_url or redis,
+        management_url=args.management_url or management,
+        vhost=args.vhost or env.get("TRUST_VHOST", "/"),
+        key_prefix=args.key_prefix or env.get("TRUST_KEY_PREFIX", "tb:"),
+    )
+
+
+def _print_json(value: Any) -> None:
+    sys.stdout.write(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+# -- commands ------------------------------------------------------------------------------
+
+
+async def cmd_router(args: argparse.Namespace, config: BrokerConfig) -> int:
+    """Run one router until SIGINT/SIGTERM."""
+    if args.prefetch:
+        from dataclasses import replace
+
+        config = replace(config, prefetch=args.prefetch)
+    await run_router(config)
+    return 0
+
+
+async def cmd_keygen(args: argparse.Namespace, config: BrokerConfig) -> int:
+    """Create a key file and print its DID."""
+    key = AgentKey.generate()
+    save_key(Path(args.out), key, overwrite=args.force)
+    if args.json:
+        _print_json({"did": key.did, "key_file": args.out})
+    else:
+        print(key.did)
+    return 0
+
+
+async def cmd_send(args: argparse.Namespace, config: BrokerConfig) -> int:
+    """Sign and publish one message."""
+    from broker.client import AgentClient
+
+    key = load_key(Path(args.key))
+    public_key_from_did(args.to)
+    payment = None
+    if args.amount is not None:
+        payment = PaymentIntent(currency=args.currency, amount=args.amount)
+    body = orjson.loads(args.body)
+    url = args.agent_url or os.environ.get("TRUST_AGENT_URL") or config.amqp_vhost_url
+    async with AgentClient(key, url) as client:
+        envelope = await client.send(
+            args.to,
+            body,
+            kind=args.kind,
+            payment=payment,
+            data_classes=tuple(args.label),
+            ttl_ms=None if args.ttl is None else int(args.ttl * 1000),
+        )
+    print(envelope.id)
+    return 0
+
+
+async def cmd_receive(args: argparse.Namespace, config: BrokerConfig) -> int:
+    """Print delivered messages with their trust headers."""
+    from broker.client import AgentClient
+
+    key = load_key(Path(args.key))
+    url = args.agent_url or os.environ.get("TRUST_AGENT_URL") or config.amqp_vhost_url
+    count = 0
+    async with AgentClient(key, url) as client:
+        async for received in client.messages(timeout=args.timeout):
+            env, trust = received.envelope, received.trust
+            row = {
+                "id": env.id,
+                "from": env.sender,
+                "kind": env.kind,
+                "body": env.body,
+                "score": trust.score,
+                "tier": trust.tier,
+                "dimensions": trust.dimensions,
+                "policy_version": trust.policy_version,
+                "trace_id": trust.trace_id,
+            }
+            if args.json:
+                print(orjson.dumps(row).decode())
+            else:
+                print(
+                    f"{env.id}  from {env.sender[:24]}…  {env.kind}  score {trust.score}"
+                    f"  tier {trust.tier}  body {orjson.dumps(env.body).decode()[:80]}"
+                )
+            count += 1
+            if args.count and count >= args.count:
+                break
+    if count == 0 and not args.json:
+        print("no messages", file=sys.stderr)
+    return 0
+
+
+async def cmd_peer(args: argparse.Namespace, config: BrokerConfig) -> int:
+    """Show a peer's current dimension scores and tier for an ordinary data message."""
+    from broker.peerview import describe_peer
+
+    public_key_from_did(args.did)
+    store = open_store(config)
+    try:
+        view = await describe_peer(store, args.did, wall_clock_ms())
+    finally:
+        await store.close()
+    if args.json:
+        _print_json(view)
+        return 0
+    print(f"peer      {args.did}")
+    version = view["policy_version"]
+    print(f"composite {view['composite']:.4f}  tier {view['tier']}  (policy v{version})")
+    for name, score in view["dimensions"].items():
+        bar = "#" * round(score * 20)
+        print(f"  {name:<11} {score:5.3f} {bar:<20} {', '.join(view['reasons'][name])}")
+    print(f"remediation: {view['remediation']}")
+    return 0
+
+
+async def cmd_provision(args: argparse.Namespace, config: BrokerConfig) -> int:
+    """Create an agent's AMQP user, queue and recipient profile."""
+    from broker.provision import agent_amqp_url, provision_agent
+
+    public_key_from_did(args.did)
+    profile = RecipientProfile(
+        did=args.did,
+        retention=args.retention,
+        accepted_kinds=frozenset(args.accept_kind) if args.accept_kind else None,
+        accepted_data_classes=frozenset(args.accept_class) if args.accept_class else None,
+        requires_pact=args.requires_pact,
+    )
+    store = open_store(config)
+    try:
+        creds = await provision_agent(config, store, profile)
+    finally:
+        await store.close()
+    url = agent_amqp_url(config, creds)
+    if args.password_file:
+        path = Path(args.password_file)
+        path.write_text(creds.password + "\n")
+        path.chmod(0o600)
+    if args.json:
+        _print_json({"did": args.did, "username": creds.username, "amqp_url": url})
+    else:
+        print(f"provisioned {args.did}")
+        print(f"  AMQP user: {creds.username}")
+        print(f"  AMQP URL:  {url}")
+        print("  (the URL contains the password: give it to the agent, do not log it)")
+    return 0
+
+
+async def cmd_issuer(args: argparse.Namespace, config: BrokerConfig) -> int:
+    """Manage the issuer trust list."""
+    store = open_store(config)
+    try:
+        if args.action == "add":
+            public_key_from_did(args.did)
+            await store.add_issuer(args.did)
+        elif args.action == "remove":
+            await store.remove_issuer(args.did)
+        issuers = sorted((await store.globals(0)).issuers)
+    finally:
+        await store.close()
+    if args.json:
+        _print_json({"issuers": issuers})
+    else:
+        print("\n".join(issuers) if issuers else "(no trusted issuers)")
+    return 0
+
+
+async def cmd_credential(args: argparse.Namespace, config: BrokerConfig) -> int:
+    """Issue a credential with an issuer key, or present (verify and record) one."""
+    now = wall_clock_ms()
+    if args.action == "issue":
+        issuer = load_key(Path(args.issuer_key))
+        public_key_from_did(args.subject)
+        document = sign_evidence(
+            issuer,
+            "credential",
+            id=f"cred-{uuid.uuid4().hex}",
+            subject=args.subject,
+            organisation=args.organisation,
+            issued_at=now,
+            expires_at=now + int(args.days * DAY_MS),
+        )
+        text = orjson.dumps(document, option=orjson.OPT_INDENT_2).decode()
+        if args.out:
+            Path(args.out).write_text(text + "\n")
+        print(text)
+        return 0
+    document = orjson.loads(Path(args.file).read_bytes())
+    credential = credential_from(verify_evidence(document, "credential", now))
+    store = open_store(config)
+    try:
+        await store.set_credential(credential)
+    finally:
+        await store.close()
+    print(f"recorded credential {credential.credential_id} for {credential.subject}")
+    return 0
+
+
+async def cmd_revoke(args: argparse.Namespace, config: BrokerConfig) -> int:
+    """Revoke a key or a piece of evidence; every router stops accepting it."""
+    store = open_store(config)
+    try:
+        if args.what == "key":
+            public_key_from_did(args.target)
+            await store.revoke_key(args.target)
+        else:
+            await store.revoke_evidence(args.target)
+    finally:
+        await store.close()
+    print(f"revoked {args.what} {args.target}")
+    return 0
+
+
+async def cmd_blocked(args: argparse.Namespace, config: BrokerConfig) -> int:
+    """Read the blocked-message stream."""
+    from broker.review import read_blocked
+
+    offset: int | str = int(args.offset) if args.offset.isdigit() else args.offset
+    entries = await read_blocked(config, offset=offset, limit=args.limit)
+    rows = [
+        {"offset": e.offset, **{k: v for k, v in e.record.items() if k != "raw_b64"}}
+        for e in entries
+        if _matches(e.record, args)
+    ]
+    if args.json:
+        _print_json(rows)
+        return 0
+    for row in rows:
+        sender = (row["sender"] or "?")[:28]
+        print(
+            f"#{row['offset']:<6} {row['reason']:<24} from {sender:<28} "
+            f"msg {row['message_id']}  {row['decision']['remediation'][:60]}"
+        )
+    print(f"{len(rows)} record(s)", file=sys.stderr)
+    return 0
+
+
+def _matches(record: dict[str, Any], args: argparse.Namespace) -> bool:
+    if args.reason and record.get("reason") != args.reason:
+        return False
+    return not (args.sender and record.get("sender") != args.sender)
+
+
+async def cmd_escalations(args: argparse.Namespace, config: BrokerConfig) -> int:
+    """List pending escalations (left in the queue)."""
+    from broker.review import read_escalations
+
+    records = await read_escalations(config, limit=args.limit)
+    rows = [{k: v for k, v in r.items() if k != "raw_b64"} for r in records]
+    if args.json:
+        _print_json(rows)
+        return 0
+    for row in rows:
+        print(
+            f"{row['message_id']}  {row['reason']:<22} from {row['sender'][:28]}  "
+            f"score {row['decision']['composite']}"
+        )
+    print(f"{len(rows)} pending escalation(s)", file=sys.stderr)
+    return 0
+
+
+async def cmd_servers(args: argparse.Namespace, config: BrokerConfig) -> int:
+    """Start, stop or report the local RabbitMQ and Redis."""
+    cfg = server_config(os.environ)
+
+    def progress(text: str) -> None:
+        print(f"[servers] {text}", file=sys.stderr)
+
+    if args.action == "start":
+        await asyncio.to_thread(servers.ensure_installed, progress)
+        await asyncio.to_thread(servers.start, cfg, progress)
+    elif args.action == "stop":
+        await asyncio.to_thread(servers.stop, cfg, progress)
+    status = servers.status(cfg)
+    if args.json or args.action == "status":
+        _print_json(status)
+    return 0
+
+
+async def cmd_demo(args: argparse.Namespace, config: BrokerConfig) -> int:
+    """Run the scripted scenario against real servers and print the decisions."""
+    from broker.demo import run_demo
+
+    if not args.no_start_servers:
+        await cmd_servers(argparse.Namespace(action="start", json=False), config)
+    return await run_demo(config, keep_running=args.keep_running)
+
+
+async def cmd_decode(args: argparse.Namespace, config: BrokerConfig) -> int:
+    """Validate an envelope file and explain what is wrong with it, if anything."""
+    from broker.envelope import signature_valid
+
+    decoded = decode_envelope(Path(args.file).read_bytes())
+    ok = signature_valid(decoded)
+    print(f"valid envelope {decoded.envelope.id} from {decoded.envelope.sender}")
+    print(f"signature: {'valid' if ok else 'INVALID'}")
+    return 0 if ok else 1
+
+
+# -- parser --------------------------------------------------------------------------------
+
+DESCRIPTION = """\
+Message-layer trust broker for AI agents. Every inter-agent message is scored on five
+weighted dimensions (identity, reputation, compliance, behavioral, stake) before it can
+reach an agent's queue, and is delivered, blocked or escalated.
+
+Connection settings come from flags, then TRUST_AMQP_URL, TRUST_REDIS_URL,
+TRUST_MANAGEMENT_URL, TRUST_VHOST, TRUST_KEY_PREFIX; local server ports from
+TRUST_AMQP_PORT, TRUST_REDIS_PORT, TRUST_MANAGEMENT_PORT, TRUST_DIST_PORT, TRUST_RUN_DIR."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser."""
+    parser = argparse.ArgumentParser(
+        prog="trust-broker",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--amqp-url", help="router AMQP URL (env TRUST_AMQP_URL)")
+    parser.add_argument("--redis-url", help="Redis URL (env TRUST_REDIS_URL)")
+    parser.add_argument("--management-url", help="RabbitMQ management API URL")
+    parser.add_argument("--vhost", help="RabbitMQ virtual host (env TRUST_VHOST; default /)")
+    parser.add_argument("--key-prefix", help="Redis key prefix (env TRUST_KEY_PREFIX; default tb:)")
+    parser.add_argument(
+        "--log-level",
+        default=os.environ.get("TRUST_LOG_LEVEL", "INFO"),
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="DEBUG logs one JSON line per decision (no message bodies, no secrets)",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_core_commands(sub)
+    _add_ops_commands(sub)
+    return parser
+
+
+def _json_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="machine-readable JSON output")
+
+
+def _add_core_commands(sub: Any) -> None:
+    p = sub.add_parser(
+        "router",
+        help="run a router (consume ingress, decide, route)",
+        description="Run one router until SIGINT/SIGTERM. Start several for "
+        "more throughput: they compete for the same ingress queue.",
+    )
+    p.add_argument("--prefetch", type=int, help="unacked messages in flight (default 128)")
+    p.set_defaults(handler=cmd_router)
+
+    p = sub.add_parser(
+        "keygen",
+        help="create an agent key file and print its DID",
+        description="Create a new Ed25519 key, write it to a 0600 file, "
+        "print its did:key. The private key is never printed.",
+    )
+    p.add_argument("--out", required=True, help="key file to write")
+    p.add_argument("--force", action="store_true", help="overwrite an existing file")
+    _json_flag(p)
+    p.set_defaults(handler=cmd_keygen)
+
+    p = sub.add_parser(
+        "send",
+        help="sign and publish one message",
+        description="Sign an envelope with --key and publish it to the "
+        "ingress exchange. Prints the message id.",
+    )
+    p.add_argument("--key", required=True, help="sender key file (from keygen)")
+    p.add_argument("--to", required=True, help="recipient DID")
+    p.add_argument("--kind", default="data", choices=sorted(MESSAGE_KINDS))
+    p.add_argument("--body", default="{}", help="JSON body (default {})")
+    p.add_argument("--amount", help="payment amount as a decimal string, e.g. 12.50")
+    p.add_argument("--currency", default="USD", help="ISO 4217 currency (default USD)")
+    p.add_argument("--label", action="append", default=[], help="data class label, repeatable")
+    p.add_argument("--ttl", type=float, help="seconds until the message expires")
+    p.add_argument("--agent-url", help="the agent's own AMQP URL (from provision)")
+    p.set_defaults(handler=cmd_send)
+
+    p = sub.add_parser(
+        "receive",
+        help="print messages delivered to an agent",
+        description="Consume the agent's queue and print each message with "
+        "its trust score, tier and dimensions.",
+    )
+    p.add_argument("--key", required=True, help="recipient key file")
+    p.add_argument("--count", type=int, default=0, help="stop after N messages (0 = no limit)")
+    p.add_argument("--timeout", type=float, default=5.0, help="stop after S idle seconds")
+    p.add_argument("--agent-url", help="the agent's own AMQP URL (from provision)")
+    _json_flag(p)
+    p.set_defaults(handler=cmd_receive)
+
+    p = sub.add_parser(
+        "peer",
+        help="show a peer's dimension scores and tier",
+        description="Score an ordinary data message from DID with the "
+        "current policy and show each dimension with its reasons.",
+    )
+    p.add_argument("did")
+    _json_flag(p)
+    p.set_defaults(handler=cmd_peer)
+
+    p = sub.add_parser("decode", help="validate an envelope file and check its signature")
+    p.add_argument("file")
+    p.set_defaults(handler=cmd_decode)
+
+
+def _add_ops_commands(sub: Any) -> None:
+    p = sub.add_parser(
+        "provision",
+        help="create an agent's AMQP user, queue and profile",
+        description="Create AMQP user DID that may publish only to the ingress "
+        "exchange and read only agent.DID, declare that queue, and register "
+        "DID as a recipient with its retention policy.",
+    )
+    p.add_argument("did")
+    p.add_argument(
+        "--retention",
+        default="ephemeral",
+        choices=["ephemeral", "temporary", "permanent"],
+        help="how long the agent keeps what it receives (drives the privacy gate)",
+    )
+    p.add_argument("--accept-kind", action="append", help="message kind it accepts (repeatable)")
+    p.add_argument("--accept-class", action="append", help="data class it accepts (repeatable)")
+    p.add_argument("--requires-pact", action="store_true", help="only accept messages under a pact")
+    p.add_argument("--password-file", help="also write the AMQP password to this 0600 file")
+    _json_flag(p)
+    p.set_defaults(handler=cmd_provision)
+
+    p = sub.add_parser("issuer", help="manage the issuer trust list")
+    p.add_argument("action", choices=["add", "remove", "list"])
+    p.add_argument("did", nargs="?", default="")
+    _json_flag(p)
+    p.set_defaults(handler=cmd_issuer)
+
+    p = sub.add_parser(
+        "credential",
+        help="issue or present an identity credential",
+        description="issue: sign a credential binding SUBJECT to an "
+        "organisation with an issuer key. present: verify a credential file's "
+        "issuer signature and expiry and record it for its subject.",
+    )
+    p.add_argument("action", choices=["issue", "present"])
+    p.add_argument("--issuer-key", help="issuer key file (issue)")
+    p.add_argument("--subject", help="agent DID the credential is about (issue)")
+    p.add_argument("--organisation", default="", help="organisation name (issue)")
+    p.add_argument("--days", type=float, default=30.0, help="validity in days (issue)")
+    p.add_argument("--out", help="write the credential here too (issue)")
+    p.add_argument("--file", help="credential file (present)")
+    p.set_defaults(handler=cmd_credential)
+
+    p = sub.add_parser("revoke", help="revoke a key or a credential/attestation")
+    p.add_argument("what", choices=["key", "evidence"])
+    p.add_argument("target", help="DID (key) or evidence id")
+    p.set_defaults(handler=cmd_revoke)
+
+    p = sub.add_parser(
+        "blocked",
+        help="read the blocked-message stream",
+        description="Read trust.blocked from an offset (first, last, next "
+        "or a number) with optional filters.",
+    )
+    p.add_argument("--offset", default="first")
+    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--reason", help="only this reason code")
+    p.add_argument("--sender", help="only this sender DID")
+    _json_flag(p)
+    p.set_defaults(handler=cmd_blocked)
+
+    p = sub.add_parser("escalations", help="list pending escalations")
+    p.add_argument("--limit", type=int, default=50)
+    _json_flag(p)
+    p.set_defaults(handler=cmd_escalations)
+
+    p = sub.add_parser(
+        "servers",
+        help="start/stop/status of local RabbitMQ and Redis",
+        description="Run RabbitMQ and Redis from Debian's packages as the "
+        "project's own processes (data and logs under TRUST_RUN_DIR, default "
+        ".run/). Installs them with apt-get when missing and run as root.",
+    )
+    p.add_argument("action", choices=["start", "stop", "status"])
+    _json_flag(p)
+    p.set_defaults(handler=cmd_servers)
+
+    p = sub.add_parser(
+        "demo",
+        help="scripted scenario: deliver, probation, block, escalate",
+        description="Start the local servers (unless --no-start-servers), a "
+        "router and demo agents, play a scripted scenario and print a table "
+        "of the decisions.",
+    )
+    p.add_argument("--no-start-servers", action="store_true")
+    p.add_argument(
+        "--keep-running",
+        action="store_true",
+        help="keep the router and agents running after the scenario",
+    )
+    p.set_defaults(handler=cmd_demo)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the trust-broker console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    config = broker_config(os.environ, args)
+    handler: Handler = args.handler
+    try:
+        return asyncio.run(handler(args, config))
+    except KeyboardInterrupt:
+        return 130
+    except (TrustBrokerError, servers.ServersError, ValueError, OSError) as exc:
+        print(f"trust-broker {args.command}: error: {exc}", file=sys.stderr)
+        return 1

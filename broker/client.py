@@ -1,0 +1,205 @@
+"""Agent SDK: sign and publish envelopes, consume your own queue, read the trust headers."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections import OrderedDict
+from collections.abc import AsyncGenerator, Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import aio_pika
+import orjson
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
+
+from broker.clock import wall_clock_ms
+from broker.config import Topology
+from broker.envelope import (
+    Envelope,
+    PaymentIntent,
+    decode_envelope,
+    encode_envelope,
+    sign_envelope,
+    signature_valid,
+)
+from broker.errors import EnvelopeError
+from broker.identity import AgentKey
+
+# Recently seen ids: the router suppresses duplicates, and this closes the remaining
+# window (a crash between a confirmed publish and recording it) for SDK users.
+_RECENT_IDS = 10_000
+
+
+@dataclass(frozen=True)
+class TrustInfo:
+    """The router's decision, as carried in the delivered message's headers."""
+
+    action: str
+    score: float | None
+    tier: str
+    dimensions: dict[str, float]
+    reasons: tuple[str, ...]
+    policy_version: int
+    trace_id: str
+
+    @classmethod
+    def from_headers(cls, headers: dict[str, Any]) -> TrustInfo:
+        """Parse x-trust-* headers."""
+
+        def text(name: str) -> str:
+            value = headers.get(name, "")
+            return value.decode() if isinstance(value, bytes) else str(value)
+
+        score = text("x-trust-score")
+        dimensions = text("x-trust-dimensions") or "{}"
+        reasons = text("x-trust-reasons")
+        return cls(
+            action=text("x-trust-action"),
+            score=float(score) if score else None,
+            tier=text("x-trust-tier"),
+            dimensions=orjson.loads(dimensions),
+            reasons=tuple(reasons.split(",")) if reasons else (),
+            policy_version=int(headers.get("x-trust-policy-version", 0) or 0),
+            trace_id=text("x-trust-trace-id"),
+        )
+
+
+@dataclass(frozen=True)
+class Received:
+    """A delivered message: the verified envelope and why the router let it through."""
+
+    envelope: Envelope
+    trust: TrustInfo
+
+
+class AgentClient:
+    """An agent's connection to the broker (async context manager)."""
+
+    def __init__(
+        self,
+        key: AgentKey,
+        amqp_url: str,  # includes the vhost as its path, see broker.config.with_vhost
+        *,
+        topology: Topology | None = None,
+        clock: Callable[[], int] = wall_clock_ms,
+    ) -> None:
+        self.key = key
+        self._amqp_url = amqp_url
+        self._topology = topology or Topology()
+        self._clock = clock
+        self._connection: AbstractRobustConnection | None = None
+        self._channel: AbstractChannel | None = None
+        self._recent: OrderedDict[str, None] = OrderedDict()
+
+    @property
+    def did(self) -> str:
+        """This agent's did:key."""
+        return self.key.did
+
+    async def connect(self) -> AgentClient:
+        """Open a robust connection and a channel with publisher confirms."""
+        self._connection = await aio_pika.connect_robust(self._amqp_url)
+        self._channel = await self._connection.channel(publisher_confirms=True)
+        return self
+
+    async def close(self) -> None:
+        """Close the connection."""
+        if self._connection is not None:
+            await self._connection.close()
+            self._connection = None
+
+    async def __aenter__(self) -> AgentClient:
+        return await self.connect()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def envelope(
+        self,
+        recipient: str,
+        body: Any,
+        *,
+        kind: str = "data",
+        payment: PaymentIntent | None = None,
+        data_classes: tuple[str, ...] = (),
+        ttl_ms: int | None = None,
+        message_id: str | None = None,
+    ) -> Envelope:
+        """Build and sign an envelope from this agent (fresh id, nonce and timestamp)."""
+        now = self._clock()
+        return sign_envelope(
+            self.key,
+            id=message_id or uuid.uuid4().hex,
+            recipient=recipient,
+            kind=kind,
+            created_at=now,
+            nonce=os.urandom(16).hex(),
+            expires_at=None if ttl_ms is None else now + ttl_ms,
+            payment=payment,
+            data_classes=data_classes,
+            body=body,
+        )
+
+    async def send(self, recipient: str, body: Any, **options: Any) -> Envelope:
+        """Sign and publish a message; returns once the broker confirmed it."""
+        envelope = self.envelope(recipient, body, **options)
+        await self.publish_raw(encode_envelope(envelope), message_id=envelope.id)
+        return envelope
+
+    async def publish_raw(self, raw: bytes, *, message_id: str | None = None) -> None:
+        """Publish already-encoded bytes to the ingress exchange (confirmed)."""
+        assert self._channel is not None, "call connect() first"
+        exchange = await self._channel.get_exchange(self._topology.ingress_exchange, ensure=False)
+        message = aio_pika.Message(
+            raw,
+            message_id=message_id,
+            content_type="application/json",
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        )
+        await exchange.publish(message, routing_key="")
+
+    async def messages(self, *, timeout: float | None = None) -> AsyncGenerator[Received, None]:
+        """Yield delivered messages (acked once the loop body moves on); stops after
+        `timeout` seconds without a message, if given."""
+        assert self._channel is not None, "call connect() first"
+        queue = await self._channel.get_queue(self._topology.agent_queue(self.did), ensure=False)
+        async with queue.iterator(timeout=timeout) as stream:
+            try:
+                async for message in stream:
+                    received = self._accept(message)
+                    if received is not None:
+                        yield received
+                    await message.ack()
+            except TimeoutError:
+                return
+
+    async def receive(self, timeout: float) -> Received | None:
+        """The next delivered message, or None after `timeout` seconds."""
+        async with contextlib.aclosing(self.messages(timeout=timeout)) as stream:
+            async for received in stream:
+                first: Received = received
+                return first
+        return None
+
+    def _accept(self, message: AbstractIncomingMessage) -> Received | None:
+        try:
+            decoded = decode_envelope(message.body)
+        except EnvelopeError:
+            return None
+        env = decoded.envelope
+        # Defence in depth: the router verified it, but a recipient trusts only what it
+        # can check itself.
+        if env.recipient != self.did or not signature_valid(decoded) or env.id in self._recent:
+            return None
+        self._recent[env.id] = None
+        while len(self._recent) > _RECENT_IDS:
+            self._recent.popitem(last=False)
+        return Received(env, TrustInfo.from_headers(dict(message.headers or {})))

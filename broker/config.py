@@ -1,0 +1,67 @@
+"""Typed, frozen runtime configuration. Only cli.py builds it from the environment."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from urllib.parse import quote, urlsplit, urlunsplit
+
+
+def with_vhost(amqp_url: str, vhost: str) -> str:
+    """The AMQP URL pointing at `vhost` (the URL path, not a keyword, selects the vhost)."""
+    return urlunsplit(urlsplit(amqp_url)._replace(path="/" + quote(vhost, safe="")))
+
+
+def mask_url(url: str) -> str:
+    """The URL with any password replaced by '***', for logs and repr."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username}:***@{parts.hostname}"
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+@dataclass(frozen=True)
+class Topology:
+    """Exchange and queue names; tests give each run its own vhost instead of new names."""
+
+    ingress_exchange: str = "trust.ingress"
+    ingress_queue: str = "trust.ingress"
+    deliver_exchange: str = "trust.deliver"
+    blocked_stream: str = "trust.blocked"
+    escalations_queue: str = "trust.escalations"
+    agent_queue_prefix: str = "agent."
+
+    def agent_queue(self, did: str) -> str:
+        """The queue an agent consumes: agent.<DID>."""
+        return self.agent_queue_prefix + did
+
+
+@dataclass(frozen=True)
+class BrokerConfig:
+    """Where the servers are and how the router behaves."""
+
+    amqp_url: str = field(default="amqp://guest:guest@127.0.0.1:5672/", repr=False)
+    redis_url: str = field(default="redis://127.0.0.1:6379/0", repr=False)
+    management_url: str = field(default="http://guest:guest@127.0.0.1:15672/", repr=False)
+    vhost: str = "/"
+    key_prefix: str = "tb:"
+    topology: Topology = field(default_factory=Topology)
+    prefetch: int = 128
+    dedup_ttl_ms: int = 3_600_000
+    cache_size: int = 100_000
+    cache_ttl_ms: int = 2_000
+    store_retry_ms: int = 500
+
+    @property
+    def amqp_vhost_url(self) -> str:
+        """amqp_url pointed at this configuration's vhost."""
+        return with_vhost(self.amqp_url, self.vhost)
+
+    def __repr__(self) -> str:
+        return (
+            f"BrokerConfig(amqp_url={mask_url(self.amqp_url)!r}, "
+            f"redis_url={mask_url(self.redis_url)!r}, vhost={self.vhost!r}, "
+            f"key_prefix={self.key_prefix!r}, prefetch={self.prefetch})"
+        )

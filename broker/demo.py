@@ -1,0 +1,239 @@
+"""The scripted demo: real router, real servers, agents at every trust level.
+
+Each agent earns its level the way a real one does: a signed handshake answer proves key
+possession, an issuer-signed credential binds it to an organisation, an issuer-signed bond
+posts stake. Outcome history (successful interactions) is recorded directly; signed outcome
+reports are a separate feature. The outcomes are read back from the recipients' queues,
+the blocked stream and the escalation queue, exactly where a user would look.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+from dataclasses import dataclass, replace
+from typing import Any
+
+from broker.clock import wall_clock_ms
+from broker.config import BrokerConfig
+from broker.envelope import PaymentIntent, encode_envelope
+from broker.errors import ConfigError
+from broker.evidence import bond_from, credential_from, sign_evidence, verify_evidence
+from broker.handshake import ChallengeBook, answer_challenge
+from broker.identity import AgentKey
+from broker.policy import Policy
+from broker.provision import ManagementAPI, provision_agent
+from broker.review import read_blocked, read_escalations
+from broker.router import Router
+from broker.state import RecipientProfile
+from broker.store.redis import RedisStore
+
+DAY_MS = 86_400_000
+DEMO_VHOST = "trust-demo"
+DEMO_PREFIX = "demo:"
+
+
+@dataclass(frozen=True)
+class Step:
+    """One scripted message and the outcome the default policy should give it."""
+
+    label: str
+    sender: str
+    recipient: str
+    options: dict[str, Any]
+    expect: str
+    raw: bytes | None = None
+
+
+@dataclass
+class Cast:
+    """The demo's keys."""
+
+    issuer: AgentKey
+    keys: dict[str, AgentKey]
+
+    def did(self, name: str) -> str:
+        """DID of a named demo agent."""
+        return self.keys[name].did
+
+
+async def _prepare(config: BrokerConfig, store: RedisStore) -> Cast:
+    """Fresh vhost and key prefix, trusted issuer, provisioned agents, earned evidence."""
+    api = ManagementAPI(config.management_url)
+    with contextlib.suppress(ConfigError):  # absent on the first run
+        await asyncio.to_thread(api.delete_vhost, config.vhost)
+    await asyncio.to_thread(api.put_vhost, config.vhost)
+    await asyncio.to_thread(
+        api.set_permissions, config.vhost, "guest", {"configure": ".*", "write": ".*", "read": ".*"}
+    )
+    await store.purge()
+    names = ["analyst", "archive", "newcomer", "verified", "established", "trusted"]
+    cast = Cast(AgentKey.generate(), {name: AgentKey.generate() for name in names})
+    await store.add_issuer(cast.issuer.did)
+    await provision_agent(config, store, RecipientProfile(cast.did("analyst")))
+    await provision_agent(
+        config, store, RecipientProfile(cast.did("archive"), retention="permanent")
+    )
+    for name in ("newcomer", "verified", "established", "trusted"):
+        await provision_agent(config, store, RecipientProfile(cast.did(name)))
+    await _earn_trust(cast, store)
+    return cast
+
+
+async def _earn_trust(cast: Cast, store: RedisStore) -> None:
+    now = wall_clock_ms()
+    book = ChallengeBook(AgentKey.generate())
+    for name, successes in (("verified", 0), ("established", 10), ("trusted", 60)):
+        agent = cast.keys[name]
+        proof = book.verify(answer_challenge(agent, book.issue(os.urandom(32), now), now), now)
+        await store.record_possession(proof.agent, proof.verified_ms, proof.expires_ms)
+        document = sign_evidence(
+            cast.issuer, "credential", id=f"cred-{name}", subject=agent.did,
+            organisation="Example Corp", issued_at=now - 1000, expires_at=now + 30 * DAY_MS,
+        )  # fmt: skip
+        await store.set_credential(credential_from(verify_evidence(document, "credential", now)))
+        for _ in range(successes):
+            await store.add_outcome(
+                agent.did, success=True, weight=1.0, now_ms=now, policy=Policy()
+            )
+        await store.set_clean_streak(agent.did, successes)
+    bond = sign_evidence(
+        cast.issuer, "bond", id="bond-trusted", subject=cast.did("trusted"),
+        amount_minor=1_000_000, currency="USD", issued_at=now - 1000, expires_at=now + DAY_MS,
+    )  # fmt: skip
+    await store.set_bond(cast.did("trusted"), bond_from(verify_evidence(bond, "bond", now)))
+
+
+def _pays(amount: str) -> dict[str, Any]:
+    return {"kind": "payment", "payment": PaymentIntent(currency="USD", amount=amount)}
+
+
+def _script(cast: Cast) -> list[Step]:
+    analyst, archive = cast.did("analyst"), cast.did("archive")
+    nobody = AgentKey.generate().did
+    card = {"data_classes": ("payment_card",)}
+    return [
+        Step("new peer, data", "newcomer", analyst, {}, "block"),
+        Step("verified, data", "verified", analyst, {}, "deliver"),
+        Step("verified, pays $20", "verified", analyst, _pays("20.00"), "block"),
+        Step("established, data", "established", analyst, {}, "deliver"),
+        Step("established, pays $50", "established", analyst, _pays("50.00"), "deliver"),
+        Step("established, pays $5,000", "established", analyst, _pays("5000.00"), "escalate"),
+        Step("trusted, pays $5,000", "trusted", analyst, _pays("5000.00"), "deliver"),
+        Step("card data to permanent archive", "trusted", archive, card, "block"),
+        Step("to an unknown recipient", "established", nobody, {}, "block"),
+    ]
+
+
+async def _play(config: BrokerConfig, cast: Cast, steps: list[Step]) -> dict[str, str]:
+    """Publish every step (plus forged, replayed and malformed ones); map id -> label."""
+    from broker.client import AgentClient
+
+    labels: dict[str, str] = {}
+    async with AgentClient(cast.keys["newcomer"], config.amqp_vhost_url) as wire:
+        for step in steps:
+            sender = AgentClient(cast.keys[step.sender], config.amqp_vhost_url)
+            envelope = sender.envelope(step.recipient, {"demo": step.label}, **step.options)
+            labels[envelope.id] = step.label
+            await wire.publish_raw(encode_envelope(envelope))
+            if step.label == "trusted, pays $5,000":
+                await asyncio.sleep(0.3)
+                labels[envelope.id + "#replay"] = "replay of that payment"
+                await wire.publish_raw(encode_envelope(envelope))
+        forged = wire.envelope(cast.did("analyst"), {"demo": "forged"})
+        forged = forged.model_copy(update={"sender": cast.did("trusted")})
+        labels[forged.id] = "forged: newcomer signs as trusted"
+        await wire.publish_raw(encode_envelope(forged))
+        labels["<malformed>"] = "garbage bytes"
+        await wire.publish_raw(b"\x00not json at all")
+    return labels
+
+
+async def _collect(
+    config: BrokerConfig, cast: Cast, labels: dict[str, str]
+) -> dict[str, dict[str, Any]]:
+    """Read outcomes back from the queues and streams; label -> outcome row."""
+    from broker.client import AgentClient
+
+    rows: dict[str, dict[str, Any]] = {}
+    for name in ("analyst", "archive"):
+        async with AgentClient(cast.keys[name], config.amqp_vhost_url) as client:
+            async for received in client.messages(timeout=1.5):
+                trust = received.trust
+                rows[labels[received.envelope.id]] = {
+                    "action": "deliver", "score": trust.score, "tier": trust.tier,
+                    "reason": trust.reasons[0] if trust.reasons else "",
+                }  # fmt: skip
+    for record in await read_escalations(config, limit=50):
+        rows[labels[record["message_id"]]] = _record_row(record)
+    for entry in await read_blocked(config, limit=100):
+        record = entry.record
+        label = labels.get(record["message_id"] or "<malformed>", "?")
+        if label in rows:
+            label = labels.get(record["message_id"] + "#replay", label)
+        rows[label] = _record_row(record)
+    return rows
+
+
+def _record_row(record: dict[str, Any]) -> dict[str, Any]:
+    decision = record["decision"]
+    return {
+        "action": decision["action"],
+        "score": decision["composite"],
+        "tier": decision["tier"],
+        "reason": record["reason"],
+    }
+
+
+def _print_table(steps: list[Step], rows: dict[str, dict[str, Any]]) -> int:
+    expected = {step.label: step.expect for step in steps}
+    for extra in ("replay of that payment", "forged: newcomer signs as trusted", "garbage bytes"):
+        expected[extra] = "block"
+    print(f"\n{'message':<36} {'score':>6}  {'tier':<12} {'action':<9} reason")
+    print("-" * 90)
+    wrong = 0
+    for label in expected:
+        row = rows.get(label)
+        if row is None:
+            print(f"{label:<36} {'-':>6}  {'-':<12} {'MISSING':<9}")
+            wrong += 1
+            continue
+        score = "-" if row["score"] is None else f"{row['score']:.3f}"
+        mark = "" if row["action"] == expected[label] else f"   <- expected {expected[label]}"
+        wrong += bool(mark)
+        print(f"{label:<36} {score:>6}  {row['tier']:<12} {row['action']:<9} {row['reason']}{mark}")
+    print("-" * 90)
+    print(
+        "every message ended in exactly one place: an agent queue, trust.blocked or "
+        "trust.escalations"
+        if not wrong
+        else f"{wrong} outcome(s) differ from the script"
+    )
+    return 1 if wrong else 0
+
+
+async def run_demo(config: BrokerConfig, *, keep_running: bool = False) -> int:
+    """Set up the demo world, play the script, print the decisions."""
+    from broker.app import open_store
+
+    config = replace(config, vhost=DEMO_VHOST, key_prefix=DEMO_PREFIX)
+    store = open_store(config)
+    router = Router(config, store)
+    try:
+        print("preparing agents, issuer evidence and history ...", file=sys.stderr)
+        cast = await _prepare(config, store)
+        await router.start()
+        steps = _script(cast)
+        labels = await _play(config, cast, steps)
+        await asyncio.sleep(1.0)
+        rows = await _collect(config, cast, labels)
+        status = _print_table(steps, rows)
+        if keep_running:
+            print("router running; Ctrl-C to stop", file=sys.stderr)
+            await asyncio.Event().wait()
+        return status
+    finally:
+        await router.stop()
+        await store.close()

@@ -1,0 +1,398 @@
+"""The router: consume ingress -> decide (pure core) -> publish with confirms -> ack.
+
+Every ingress message ends in exactly one place: the recipient's queue, the blocked
+stream or the escalation queue. The ingress message is acked only after that publish is
+confirmed. When Redis is down the router stops consuming and requeues what it holds, so
+nothing is delivered unscored and nothing is blocked because of the outage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+import aio_pika
+import orjson
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustConnection,
+)
+from aio_pika.exceptions import AMQPError, DeliveryError
+
+from broker.clock import wall_clock_ms
+from broker.config import BrokerConfig
+from broker.currency import to_minor
+from broker.decision import Action, Decision, Tier
+from broker.envelope import DecodedEnvelope, Envelope, decode_envelope, signature_valid
+from broker.errors import EnvelopeError, StoreUnavailable
+from broker.policy import Policy
+from broker.scoring import decide, reject_undecodable
+from broker.state import PeerState, TrustContext
+from broker.store.redis import Claim, RedisStore, wait_until_available
+from broker.topology import declare_router_topology
+
+log = logging.getLogger("broker.router")
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """A decision plus what the router knows about the message it decided."""
+
+    decision: Decision
+    trace_id: str
+    received_ms: int
+    envelope: Envelope | None
+    error_field: str = ""
+
+
+class Router:
+    """One router process; several can consume the same ingress queue side by side."""
+
+    def __init__(
+        self,
+        config: BrokerConfig,
+        store: RedisStore,
+        *,
+        clock: Callable[[], int] = wall_clock_ms,
+    ) -> None:
+        self._config = config
+        self._store = store
+        self._clock = clock
+        self.policy = Policy()
+        self._connection: AbstractRobustConnection | None = None
+        self._channel: AbstractChannel | None = None
+        self._queue: AbstractQueue | None = None
+        self._deliver: AbstractExchange | None = None
+        self._consumer_tag: str | None = None
+        self._paused = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._unfinished: list[tuple[Envelope, str, str, bool]] = []
+        self.counts: dict[str, int] = {"deliver": 0, "block": 0, "escalate": 0, "duplicate": 0}
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect, declare the topology, load the policy and start consuming."""
+        self._connection = await aio_pika.connect_robust(self._config.amqp_vhost_url)
+        self._channel = await self._connection.channel(
+            publisher_confirms=True, on_return_raises=True
+        )
+        await self._channel.set_qos(prefetch_count=self._config.prefetch)
+        self._queue, self._deliver = await declare_router_topology(
+            self._channel, self._config.topology
+        )
+        self.policy = await self._store.load_policy()
+        self._spawn(self._follow_invalidations())
+        await self._consume()
+        log.info("router started: %r, policy version %d", self._config, self.policy.version)
+
+    async def stop(self) -> None:
+        """Stop consuming, let in-flight messages finish, then close."""
+        self._stopping.set()
+        await self._cancel_consumer()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._connection is not None:
+            await self._connection.close()
+        log.info("router stopped: %s", self.counts)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _consume(self) -> None:
+        assert self._queue is not None
+        self._consumer_tag = await self._queue.consume(self._on_message)
+
+    async def _cancel_consumer(self) -> None:
+        if self._queue is not None and self._consumer_tag is not None:
+            tag, self._consumer_tag = self._consumer_tag, None
+            with contextlib.suppress(AMQPError, RuntimeError):
+                await self._queue.cancel(tag)
+
+    # -- store outage -------------------------------------------------------------------
+
+    async def _pause_for_store(self) -> None:
+        """Stop taking messages until Redis answers again, then resume by ourselves."""
+        if self._paused.is_set():
+            return
+        self._paused.set()
+        log.warning("peer-state store unavailable: pausing consumption (fail closed)")
+        await self._cancel_consumer()
+        self._spawn(self._resume_when_store_returns())
+
+    async def _resume_when_store_returns(self) -> None:
+        if not await wait_until_available(self._store, self._config.store_retry_ms, self._stopping):
+            return
+        await self._flush_unfinished()
+        self._paused.clear()
+        if not self._stopping.is_set():
+            await self._consume()
+            log.warning("peer-state store is back: consumption resumed")
+
+    async def _flush_unfinished(self) -> None:
+        pending, self._unfinished = self._unfinished, []
+        for env, digest, outcome, clean in pending:
+            try:
+                await self._store.finish(env, digest, outcome, clean)
+            except StoreUnavailable:
+                self._unfinished.append((env, digest, outcome, clean))
+
+    async def _follow_invalidations(self) -> None:
+        """Apply cache invalidations and policy changes from Redis pub/sub, forever."""
+        while not self._stopping.is_set():
+            try:
+                async for what in self._store.invalidations():
+                    if what in ("policy", "all"):
+                        await self._reload_policy()
+            except StoreUnavailable:
+                await asyncio.sleep(self._config.store_retry_ms / 1000)
+
+    async def _reload_policy(self) -> None:
+        policy = await self._store.load_policy()
+        if policy.version != self.policy.version:
+            log.info("policy version %d -> %d", self.policy.version, policy.version)
+        self.policy = policy
+
+    # -- one message --------------------------------------------------------------------
+
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        if self._paused.is_set():
+            await _nack_requeue(message)
+            return
+        try:
+            await self.handle(message)
+        except StoreUnavailable:
+            await _nack_requeue(message)
+            await self._pause_for_store()
+        except (TimeoutError, AMQPError, ConnectionError) as exc:
+            # The outcome was not confirmed: leave the message unacked; the broker
+            # redelivers it (redelivered=True) once the channel is re-established.
+            log.warning("publish not confirmed for an ingress message: %s", type(exc).__name__)
+            await _nack_requeue(message)
+        except Exception:
+            # A bug must not stall the queue or lose the message: keep it on the blocked
+            # stream for review, then ack.
+            log.exception("internal error while routing a message; recording it as blocked")
+            await self._block_internal_error(message)
+
+    async def _block_internal_error(self, message: AbstractIncomingMessage) -> None:
+        policy = self.policy
+        error = EnvelopeError("internal error while routing", code="internal_error")
+        outcome = Outcome(reject_undecodable(error, policy), _trace_id(), self._clock(), None)
+        try:
+            await self._publish_record(message.body, outcome)
+            await message.ack()
+        except (TimeoutError, AMQPError, ConnectionError):
+            await _nack_requeue(message)
+
+    async def handle(self, message: AbstractIncomingMessage) -> None:
+        """Decide one ingress message, publish its outcome, then ack it."""
+        received_ms = self._clock()
+        policy = self.policy
+        raw = message.body
+        try:
+            decoded = decode_envelope(raw, policy.gates.max_envelope_bytes)
+        except EnvelopeError as exc:
+            outcome = Outcome(
+                reject_undecodable(exc, policy), _trace_id(), received_ms, None, exc.field
+            )
+            await self._publish_record(raw, outcome)
+            await message.ack()
+            return
+        await self._handle_envelope(message, decoded, policy, received_ms)
+
+    async def _handle_envelope(
+        self,
+        message: AbstractIncomingMessage,
+        decoded: DecodedEnvelope,
+        policy: Policy,
+        received_ms: int,
+    ) -> None:
+        env = decoded.envelope
+        raw = message.body
+        digest = hashlib.sha256(raw).hexdigest()
+        signature_ok = signature_valid(decoded)
+        claim = Claim.NEW
+        if signature_ok:
+            # Only authentic messages may claim an id: a forger must not be able to burn
+            # the ids and nonces of messages a real sender has yet to send.
+            claim = await self._store.claim(env, digest, bool(message.redelivered))
+            if claim is Claim.DONE:
+                self.counts["duplicate"] += 1
+                await message.ack()
+                return
+            ctx = await self._store.context(env, received_ms, replayed=claim is Claim.REPLAY)
+        else:
+            ctx = TrustContext(peer=PeerState(did=env.sender), recipient=None)
+        decision = decide(decoded, ctx, policy, received_ms, signature_ok=signature_ok)
+        decision = await self._apply_daily_cap(env, decision, policy, received_ms)
+        outcome = Outcome(decision, _trace_id(), received_ms, env)
+        final = await self._publish(raw, outcome)
+        if signature_ok and claim is not Claim.REPLAY:
+            await self._record_finish(env, digest, final, clean=decision.gate is None)
+        await message.ack()
+
+    async def _apply_daily_cap(
+        self, env: Envelope, decision: Decision, policy: Policy, now_ms: int
+    ) -> Decision:
+        """Reserve a delivered payment against the rolling 24 h cap, atomically."""
+        if decision.action is not Action.DELIVER or env.payment is None:
+            return decision
+        caps = policy.caps
+        per_day = (
+            caps.trusted_per_day if decision.tier is Tier.TRUSTED else caps.established_per_day
+        )
+        payment = env.payment
+        cap_minor = to_minor(per_day, payment.currency)
+        if await self._store.reserve_spend(
+            env.sender, payment.currency, payment.minor_units, cap_minor, env.id, now_ms
+        ):
+            return decision
+        # Another router's payment landed first: the snapshot was stale, the cap is not.
+        reasons = ("daily_cap_exceeded", *decision.reasons[1:])
+        return replace(decision, action=Action.ESCALATE, reasons=reasons)
+
+    async def _record_finish(
+        self, env: Envelope, digest: str, final: Decision, clean: bool
+    ) -> None:
+        outcome = f"{final.action.value}|{env.recipient}"
+        try:
+            await self._store.finish(env, digest, outcome, clean)
+        except StoreUnavailable:
+            # The outcome is already published and confirmed; acking now is what keeps
+            # it from being delivered twice. The record is written once Redis returns.
+            self._unfinished.append((env, digest, outcome, clean))
+            await self._pause_for_store()
+
+    # -- publishing ---------------------------------------------------------------------
+
+    async def _publish(self, raw: bytes, outcome: Outcome) -> Decision:
+        """Publish the outcome with confirms; return the decision that actually applied."""
+        decision = outcome.decision
+        if decision.action is Action.DELIVER:
+            assert outcome.envelope is not None
+            try:
+                await self._deliver_message(raw, outcome)
+            except DeliveryError:
+                # Registered recipient without a bound queue: the message is unroutable.
+                undeliverable = replace(
+                    decision, action=Action.BLOCK, reasons=("undeliverable", *decision.reasons)
+                )
+                outcome = replace(outcome, decision=undeliverable)
+            else:
+                self._log(outcome)
+                self.counts["deliver"] += 1
+                return decision
+        await self._publish_record(raw, outcome)
+        return outcome.decision
+
+    async def _deliver_message(self, raw: bytes, outcome: Outcome) -> None:
+        assert self._deliver is not None and outcome.envelope is not None
+        env = outcome.envelope
+        message = aio_pika.Message(
+            raw,
+            headers=trust_headers(outcome),
+            message_id=env.id,
+            content_type="application/json",
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        )
+        await self._deliver.publish(message, routing_key=env.recipient, mandatory=True)
+
+    async def _publish_record(self, raw: bytes, outcome: Outcome) -> None:
+        """Publish a block or escalation record (the original bytes kept verbatim)."""
+        assert self._channel is not None
+        topology = self._config.topology
+        action = outcome.decision.action
+        queue = topology.escalations_queue if action is Action.ESCALATE else topology.blocked_stream
+        record = outcome_record(raw, outcome)
+        headers = trust_headers(outcome)
+        if outcome.envelope is not None:
+            headers["x-trust-sender"] = outcome.envelope.sender
+            headers["x-trust-recipient"] = outcome.envelope.recipient
+        message = aio_pika.Message(
+            orjson.dumps(record),
+            headers=headers,
+            content_type="application/json",
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            message_id=outcome.trace_id,
+        )
+        await self._channel.default_exchange.publish(message, routing_key=queue, mandatory=True)
+        self._log(outcome)
+        self.counts[action.value] += 1
+
+    def _log(self, outcome: Outcome) -> None:
+        if not log.isEnabledFor(logging.DEBUG):
+            return
+        env, decision = outcome.envelope, outcome.decision
+        log.debug(
+            "%s",
+            orjson.dumps(
+                {
+                    "event": "decision",
+                    "trace_id": outcome.trace_id,
+                    "message_id": env.id if env else None,
+                    "sender": env.sender if env else None,
+                    "recipient": env.recipient if env else None,
+                    "kind": env.kind if env else None,
+                    "action": decision.action.value,
+                    "tier": decision.tier.value,
+                    "composite": decision.composite,
+                    "reasons": decision.reasons,
+                    "policy_version": decision.policy_version,
+                }
+            ).decode(),
+        )
+
+
+def trust_headers(outcome: Outcome) -> dict[str, Any]:
+    """AMQP headers that tell a recipient (or reviewer) why the message went where it did."""
+    decision = outcome.decision
+    return {
+        "x-trust-action": decision.action.value,
+        "x-trust-score": "" if decision.composite is None else f"{decision.composite:.4f}",
+        "x-trust-tier": decision.tier.value,
+        "x-trust-dimensions": orjson.dumps(decision.dimensions).decode(),
+        "x-trust-reasons": ",".join(decision.reasons),
+        "x-trust-policy-version": decision.policy_version,
+        "x-trust-trace-id": outcome.trace_id,
+    }
+
+
+def outcome_record(raw: bytes, outcome: Outcome) -> dict[str, Any]:
+    """The JSON record written to the blocked stream or the escalation queue."""
+    env = outcome.envelope
+    return {
+        "trace_id": outcome.trace_id,
+        "received_ms": outcome.received_ms,
+        "message_id": env.id if env else None,
+        "sender": env.sender if env else None,
+        "recipient": env.recipient if env else None,
+        "kind": env.kind if env else None,
+        "reason": outcome.decision.reasons[0],
+        "error_field": outcome.error_field or None,
+        "decision": outcome.decision.to_dict(),
+        "raw_b64": base64.b64encode(raw).decode("ascii"),
+    }
+
+
+def _trace_id() -> str:
+    return uuid.uuid4().hex
+
+
+async def _nack_requeue(message: AbstractIncomingMessage) -> None:
+    with contextlib.suppress(AMQPError, RuntimeError, ConnectionError):
+        await message.nack(requeue=True)

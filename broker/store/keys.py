@@ -1,0 +1,56 @@
+"""Every Redis key and channel name the broker uses, in one place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Key names under one prefix, so deployments (and tests) never collide."""
+
+    prefix: str = "tb:"
+
+    def peer(self, did: str) -> str:
+        """Hash of one sender's state (evidence, reputation, behaviour, stake)."""
+        return f"{self.prefix}peer:{did}"
+
+    def recipient(self, did: str) -> str:
+        """Hash of a registered recipient's profile; absent means unknown recipient."""
+        return f"{self.prefix}recipient:{did}"
+
+    def seen(self, message_id: str) -> str:
+        """Claim on a message id: '<digest>|<state>' with a TTL (dedup and replay)."""
+        return f"{self.prefix}seen:{message_id}"
+
+    def nonce(self, sender: str, nonce: str) -> str:
+        """A sender's used nonce, kept for the replay window."""
+        return f"{self.prefix}nonce:{sender}:{nonce}"
+
+    def spend(self, did: str, currency: str) -> str:
+        """Sorted set of a sender's payments in the last 24 h (score = time in ms)."""
+        return f"{self.prefix}spend:{did}:{currency}"
+
+    def pact(self, sender: str, recipient: str) -> str:
+        """The active pact for messages from sender to recipient."""
+        return f"{self.prefix}pact:{sender}:{recipient}"
+
+    @property
+    def issuers(self) -> str:
+        """Set of issuer DIDs on the deployment's trust list."""
+        return f"{self.prefix}issuers"
+
+    @property
+    def revoked_evidence(self) -> str:
+        """Set of revoked credential and attestation ids."""
+        return f"{self.prefix}revoked-evidence"
+
+    @property
+    def policy(self) -> str:
+        """The current policy as JSON."""
+        return f"{self.prefix}policy"
+
+    @property
+    def invalidate(self) -> str:
+        """Pub/sub channel telling every router to drop cached entries."""
+        return f"{self.prefix}invalidate"

@@ -1,0 +1,457 @@
+"""Peer state in Redis: atomic updates (Lua), a bounded local cache, pub/sub invalidation.
+
+Redis errors never leave this module: they become StoreUnavailable, on which the router
+stops taking messages until the store answers again (fail closed, lose nothing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from typing import Any, TypeVar
+
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from broker.envelope import Envelope
+from broker.errors import StoreUnavailable
+from broker.policy import Policy, load_policy
+from broker.state import (
+    Attestation,
+    Bond,
+    Credential,
+    PactTerms,
+    PeerState,
+    RecipientProfile,
+    TrustContext,
+)
+from broker.store import codec
+from broker.store.cache import TTLCache
+from broker.store.keys import Keys
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+DAY_MS = 86_400_000
+
+
+class Claim(StrEnum):
+    """What the store knows about a message id when the router first sees it."""
+
+    NEW = "new"  # never seen: process it
+    RETRY = "retry"  # our own redelivery after a crash before its outcome was recorded
+    DONE = "done"  # our own redelivery of a message whose outcome is confirmed: ack only
+    REPLAY = "replay"  # the id or nonce was used before by another copy: block it
+
+
+# KEYS: seen, nonce. ARGV: digest, ttl_ms, redelivered ("1"/"0").
+_CLAIM = """
+local current = redis.call('GET', KEYS[1])
+if current then
+  local sep = string.find(current, '|', 1, true)
+  local digest = string.sub(current, 1, sep - 1)
+  local state = string.sub(current, sep + 1, sep + 4)
+  if digest == ARGV[1] and ARGV[3] == '1' then
+    if state == 'done' then return 'done' end
+    return 'retry'
+  end
+  return 'replay'
+end
+if redis.call('EXISTS', KEYS[2]) == 1 then return 'replay' end
+redis.call('SET', KEYS[1], ARGV[1] .. '|pending', 'PX', ARGV[2])
+redis.call('SET', KEYS[2], '1', 'PX', ARGV[2])
+return 'new'
+"""
+
+# KEYS: seen, peer. ARGV: digest, outcome record, clean ("1"/"0").
+_FINISH = """
+local current = redis.call('GET', KEYS[1])
+if current and string.sub(current, 1, string.len(ARGV[1])) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1] .. '|done|' .. ARGV[2], 'KEEPTTL')
+end
+if ARGV[3] == '1' then redis.call('HINCRBY', KEYS[2], 'clean', 1) end
+return 1
+"""
+
+# Fold time decay and add: KEYS: peer. ARGV: value field, at field, amount, now, half-life.
+_ADD_DECAYED = """
+local value = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
+local at = tonumber(redis.call('HGET', KEYS[1], ARGV[2]) or ARGV[4])
+local now = tonumber(ARGV[4])
+local elapsed = math.max(0, now - at)
+value = value * math.pow(0.5, elapsed / tonumber(ARGV[5])) + tonumber(ARGV[3])
+redis.call('HSET', KEYS[1], ARGV[1], tostring(value), ARGV[2], math.max(now, at))
+return tostring(value)
+"""
+
+# Rolling 24 h spend, check-and-add in one step so routers cannot race past the cap.
+# KEYS: spend zset. ARGV: now, amount, cap, member. Members are "<id>:<amount>".
+_RESERVE = """
+local now = tonumber(ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - 86400000)
+local total = 0
+for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  total = total + tonumber(string.match(member, ':(%d+)$'))
+end
+if total + tonumber(ARGV[2]) > tonumber(ARGV[3]) then return -1 end
+redis.call('ZADD', KEYS[1], now, ARGV[4] .. ':' .. ARGV[2])
+redis.call('PEXPIRE', KEYS[1], 86400000)
+return total + tonumber(ARGV[2])
+"""
+
+_SPENT = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', tonumber(ARGV[1]) - 86400000)
+local total = 0
+for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  total = total + tonumber(string.match(member, ':(%d+)$'))
+end
+return total
+"""
+
+
+@dataclass(frozen=True)
+class Globals:
+    """Deployment-wide sets every decision reads; cached like peers."""
+
+    issuers: frozenset[str]
+    revoked_evidence: frozenset[str]
+
+
+class RedisStore:
+    """The PeerStateStore backed by Redis."""
+
+    def __init__(
+        self,
+        url: str,
+        keys: Keys,
+        *,
+        cache_size: int = 100_000,
+        cache_ttl_ms: int = 2_000,
+        dedup_ttl_ms: int = 3_600_000,
+    ) -> None:
+        self._redis = aioredis.Redis.from_url(
+            url, socket_timeout=2.0, socket_connect_timeout=2.0, retry_on_timeout=False
+        )
+        self.keys = keys
+        self._dedup_ttl_ms = dedup_ttl_ms
+        self._peers: TTLCache[str, PeerState] = TTLCache(cache_size, cache_ttl_ms)
+        self._recipients: TTLCache[str, RecipientProfile | None] = TTLCache(
+            cache_size, cache_ttl_ms
+        )
+        self._globals: TTLCache[str, Globals] = TTLCache(1, cache_ttl_ms)
+        self._claim = self._redis.register_script(_CLAIM)
+        self._finish = self._redis.register_script(_FINISH)
+        self._add_decayed = self._redis.register_script(_ADD_DECAYED)
+        self._reserve = self._redis.register_script(_RESERVE)
+        self._spent = self._redis.register_script(_SPENT)
+
+    async def close(self) -> None:
+        """Close the connection pool."""
+        await self._redis.aclose()
+
+    async def _call(self, operation: Awaitable[T]) -> T:
+        try:
+            return await operation
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"Redis unavailable: {type(exc).__name__}") from exc
+
+    async def ping(self) -> bool:
+        """True when Redis answers."""
+        try:
+            return bool(await self._redis.ping())
+        except (RedisError, OSError):
+            return False
+
+    @property
+    def cache_stats(self) -> tuple[int, int]:
+        """(hits, misses) of the peer cache."""
+        return self._peers.hits, self._peers.misses
+
+    # -- message lifecycle -------------------------------------------------------------
+
+    async def claim(self, env: Envelope, digest: str, redelivered: bool) -> Claim:
+        """Claim a message id and nonce atomically (dedup after crashes, replay defence)."""
+        keys = [self.keys.seen(env.id), self.keys.nonce(env.sender, env.nonce)]
+        args: list[str | int] = [digest, self._dedup_ttl_ms, "1" if redelivered else "0"]
+        result = await self._call(self._claim(keys=keys, args=args))
+        return Claim(result.decode() if isinstance(result, bytes) else result)
+
+    async def finish(self, env: Envelope, digest: str, outcome: str, clean: bool) -> None:
+        """Record a confirmed outcome for the claimed id; count a clean message."""
+        keys = [self.keys.seen(env.id), self.keys.peer(env.sender)]
+        await self._call(self._finish(keys=keys, args=[digest, outcome, "1" if clean else "0"]))
+        if clean:
+            # Our own cached copy is now one clean message behind; other routers catch up
+            # when their entry expires (behaviour counters tolerate cache_ttl_ms of lag).
+            self._peers.discard(env.sender)
+
+    async def outcome(self, message_id: str) -> str | None:
+        """The recorded '<digest>|<state>[|outcome]' for a message id, if any."""
+        raw = await self._call(self._redis.get(self.keys.seen(message_id)))
+        if raw is None:
+            return None
+        return raw if isinstance(raw, str) else raw.decode()
+
+    async def context(self, env: Envelope, now_ms: int, *, replayed: bool) -> TrustContext:
+        """Everything a decision reads about this message, cached where safe."""
+        peer = await self.peer(env.sender, now_ms)
+        if env.payment is not None:
+            spent = await self.spent(env.sender, env.payment.currency, now_ms)
+            peer = _with_spent(peer, env.payment.currency, spent)
+        recipient = await self.recipient(env.recipient, now_ms)
+        shared = await self.globals(now_ms)
+        pact = await self.pact(env.sender, env.recipient)
+        return TrustContext(
+            peer=peer,
+            recipient=recipient,
+            issuers=shared.issuers,
+            revoked_evidence=shared.revoked_evidence,
+            pact=pact,
+            replayed=replayed,
+        )
+
+    async def peer(self, did: str, now_ms: int) -> PeerState:
+        """A sender's state (cached for cache_ttl_ms, dropped on invalidation)."""
+        cached = self._peers.get(did, now_ms)
+        if cached is not None:
+            return cached
+        fields = await self._call(self._redis.hgetall(self.keys.peer(did)))
+        state = codec.peer_from_hash(did, _as_bytes(fields), {})
+        self._peers.put(did, state, now_ms)
+        return state
+
+    async def recipient(self, did: str, now_ms: int) -> RecipientProfile | None:
+        """A recipient's profile, or None when unknown."""
+        cached = self._recipients.get(did, now_ms)
+        if cached is not None:
+            return cached
+        fields = await self._call(self._redis.hgetall(self.keys.recipient(did)))
+        profile = codec.recipient_from_hash(did, _as_bytes(fields))
+        if profile is not None:
+            # Unknown recipients are not cached: registering one must take effect at once.
+            self._recipients.put(did, profile, now_ms)
+        return profile
+
+    async def globals(self, now_ms: int) -> Globals:
+        """The issuer trust list and revoked evidence ids."""
+        cached = self._globals.get("globals", now_ms)
+        if cached is not None:
+            return cached
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.smembers(self.keys.issuers)
+            pipe.smembers(self.keys.revoked_evidence)
+            issuers, revoked = await self._call(pipe.execute())
+        shared = Globals(
+            frozenset(i.decode() for i in issuers), frozenset(r.decode() for r in revoked)
+        )
+        self._globals.put("globals", shared, now_ms)
+        return shared
+
+    async def pact(self, sender: str, recipient: str) -> PactTerms | None:
+        """The stored pact from sender to recipient, if any."""
+        raw = await self._call(self._redis.get(self.keys.pact(sender, recipient)))
+        if raw is None:
+            return None
+        data = orjson.loads(raw)
+        data["kinds"] = frozenset(data["kinds"])
+        data["data_classes"] = frozenset(data["data_classes"])
+        return PactTerms(**data)
+
+    async def spent(self, did: str, currency: str, now_ms: int) -> int:
+        """Minor units paid by `did` in `currency` over the last 24 h."""
+        total = await self._call(self._spent(keys=[self.keys.spend(did, currency)], args=[now_ms]))
+        return int(total)
+
+    async def reserve_spend(
+        self,
+        did: str,
+        currency: str,
+        amount_minor: int,
+        cap_minor: int,
+        message_id: str,
+        now_ms: int,
+    ) -> bool:
+        """Atomically add a payment to the rolling 24 h total unless it would pass the cap."""
+        key = self.keys.spend(did, currency)
+        result = await self._call(
+            self._reserve(keys=[key], args=[now_ms, amount_minor, cap_minor, message_id])
+        )
+        return int(result) >= 0
+
+    # -- evidence and state changes ------------------------------------------------------
+
+    async def register_recipient(self, profile: RecipientProfile) -> None:
+        """Register (or update) an agent that may receive messages."""
+        key = self.keys.recipient(profile.did)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.delete(key)
+            pipe.hset(key, mapping=dict[Any, Any](codec.recipient_to_hash(profile)))
+            await self._call(pipe.execute())
+        await self.invalidate(f"recipient:{profile.did}")
+
+    async def add_issuer(self, did: str) -> None:
+        """Put an issuer on the trust list."""
+        await self._call(self._redis.sadd(self.keys.issuers, did))
+        await self.invalidate("globals")
+
+    async def remove_issuer(self, did: str) -> None:
+        """Take an issuer off the trust list; its credentials stop counting everywhere."""
+        await self._call(self._redis.srem(self.keys.issuers, did))
+        await self.invalidate("globals")
+
+    async def revoke_evidence(self, evidence_id: str) -> None:
+        """Revoke a credential or attestation by id."""
+        await self._call(self._redis.sadd(self.keys.revoked_evidence, evidence_id))
+        await self.invalidate("globals")
+
+    async def revoke_key(self, did: str) -> None:
+        """Revoke a sender's key: every router blocks it once the invalidation lands."""
+        await self._set_peer(did, {codec.REVOKED: b"1"})
+
+    async def record_possession(self, did: str, verified_ms: int, expires_ms: int) -> None:
+        """Record a verified proof of key possession (from the handshake)."""
+        await self._set_peer(
+            did, {codec.POSSESSION_AT: str(verified_ms), codec.POSSESSION_UNTIL: str(expires_ms)}
+        )
+
+    async def set_credential(self, cred: Credential) -> None:
+        """Store a credential whose issuer signature was verified by the caller."""
+        await self._set_peer(cred.subject, {codec.CREDENTIAL: codec.credential_field(cred)})
+
+    async def set_attestation(self, att: Attestation) -> None:
+        """Store a code attestation whose issuer signature was verified by the caller."""
+        await self._set_peer(att.subject, {codec.ATTESTATION: codec.attestation_field(att)})
+
+    async def set_bond(self, did: str, bond: Bond) -> None:
+        """Store a stake bond whose issuer signature was verified by the caller."""
+        await self._set_peer(did, {codec.BOND: codec.bond_field(bond)})
+
+    async def set_manifest(self, did: str, kinds: frozenset[str]) -> None:
+        """Store the message kinds of a verified capability manifest."""
+        await self._set_peer(did, {codec.MANIFEST: orjson.dumps(sorted(kinds))})
+
+    async def set_pact(self, pact: PactTerms) -> None:
+        """Store a pact both parties signed (verified by the caller)."""
+        data = {
+            "pact_id": pact.pact_id,
+            "sender": pact.sender,
+            "recipient": pact.recipient,
+            "kinds": sorted(pact.kinds),
+            "data_classes": sorted(pact.data_classes),
+            "max_payment_minor": pact.max_payment_minor,
+            "currency": pact.currency,
+            "expires_at_ms": pact.expires_at_ms,
+        }
+        key = self.keys.pact(pact.sender, pact.recipient)
+        # The key expires with the pact, so an expired pact cannot linger in Redis.
+        await self._call(self._redis.set(key, orjson.dumps(data), pxat=pact.expires_at_ms))
+
+    async def add_outcome(
+        self, did: str, *, success: bool, weight: float, now_ms: int, policy: Policy
+    ) -> float:
+        """Fold a verified outcome into the decayed success or failure count."""
+        model = policy.reputation
+        fields, half_life = (
+            ((codec.SUCCESS_VALUE, codec.SUCCESS_AT), model.success_half_life_ms)
+            if success
+            else ((codec.FAILURE_VALUE, codec.FAILURE_AT), model.failure_half_life_ms)
+        )
+        value = await self._call(
+            self._add_decayed(keys=[self.keys.peer(did)], args=[*fields, weight, now_ms, half_life])
+        )
+        await self.invalidate(f"peer:{did}")
+        return float(value)
+
+    async def set_clean_streak(self, did: str, count: int) -> None:
+        """Set the number of clean messages since the sender's last anomaly."""
+        await self._set_peer(did, {codec.CLEAN: str(count)})
+
+    async def purge(self) -> int:
+        """Delete every key under this store's prefix (demo resets and tests only)."""
+        deleted = 0
+        async for key in self._redis.scan_iter(match=self.keys.prefix + "*", count=1000):
+            deleted += int(await self._call(self._redis.delete(key)))
+        await self.invalidate("all")
+        return deleted
+
+    async def record_anomaly(self, did: str, now_ms: int) -> None:
+        """Put a sender under observation: its clean streak restarts from zero."""
+        await self._set_peer(did, {codec.ANOMALY: str(now_ms), codec.CLEAN: "0"})
+
+    async def _set_peer(self, did: str, fields: dict[str, str | bytes]) -> None:
+        await self._call(self._redis.hset(self.keys.peer(did), mapping=dict[Any, Any](fields)))
+        await self.invalidate(f"peer:{did}")
+
+    # -- policy -------------------------------------------------------------------------
+
+    async def load_policy(self) -> Policy:
+        """The stored policy, or the default one when none was ever stored."""
+        raw = await self._call(self._redis.get(self.keys.policy))
+        return Policy() if raw is None else load_policy(orjson.loads(raw))
+
+    async def save_policy(self, policy: Policy) -> None:
+        """Store a validated policy and tell every router."""
+        await self._call(self._redis.set(self.keys.policy, policy.model_dump_json()))
+        await self.invalidate("policy")
+
+    # -- invalidation -------------------------------------------------------------------
+
+    async def invalidate(self, what: str) -> None:
+        """Drop `what` here and publish it so every router drops it within a second."""
+        self._drop(what)
+        await self._call(self._redis.publish(self.keys.invalidate, what))
+
+    def _drop(self, what: str) -> None:
+        kind, _, did = what.partition(":")
+        if kind == "peer":
+            self._peers.discard(did)
+        elif kind == "recipient":
+            self._recipients.discard(did)
+        elif kind == "globals":
+            self._globals.clear()
+        elif kind == "all":
+            self._peers.clear()
+            self._recipients.clear()
+            self._globals.clear()
+
+    async def invalidations(self) -> AsyncIterator[str]:
+        """Apply invalidations from other routers as they arrive; yields each one."""
+        pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+        try:
+            await self._call(pubsub.subscribe(self.keys.invalidate))
+            # Entries cached before the subscription may have missed an invalidation.
+            self._drop("all")
+            yield "all"
+            while True:
+                message = await self._call(pubsub.get_message(timeout=1.0))
+                if message is None:
+                    continue
+                what = bytes(message["data"]).decode()
+                self._drop(what)
+                yield what
+        finally:
+            with contextlib.suppress(RedisError, OSError):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+
+def _as_bytes(fields: dict[Any, Any]) -> dict[bytes, bytes]:
+    # The client is created without decode_responses, so keys and values are bytes.
+    return fields
+
+
+def _with_spent(peer: PeerState, currency: str, spent: int) -> PeerState:
+    return replace(peer, spent_24h_minor={**peer.spent_24h_minor, currency: spent})
+
+
+async def wait_until_available(store: RedisStore, retry_ms: int, stop: asyncio.Event) -> bool:
+    """Poll until Redis answers (True) or `stop` is set (False)."""
+    while not stop.is_set():
+        if await store.ping():
+            return True
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stop.wait(), retry_ms / 1000)
+    return False
