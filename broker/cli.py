@@ -316,6 +316,26 @@ async def cmd_escalations(args: argparse.Namespace, config: BrokerConfig) -> int
     return 0
 
 
+async def cmd_policy(args: argparse.Namespace, config: BrokerConfig) -> int:
+    """Show the policy in force, or validate and load a new one (version bumped)."""
+    from broker.policy import load_policy
+
+    store = open_store(config)
+    try:
+        current = await store.load_policy()
+        if args.action == "load":
+            data = orjson.loads(Path(args.file).read_bytes())
+            data["version"] = current.version + 1
+            policy = load_policy(data)
+            await store.save_policy(policy)
+            print(f"policy version {policy.version} is in force on every router", file=sys.stderr)
+            current = policy
+    finally:
+        await store.close()
+    _print_json(current.model_dump(mode="json"))
+    return 0
+
+
 async def cmd_servers(args: argparse.Namespace, config: BrokerConfig) -> int:
     """Start, stop or report the local RabbitMQ and Redis."""
     cfg = server_config(os.environ)
@@ -526,6 +546,18 @@ def _add_ops_commands(sub: Any) -> None:
     p.add_argument("--limit", type=int, default=50)
     _json_flag(p)
     p.set_defaults(handler=cmd_escalations)
+
+    p = sub.add_parser(
+        "policy",
+        help="show or load the routing policy",
+        description="show: print the policy in force (weights, thresholds, caps, gate "
+        "settings, scoring constants). load FILE: validate a JSON policy (the shape show "
+        "prints; omitted sections keep their defaults) and put it in force on every router "
+        "within a second. A bad policy is refused with the reason, never repaired.",
+    )
+    p.add_argument("action", choices=["show", "load"])
+    p.add_argument("file", nargs="?", help="policy JSON file (load)")
+    p.set_defaults(handler=cmd_policy)
 
     p = sub.add_parser(
         "servers",

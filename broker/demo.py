@@ -15,6 +15,7 @@ import os
 import sys
 from dataclasses import dataclass, replace
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from broker.clock import wall_clock_ms
 from broker.config import BrokerConfig
@@ -65,9 +66,9 @@ async def _prepare(config: BrokerConfig, store: RedisStore) -> Cast:
     with contextlib.suppress(ConfigError):  # absent on the first run
         await asyncio.to_thread(api.delete_vhost, config.vhost)
     await asyncio.to_thread(api.put_vhost, config.vhost)
-    await asyncio.to_thread(
-        api.set_permissions, config.vhost, "guest", {"configure": ".*", "write": ".*", "read": ".*"}
-    )
+    router_user = unquote(urlsplit(config.amqp_url).username or "guest")
+    everything = {"configure": ".*", "write": ".*", "read": ".*"}
+    await asyncio.to_thread(api.set_permissions, config.vhost, router_user, everything)
     await store.purge()
     names = ["analyst", "archive", "newcomer", "verified", "established", "trusted"]
     cast = Cast(AgentKey.generate(), {name: AgentKey.generate() for name in names})

@@ -40,7 +40,9 @@ _MESSAGE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{7,127}")
 _NONCE = re.compile(r"[0-9a-f]{32,64}")
 _LABEL = re.compile(r"[a-z][a-z0-9_]{0,31}")
 _DECIMAL = re.compile(r"(0|[1-9][0-9]{0,17})(\.[0-9]{1,4})?")
-_B64URL_SIG = re.compile(r"[A-Za-z0-9_-]{86}")
+# 86 characters carry 516 bits for 512; the last one's 4 spare bits must be zero, or 16
+# spellings would decode to the same signature.
+_B64URL_SIG = re.compile(r"[A-Za-z0-9_-]{85}[AQgw]")
 _MAX_MINOR = 10**18
 
 

@@ -33,23 +33,27 @@ def did_from_public_key(raw32: bytes) -> str:
 def public_key_from_did(did: str) -> bytes:
     """Return the raw 32-byte Ed25519 public key named by a did:key identifier."""
     if not isinstance(did, str) or len(did) > _MAX_DID_LENGTH:
-        raise IdentityError("not a did:key identifier")
+        raise IdentityError("not a did:key identifier (at most 64 characters)")
     if not did.startswith(DID_KEY_PREFIX):
-        raise IdentityError("DID must start with 'did:key:z' (multibase base58btc)")
+        raise _bad(did, "must start with 'did:key:z' (multibase base58btc)")
     try:
         decoded = base58.b58decode(did[len(DID_KEY_PREFIX) :])
-    except ValueError as exc:
-        raise IdentityError("DID method-specific id is not valid base58btc") from exc
+    except ValueError:
+        raise _bad(did, "method-specific id is not valid base58btc") from None
     if decoded[:2] != ED25519_MULTICODEC:
-        raise IdentityError("DID key is not ed25519-pub (multicodec 0xed01)")
+        raise _bad(did, "key is not ed25519-pub (multicodec 0xed01)")
     if len(decoded) != 2 + PUBLIC_KEY_BYTES:
-        raise IdentityError("DID key is not 32 bytes long")
+        raise _bad(did, "key is not 32 bytes long")
     key = decoded[2:]
     # Re-encoding catches non-canonical spellings (e.g. leading '1's) of the same key, so
     # one key has exactly one DID and state cannot be split across aliases.
     if did_from_public_key(key) != did:
-        raise IdentityError("DID is not in canonical base58btc form")
+        raise _bad(did, "not in canonical base58btc form")
     return key
+
+
+def _bad(did: str, why: str) -> IdentityError:
+    return IdentityError(f"invalid did:key {did!r}: {why}")
 
 
 @lru_cache(maxsize=65536)

@@ -1,0 +1,72 @@
+"""The command line: parsing, configuration precedence, key files, masked secrets."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+from broker.cli import broker_config, build_parser, main
+from broker.config import BrokerConfig, mask_url, with_vhost
+from broker.errors import ConfigError
+from broker.identity import AgentKey
+from broker.keyfile import load_key, save_key
+
+
+def test_every_command_has_help_that_explains_it() -> None:
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    for name, sub in commands.items():
+        text = sub.format_help()
+        assert f"trust-broker {name}" in text and len(text) > 80, name
+
+
+def test_python_dash_m_broker_prints_help() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "broker", "--help"], capture_output=True, text=True, check=True
+    )
+    assert "five" in out.stdout and "provision" in out.stdout
+
+
+def test_flags_beat_environment_and_urls_follow_local_ports() -> None:
+    args = build_parser().parse_args(["--vhost", "v1", "peer", "x"])
+    env = {"TRUST_AMQP_PORT": "5999", "TRUST_REDIS_PORT": "6999", "TRUST_VHOST": "ignored"}
+    config = broker_config(env, args)
+    assert config.amqp_url == "amqp://guest:guest@127.0.0.1:5999/"
+    assert config.redis_url == "redis://127.0.0.1:6999/0"
+    assert config.vhost == "v1"
+
+
+def test_passwords_never_appear_in_repr() -> None:
+    config = BrokerConfig(amqp_url="amqp://u:s3cret@h:1/", redis_url="redis://:pw@h:2/0")
+    assert "s3cret" not in repr(config) and "pw@" not in repr(config)
+    assert mask_url("amqp://u:s3cret@h:1/") == "amqp://u:***@h:1/"
+    assert with_vhost("amqp://u:p@h:1/", "a/b") == "amqp://u:p@h:1/a%2Fb"
+
+
+def test_key_files_are_private_and_never_overwritten_by_accident(tmp_path: Path) -> None:
+    path = tmp_path / "agent.key"
+    key = AgentKey.generate()
+    save_key(path, key)
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert load_key(path).did == key.did
+    assert key.seed.hex() not in repr(key)
+    with pytest.raises(ConfigError):
+        save_key(path, AgentKey.generate())
+    other = AgentKey.generate().did
+    path.write_bytes(orjson.dumps({"did": other, "seed": key.seed.hex()}))
+    with pytest.raises(ConfigError):
+        load_key(path)
+
+
+def test_keygen_prints_the_did_and_errors_exit_non_zero(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["keygen", "--out", str(tmp_path / "k")]) == 0
+    did = capsys.readouterr().out.strip()
+    assert did.startswith("did:key:z6Mk") and load_key(tmp_path / "k").did == did
+    assert main(["keygen", "--out", str(tmp_path / "k")]) == 1
+    assert "exists" in capsys.readouterr().err

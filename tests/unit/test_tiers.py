@@ -1,0 +1,225 @@
+"""Composite, tier boundaries and payment caps: where one more millionth changes the action."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from broker.decision import Action, Tier
+from broker.envelope import Envelope, PaymentIntent
+from broker.policy import DIMENSIONS, Policy, Weights
+from broker.scoring import decide
+from broker.scoring.tiers import composite, tier_of
+
+from .factories import (
+    DEFAULT_POLICY,
+    context,
+    decoded,
+    payment_envelope,
+    peer,
+    sign_envelope,
+    single_dimension_policy,
+)
+
+BLOCK_LOW = (Action.BLOCK, "insufficient_trust")
+PROBATION = (Action.DELIVER, "probation")
+SUFFICIENT = (Action.DELIVER, "trust_sufficient")
+PAY_BLOCKED = (Action.BLOCK, "payment_trust_threshold")
+PAID = (Action.DELIVER, "payment_within_caps")
+OVER_CAP = (Action.ESCALATE, "payment_cap_exceeded")
+
+# composite, tier, then (action, reason) for: data, a 50 USD payment, a 5,000 USD payment
+BOUNDARIES = [
+    pytest.param(0.50 - 1e-6, Tier.BLOCKED, BLOCK_LOW, BLOCK_LOW, BLOCK_LOW, id="0.50-below"),
+    pytest.param(0.50, Tier.PROBATION, PROBATION, PAY_BLOCKED, PAY_BLOCKED, id="0.50-at"),
+    pytest.param(0.50 + 1e-6, Tier.PROBATION, PROBATION, PAY_BLOCKED, PAY_BLOCKED, id="0.50-above"),
+    pytest.param(0.60 - 1e-6, Tier.PROBATION, PROBATION, PAY_BLOCKED, PAY_BLOCKED, id="0.60-below"),
+    pytest.param(0.60, Tier.ESTABLISHED, SUFFICIENT, PAID, OVER_CAP, id="0.60-at"),
+    pytest.param(0.60 + 1e-6, Tier.ESTABLISHED, SUFFICIENT, PAID, OVER_CAP, id="0.60-above"),
+    pytest.param(0.80 - 1e-6, Tier.ESTABLISHED, SUFFICIENT, PAID, OVER_CAP, id="0.80-below"),
+    pytest.param(0.80, Tier.TRUSTED, SUFFICIENT, PAID, PAID, id="0.80-at"),
+    pytest.param(0.80 + 1e-6, Tier.TRUSTED, SUFFICIENT, PAID, PAID, id="0.80-above"),
+    pytest.param(0.0, Tier.BLOCKED, BLOCK_LOW, BLOCK_LOW, BLOCK_LOW, id="zero"),
+    pytest.param(1.0, Tier.TRUSTED, SUFFICIENT, PAID, PAID, id="one"),
+]
+
+
+@pytest.mark.parametrize(("score", "tier", "data", "pay_small", "pay_large"), BOUNDARIES)
+def test_tier_boundaries(
+    score: float,
+    tier: Tier,
+    data: tuple[Action, str],
+    pay_small: tuple[Action, str],
+    pay_large: tuple[Action, str],
+) -> None:
+    policy = single_dimension_policy(score)
+    ctx = context(peer())
+    for envelope, expected in [
+        (sign_envelope(), data),
+        (payment_envelope("50.00"), pay_small),
+        (payment_envelope("5000.00"), pay_large),
+    ]:
+        decision = decide(decoded(envelope), ctx, policy, envelope.created_at)
+        assert decision.composite == pytest.approx(score, abs=1e-12)
+        assert decision.tier is tier
+        assert (decision.action, decision.reasons[0]) == expected
+
+
+@pytest.mark.parametrize(
+    ("score", "tier"),
+    [(p.values[0], p.values[1]) for p in BOUNDARIES],
+    ids=[p.id for p in BOUNDARIES],
+)
+def test_tier_of(score: float, tier: Tier) -> None:
+    assert tier_of(score, DEFAULT_POLICY) is tier
+
+
+@pytest.mark.parametrize("score", [0.5, 0.6, 0.8, 0.7, 0.3])
+def test_uniform_scores_land_exactly_on_the_edge(score: float) -> None:
+    # 0.3*s + 0.25*s + ... is not exactly s in binary floating point; the composite is
+    # rounded so that a sender scoring s everywhere gets the tier that starts at s.
+    scores = dict.fromkeys(DIMENSIONS, score)
+    assert composite(scores, DEFAULT_POLICY) == score
+    assert tier_of(composite(scores, DEFAULT_POLICY), DEFAULT_POLICY) is tier_of(
+        score, DEFAULT_POLICY
+    )
+
+
+def _pay(amount: str, currency: str = "USD") -> Envelope:
+    return payment_envelope(amount, currency)
+
+
+def _pay_minor(minor: int, currency: str = "USD") -> Envelope:
+    return sign_envelope(
+        kind="payment", payment=PaymentIntent(currency=currency, amount_minor=minor)
+    )
+
+
+ESTABLISHED = 0.70
+TRUSTED = 0.90
+
+# tier score, envelope, 24 h spend so far, expected action and reason
+CAPS = [
+    pytest.param(ESTABLISHED, _pay("100.00"), {}, PAID, id="established-at-per-message-cap"),
+    pytest.param(ESTABLISHED, _pay("100.01"), {}, OVER_CAP, id="established-over-per-message"),
+    pytest.param(ESTABLISHED, _pay_minor(10_000), {}, PAID, id="established-cap-minor-form"),
+    pytest.param(ESTABLISHED, _pay_minor(10_001), {}, OVER_CAP, id="established-over-minor-form"),
+    pytest.param(ESTABLISHED, _pay("50.00"), {"USD": 450_00}, PAID, id="established-at-daily-cap"),
+    pytest.param(
+        ESTABLISHED,
+        _pay("50.01"),
+        {"USD": 450_00},
+        (Action.ESCALATE, "daily_cap_exceeded"),
+        id="established-over-daily-cap",
+    ),
+    pytest.param(
+        ESTABLISHED,
+        _pay("1.00"),
+        {"USD": 500_00},
+        (Action.ESCALATE, "daily_cap_exceeded"),
+        id="established-daily-cap-spent",
+    ),
+    pytest.param(
+        ESTABLISHED, _pay("100.00"), {"EUR": 500_00}, PAID, id="daily-cap-is-per-currency"
+    ),
+    pytest.param(ESTABLISHED, _pay("100", "JPY"), {}, PAID, id="caps-in-major-units-jpy"),
+    pytest.param(ESTABLISHED, _pay("101", "JPY"), {}, OVER_CAP, id="over-cap-jpy"),
+    pytest.param(ESTABLISHED, _pay("100.000", "KWD"), {}, PAID, id="cap-kwd"),
+    pytest.param(ESTABLISHED, _pay("100.001", "KWD"), {}, OVER_CAP, id="over-cap-kwd"),
+    pytest.param(
+        ESTABLISHED,
+        sign_envelope(kind="payment"),
+        {},
+        (Action.ESCALATE, "payment_amount_missing"),
+        id="payment-kind-no-amount",
+    ),
+    pytest.param(
+        ESTABLISHED,
+        sign_envelope(kind="request", payment=PaymentIntent(currency="USD", amount="100.01")),
+        {},
+        OVER_CAP,
+        id="payment-intent-on-request",
+    ),
+    pytest.param(TRUSTED, _pay("100.01"), {}, PAID, id="trusted-over-established-cap"),
+    pytest.param(TRUSTED, _pay("10000.00"), {}, PAID, id="trusted-at-per-message-cap"),
+    pytest.param(TRUSTED, _pay("10000.01"), {}, OVER_CAP, id="trusted-over-per-message-cap"),
+    pytest.param(TRUSTED, _pay("10000.00"), {"USD": 40_000_00}, PAID, id="trusted-at-daily-cap"),
+    pytest.param(
+        TRUSTED,
+        _pay("10000.00"),
+        {"USD": 40_000_01},
+        (Action.ESCALATE, "daily_cap_exceeded"),
+        id="trusted-over-daily-cap",
+    ),
+    pytest.param(0.55, _pay("0.01"), {}, PAY_BLOCKED, id="probation-blocks-any-payment"),
+    pytest.param(
+        0.55, sign_envelope(kind="payment"), {}, PAY_BLOCKED, id="probation-blocks-payment-kind"
+    ),
+]
+
+
+@pytest.mark.parametrize(("score", "envelope", "spent", "expected"), CAPS)
+def test_payment_caps(
+    score: float, envelope: Envelope, spent: dict[str, int], expected: tuple[Action, str]
+) -> None:
+    ctx = context(peer(spent_24h_minor=spent))
+    decision = decide(decoded(envelope), ctx, single_dimension_policy(score), envelope.created_at)
+    assert (decision.action, decision.reasons[0]) == expected
+
+
+def test_caps_follow_the_policy() -> None:
+    base = single_dimension_policy(ESTABLISHED)
+    policy = base.model_copy(
+        update={"caps": base.caps.model_copy(update={"established_per_message": 10})}
+    )
+    envelope = _pay("10.01")
+    ctx = context(peer())
+    assert decide(decoded(envelope), ctx, base, envelope.created_at).action is Action.DELIVER
+    assert decide(decoded(envelope), ctx, policy, envelope.created_at).action is Action.ESCALATE
+
+
+unit = st.floats(min_value=0.0, max_value=1.0)
+scores_st = st.fixed_dictionaries({name: unit for name in DIMENSIONS})
+
+
+@st.composite
+def policies(draw: st.DrawFn) -> Policy:
+    """A policy with arbitrary valid weights (non-negative, summing to 1)."""
+    raw = draw(st.lists(unit, min_size=5, max_size=5).filter(lambda xs: math.fsum(xs) > 1e-6))
+    total = math.fsum(raw)
+    return Policy(
+        weights=Weights(**{name: x / total for name, x in zip(DIMENSIONS, raw, strict=True)})
+    )
+
+
+@given(scores_st, policies())
+def test_composite_lies_in_unit_interval(scores: dict[str, float], policy: Policy) -> None:
+    assert 0.0 <= composite(scores, policy) <= 1.0
+
+
+@given(scores_st, policies(), st.sampled_from(DIMENSIONS), unit)
+def test_raising_one_dimension_never_lowers_composite(
+    scores: dict[str, float], policy: Policy, dimension: str, new: float
+) -> None:
+    raised = {**scores, dimension: max(scores[dimension], new)}
+    assert composite(raised, policy) >= composite(scores, policy)
+
+
+@given(scores_st, st.sampled_from(DIMENSIONS), unit)
+def test_raising_one_dimension_never_lowers_tier(
+    scores: dict[str, float], dimension: str, new: float
+) -> None:
+    order = list(Tier)
+    raised = {**scores, dimension: max(scores[dimension], new)}
+    before = tier_of(composite(scores, DEFAULT_POLICY), DEFAULT_POLICY)
+    after = tier_of(composite(raised, DEFAULT_POLICY), DEFAULT_POLICY)
+    assert order.index(after) >= order.index(before)
+
+
+def test_all_weight_on_one_dimension_ignores_the_others() -> None:
+    policy = single_dimension_policy(0.5)
+    scores = {**dict.fromkeys(DIMENSIONS, 1.0), "reputation": 0.25}
+    assert composite(scores, policy) == 0.25
