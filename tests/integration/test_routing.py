@@ -243,3 +243,28 @@ async def test_router_survives_a_burst_of_garbage_and_keeps_delivering(
     entries = await blocked_records(config, len(garbage) * 5)
     assert len(entries) == len(garbage) * 5
     assert {e.record["reason"] for e in entries} == {"malformed"}
+
+
+async def test_one_structured_log_line_per_decision_and_no_message_body(
+    router: Router, config: BrokerConfig, store: RedisStore, agents: AgentFactory,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    alice, bob = await agents(), await agents()
+    await verify_identity(store, alice.key, AgentKey.generate())
+    with caplog.at_level("DEBUG", logger="broker.router"):
+        delivered = await alice.send(bob, {"secret": "do-not-log-me"})
+        await alice.client.publish_raw(b"not json")
+        await bob.receive_all(timeout=1.0)
+        await blocked_records(config, 1)
+    lines = [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "broker.router" and r.levelname == "DEBUG"
+    ]
+    events = [orjson.loads(line) for line in lines]
+    # Messages are decided concurrently, so the two lines may come in either order.
+    assert sorted((e["event"], e["message_id"] or "", e["action"]) for e in events) == [
+        ("decision", "", "block"),
+        ("decision", delivered.id, "deliver"),
+    ]
+    assert not any("do-not-log-me" in r.getMessage() for r in caplog.records)
