@@ -6,8 +6,12 @@ import asyncio
 import contextlib
 import logging
 import signal
+from pathlib import Path
 
 from broker.config import BrokerConfig
+from broker.errors import ConfigError
+from broker.identity import AgentKey
+from broker.keyfile import load_key, save_key
 from broker.router import Router
 from broker.store.keys import Keys
 from broker.store.redis import RedisStore, wait_until_available
@@ -26,6 +30,19 @@ def open_store(config: BrokerConfig) -> RedisStore:
     )
 
 
+def load_or_create_broker_key(config: BrokerConfig) -> AgentKey:
+    """The broker's signing key; every router of a deployment must share the same file."""
+    path = Path(config.broker_key_file)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(ConfigError):  # another router created it first
+            save_key(path, AgentKey.generate())
+            log.info("created broker key %s", path)
+    key = load_key(path)
+    log.info("broker DID %s", key.did)
+    return key
+
+
 async def run_router(config: BrokerConfig, ready: asyncio.Event | None = None) -> None:
     """Run one router until a termination signal arrives."""
     stop = asyncio.Event()
@@ -39,7 +56,7 @@ async def run_router(config: BrokerConfig, ready: asyncio.Event | None = None) -
             log.warning("Redis is not answering yet; the router waits for it (fail closed)")
             if not await wait_until_available(store, config.store_retry_ms, stop):
                 return
-        router = Router(config, store)
+        router = Router(config, store, broker_key=load_or_create_broker_key(config))
         await router.start()
         if ready is not None:
             ready.set()

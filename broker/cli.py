@@ -19,8 +19,8 @@ from broker.app import open_store, run_router
 from broker.clock import wall_clock_ms
 from broker.config import BrokerConfig
 from broker.envelope import MESSAGE_KINDS, PaymentIntent, decode_envelope
-from broker.errors import TrustBrokerError
-from broker.evidence import credential_from, sign_evidence, verify_evidence
+from broker.errors import ConfigError, TrustBrokerError
+from broker.evidence import sign_evidence
 from broker.identity import AgentKey, public_key_from_did
 from broker.keyfile import load_key, save_key
 from broker.state import RecipientProfile
@@ -57,6 +57,7 @@ def broker_config(env: Mapping[str, str], args: argparse.Namespace) -> BrokerCon
         management_url=args.management_url or management,
         vhost=args.vhost or env.get("TRUST_VHOST", "/"),
         key_prefix=args.key_prefix or env.get("TRUST_KEY_PREFIX", "tb:"),
+        broker_key_file=env.get("TRUST_BROKER_KEY", str(ports.run_dir / "broker.key")),
     )
 
 
@@ -222,35 +223,55 @@ async def cmd_issuer(args: argparse.Namespace, config: BrokerConfig) -> int:
     return 0
 
 
-async def cmd_credential(args: argparse.Namespace, config: BrokerConfig) -> int:
-    """Issue a credential with an issuer key, or present (verify and record) one."""
+async def cmd_evidence(args: argparse.Namespace, config: BrokerConfig) -> int:
+    """Issue evidence with an issuer key, present (verify and record) it, or show a peer's."""
     now = wall_clock_ms()
     if args.action == "issue":
-        issuer = load_key(Path(args.issuer_key))
-        public_key_from_did(args.subject)
-        document = sign_evidence(
-            issuer,
-            "credential",
-            id=f"cred-{uuid.uuid4().hex}",
-            subject=args.subject,
-            organisation=args.organisation,
-            issued_at=now,
-            expires_at=now + int(args.days * DAY_MS),
-        )
+        document = _issue_evidence(args, now)
         text = orjson.dumps(document, option=orjson.OPT_INDENT_2).decode()
         if args.out:
             Path(args.out).write_text(text + "\n")
         print(text)
         return 0
-    document = orjson.loads(Path(args.file).read_bytes())
-    credential = credential_from(verify_evidence(document, "credential", now))
     store = open_store(config)
     try:
-        await store.set_credential(credential)
+        if args.action == "present":
+            from broker.agreements import apply_document
+
+            document = orjson.loads(Path(args.file).read_bytes())
+            accepted = await apply_document(store, document, now)
+            print(f"recorded {document.get('type')} {accepted}")
+            return 0
+        public_key_from_did(args.subject)
+        from broker.peerview import describe_evidence
+
+        view = await describe_evidence(store, args.subject, now)
     finally:
         await store.close()
-    print(f"recorded credential {credential.credential_id} for {credential.subject}")
+    _print_json(view)
     return 0
+
+
+def _issue_evidence(args: argparse.Namespace, now: int) -> dict[str, Any]:
+    if not args.issuer_key or not args.subject:
+        raise ConfigError("evidence issue needs --issuer-key and --subject")
+    issuer = load_key(Path(args.issuer_key))
+    public_key_from_did(args.subject)
+    common = {
+        "id": f"{args.type}-{uuid.uuid4().hex}",
+        "subject": args.subject,
+        "issued_at": now,
+        "expires_at": now + int(args.days * DAY_MS),
+    }
+    if args.type == "credential":
+        return sign_evidence(issuer, "credential", organisation=args.organisation, **common)
+    if args.type == "attestation":
+        return sign_evidence(
+            issuer, "attestation", codebase_hash=args.codebase_hash,
+            config_hash=args.config_hash, **common,
+        )  # fmt: skip
+    amount = PaymentIntent(currency=args.currency, amount=args.amount or "0").minor_units
+    return sign_evidence(issuer, "bond", amount_minor=amount, currency=args.currency, **common)
 
 
 async def cmd_revoke(args: argparse.Namespace, config: BrokerConfig) -> int:
@@ -509,20 +530,32 @@ def _add_ops_commands(sub: Any) -> None:
     p.set_defaults(handler=cmd_issuer)
 
     p = sub.add_parser(
-        "credential",
-        help="issue or present an identity credential",
-        description="issue: sign a credential binding SUBJECT to an "
-        "organisation with an issuer key. present: verify a credential file's "
-        "issuer signature and expiry and record it for its subject.",
+        "evidence",
+        help="issue, present or show identity credentials, attestations and bonds",
+        description="issue TYPE: sign a credential (binds --subject to --organisation), a "
+        "code attestation (--codebase-hash, --config-hash) or a stake bond (--amount, "
+        "--currency) with an issuer key. present: verify a signed document (evidence, "
+        "manifest, pact or key rotation) and record it. show: a peer's recorded evidence.",
     )
-    p.add_argument("action", choices=["issue", "present"])
+    p.add_argument("action", choices=["issue", "present", "show"])
+    p.add_argument(
+        "type",
+        nargs="?",
+        default="credential",
+        choices=["credential", "attestation", "bond"],
+        help="what to issue",
+    )
     p.add_argument("--issuer-key", help="issuer key file (issue)")
-    p.add_argument("--subject", help="agent DID the credential is about (issue)")
-    p.add_argument("--organisation", default="", help="organisation name (issue)")
+    p.add_argument("--subject", help="agent DID the evidence is about (issue, show)")
+    p.add_argument("--organisation", default="", help="organisation (credential)")
+    p.add_argument("--codebase-hash", default="", help="e.g. sha256:... (attestation)")
+    p.add_argument("--config-hash", default="", help="e.g. sha256:... (attestation)")
+    p.add_argument("--amount", help="bond amount as a decimal string (bond)")
+    p.add_argument("--currency", default="USD", help="bond currency (bond)")
     p.add_argument("--days", type=float, default=30.0, help="validity in days (issue)")
-    p.add_argument("--out", help="write the credential here too (issue)")
-    p.add_argument("--file", help="credential file (present)")
-    p.set_defaults(handler=cmd_credential)
+    p.add_argument("--out", help="also write the document here (issue)")
+    p.add_argument("--file", help="signed document to verify and record (present)")
+    p.set_defaults(handler=cmd_evidence)
 
     p = sub.add_parser("revoke", help="revoke a key or a credential/attestation")
     p.add_argument("what", choices=["key", "evidence"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import uuid
@@ -25,12 +26,15 @@ from broker.envelope import (
     sign_envelope,
     signature_valid,
 )
-from broker.errors import EnvelopeError
+from broker.errors import EnvelopeError, EvidenceError
+from broker.handshake import Proof, answer_challenge
 from broker.identity import AgentKey
+from broker.signing import signed_by
 
 # Recently seen ids: the router suppresses duplicates, and this closes the remaining
 # window (a crash between a confirmed publish and recording it) for SDK users.
 _RECENT_IDS = 10_000
+_DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,16 @@ class Received:
 
     envelope: Envelope
     trust: TrustInfo
+
+
+def _check_result(result: dict[str, Any], agent: str, expected_broker: str | None) -> Proof:
+    """The broker's signed result must name us and be signed by the broker (pinned if asked)."""
+    broker = result.get("broker")
+    if not isinstance(broker, str) or (expected_broker is not None and broker != expected_broker):
+        raise EvidenceError("result comes from another broker", code="handshake_bad_broker")
+    if result.get("agent") != agent or not signed_by(result, broker):
+        raise EvidenceError("result is not signed by the broker", code="handshake_bad_broker")
+    return Proof(agent, int(result["verified_at"]), int(result["expires_at"]))
 
 
 class AgentClient:
@@ -188,6 +202,57 @@ class AgentClient:
                 first: Received = received
                 return first
         return None
+
+    # -- negotiation ------------------------------------------------------------------
+
+    async def handshake(self, *, expected_broker: str | None = None, resume: bool = False) -> Proof:
+        """Prove possession of this agent's key to the broker (mutually authenticated).
+
+        With `resume`, a still-live session is confirmed without a new challenge (the
+        warm path). `expected_broker` pins the broker's DID.
+        """
+        reply = await self._negotiate({"op": "hello", "agent": self.did, "resume": resume})
+        if reply.get("op") == "challenge":
+            challenge = reply["challenge"]
+            response = answer_challenge(
+                self.key, challenge, self._clock(), expected_broker=expected_broker
+            )
+            reply = await self._negotiate({"op": "prove", "response": response})
+        if reply.get("op") not in ("proved", "session"):
+            raise EvidenceError(str(reply.get("message")), code=str(reply.get("code")))
+        return _check_result(reply["result"], self.did, expected_broker)
+
+    async def present(self, *documents: dict[str, Any]) -> dict[str, Any]:
+        """Present signed evidence (credentials, attestations, bonds, manifests, pacts,
+        rotations); returns {"accepted": [ids], "refused": [{index, code, message}]}."""
+        request = {"op": "present", "agent": self.did, "documents": list(documents)}
+        reply = await self._negotiate(request)
+        if reply.get("op") != "presented":
+            raise EvidenceError(str(reply.get("message")), code=str(reply.get("code")))
+        return reply
+
+    async def _negotiate(self, request: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
+        """One request/reply on trust.handshake using RabbitMQ direct reply-to."""
+        assert self._connection is not None, "call connect() first"
+        channel = await self._connection.channel()
+        try:
+            replies: asyncio.Queue[bytes] = asyncio.Queue()
+
+            async def on_reply(message: AbstractIncomingMessage) -> None:
+                await replies.put(message.body)
+
+            reply_queue = await channel.get_queue(_DIRECT_REPLY_TO, ensure=False)
+            await reply_queue.consume(on_reply, no_ack=True)
+            exchange = await channel.get_exchange(self._topology.handshake_exchange, ensure=False)
+            message = aio_pika.Message(
+                orjson.dumps(request), reply_to=_DIRECT_REPLY_TO, correlation_id=uuid.uuid4().hex
+            )
+            await exchange.publish(message, routing_key="")
+            body = await asyncio.wait_for(replies.get(), timeout)
+        finally:
+            await channel.close()
+        reply: dict[str, Any] = orjson.loads(body)
+        return reply
 
     def _accept(self, message: AbstractIncomingMessage) -> Received | None:
         try:

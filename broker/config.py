@@ -29,9 +29,14 @@ class Topology:
     ingress_exchange: str = "trust.ingress"
     ingress_queue: str = "trust.ingress"
     deliver_exchange: str = "trust.deliver"
+    # Alternate exchange of trust.deliver: a delivery nobody's queue is bound for lands
+    # on the blocked stream instead of vanishing.
+    undeliverable_exchange: str = "trust.undeliverable"
     blocked_stream: str = "trust.blocked"
     escalations_queue: str = "trust.escalations"
     agent_queue_prefix: str = "agent."
+    handshake_exchange: str = "trust.handshake"
+    handshake_queue: str = "trust.handshake"
 
     def agent_queue(self, did: str) -> str:
         """The queue an agent consumes: agent.<DID>."""
@@ -53,6 +58,8 @@ class BrokerConfig:
     cache_size: int = 100_000
     cache_ttl_ms: int = 2_000
     store_retry_ms: int = 500
+    # The broker's own did:key (signs handshake challenges); created on first start.
+    broker_key_file: str = ".run/broker.key"
 
     @property
     def amqp_vhost_url(self) -> str:

@@ -1,17 +1,16 @@
 """The scripted demo: real router, real servers, agents at every trust level.
 
-Each agent earns its level the way a real one does: a signed handshake answer proves key
-possession, an issuer-signed credential binds it to an organisation, an issuer-signed bond
-posts stake. Outcome history (successful interactions) is recorded directly; signed outcome
-reports are a separate feature. The outcomes are read back from the recipients' queues,
-the blocked stream and the escalation queue, exactly where a user would look.
+Each agent earns its level the way a real one does, over AMQP: it answers the broker's
+signed challenge to prove key possession, then presents an issuer-signed credential
+binding it to an organisation and, for stake, an issuer-signed bond. Outcome history
+(successful interactions) is recorded directly. The outcomes are read back from the
+recipients' queues, the blocked stream and the escalation queue, where a user would look.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import sys
 from dataclasses import dataclass, replace
 from typing import Any
@@ -21,11 +20,10 @@ from broker.clock import wall_clock_ms
 from broker.config import BrokerConfig
 from broker.envelope import PaymentIntent, encode_envelope
 from broker.errors import ConfigError
-from broker.evidence import bond_from, credential_from, sign_evidence, verify_evidence
-from broker.handshake import ChallengeBook, answer_challenge
+from broker.evidence import sign_evidence
 from broker.identity import AgentKey
 from broker.policy import Policy
-from broker.provision import ManagementAPI, provision_agent
+from broker.provision import ManagementAPI, agent_amqp_url, provision_agent
 from broker.review import read_blocked, read_escalations
 from broker.router import Router
 from broker.state import RecipientProfile
@@ -54,6 +52,7 @@ class Cast:
 
     issuer: AgentKey
     keys: dict[str, AgentKey]
+    urls: dict[str, str]
 
     def did(self, name: str) -> str:
         """DID of a named demo agent."""
@@ -61,7 +60,7 @@ class Cast:
 
 
 async def _prepare(config: BrokerConfig, store: RedisStore) -> Cast:
-    """Fresh vhost and key prefix, trusted issuer, provisioned agents, earned evidence."""
+    """Fresh vhost and key prefix, a trusted issuer, provisioned agents."""
     api = ManagementAPI(config.management_url)
     with contextlib.suppress(ConfigError):  # absent on the first run
         await asyncio.to_thread(api.delete_vhost, config.vhost)
@@ -71,40 +70,47 @@ async def _prepare(config: BrokerConfig, store: RedisStore) -> Cast:
     await asyncio.to_thread(api.set_permissions, config.vhost, router_user, everything)
     await store.purge()
     names = ["analyst", "archive", "newcomer", "verified", "established", "trusted"]
-    cast = Cast(AgentKey.generate(), {name: AgentKey.generate() for name in names})
+    cast = Cast(AgentKey.generate(), {name: AgentKey.generate() for name in names}, {})
     await store.add_issuer(cast.issuer.did)
-    await provision_agent(config, store, RecipientProfile(cast.did("analyst")))
-    await provision_agent(
-        config, store, RecipientProfile(cast.did("archive"), retention="permanent")
-    )
-    for name in ("newcomer", "verified", "established", "trusted"):
-        await provision_agent(config, store, RecipientProfile(cast.did(name)))
-    await _earn_trust(cast, store)
+    for name in names:
+        profile = RecipientProfile(cast.did(name))
+        if name == "archive":
+            profile = RecipientProfile(cast.did(name), retention="permanent")
+        cast.urls[name] = agent_amqp_url(config, await provision_agent(config, store, profile))
     return cast
 
 
-async def _earn_trust(cast: Cast, store: RedisStore) -> None:
+async def _earn_trust(cast: Cast, store: RedisStore, broker_did: str) -> None:
+    """Each agent proves its key over AMQP and presents issuer-signed evidence."""
+    from broker.client import AgentClient
+
     now = wall_clock_ms()
-    book = ChallengeBook(AgentKey.generate())
     for name, successes in (("verified", 0), ("established", 10), ("trusted", 60)):
         agent = cast.keys[name]
-        proof = book.verify(answer_challenge(agent, book.issue(os.urandom(32), now), now), now)
-        await store.record_possession(proof.agent, proof.verified_ms, proof.expires_ms)
-        document = sign_evidence(
-            cast.issuer, "credential", id=f"cred-{name}", subject=agent.did,
-            organisation="Example Corp", issued_at=now - 1000, expires_at=now + 30 * DAY_MS,
-        )  # fmt: skip
-        await store.set_credential(credential_from(verify_evidence(document, "credential", now)))
+        documents = [
+            sign_evidence(
+                cast.issuer, "credential", id=f"cred-{name}", subject=agent.did,
+                organisation="Example Corp", issued_at=now - 1000, expires_at=now + 30 * DAY_MS,
+            )
+        ]  # fmt: skip
+        if name == "trusted":
+            documents.append(
+                sign_evidence(
+                    cast.issuer, "bond", id="bond-trusted", subject=agent.did,
+                    amount_minor=1_000_000, currency="USD", issued_at=now - 1000,
+                    expires_at=now + DAY_MS,
+                )
+            )  # fmt: skip
+        async with AgentClient(agent, cast.urls[name]) as client:
+            await client.handshake(expected_broker=broker_did)
+            presented = await client.present(*documents)
+            assert not presented["refused"], presented["refused"]
+        # Outcome history: what signed outcome reports would have built up.
         for _ in range(successes):
             await store.add_outcome(
                 agent.did, success=True, weight=1.0, now_ms=now, policy=Policy()
             )
         await store.set_clean_streak(agent.did, successes)
-    bond = sign_evidence(
-        cast.issuer, "bond", id="bond-trusted", subject=cast.did("trusted"),
-        amount_minor=1_000_000, currency="USD", issued_at=now - 1000, expires_at=now + DAY_MS,
-    )  # fmt: skip
-    await store.set_bond(cast.did("trusted"), bond_from(verify_evidence(bond, "bond", now)))
 
 
 def _pays(amount: str) -> dict[str, Any]:
@@ -217,15 +223,17 @@ def _print_table(steps: list[Step], rows: dict[str, dict[str, Any]]) -> int:
 
 async def run_demo(config: BrokerConfig, *, keep_running: bool = False) -> int:
     """Set up the demo world, play the script, print the decisions."""
-    from broker.app import open_store
+    from broker.app import load_or_create_broker_key, open_store
 
     config = replace(config, vhost=DEMO_VHOST, key_prefix=DEMO_PREFIX)
     store = open_store(config)
-    router = Router(config, store)
+    broker_key = load_or_create_broker_key(config)
+    router = Router(config, store, broker_key=broker_key)
     try:
-        print("preparing agents, issuer evidence and history ...", file=sys.stderr)
+        print("preparing agents, handshakes, issuer evidence and history ...", file=sys.stderr)
         cast = await _prepare(config, store)
         await router.start()
+        await _earn_trust(cast, store, broker_key.did)
         steps = _script(cast)
         labels = await _play(config, cast, steps)
         await asyncio.sleep(1.0)

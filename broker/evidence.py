@@ -8,14 +8,12 @@ whether the evidence has expired or been revoked, is checked again on every deci
 
 from __future__ import annotations
 
-import base64
-import binascii
 from typing import Any, Literal
 
-from broker.canonical import canonical_json
 from broker.currency import is_currency
 from broker.errors import EvidenceError, IdentityError
-from broker.identity import AgentKey, cached_public_key, verify_signature
+from broker.identity import AgentKey, cached_public_key
+from broker.signing import sign_document, signed_by
 from broker.state import Attestation, Bond, Credential
 
 EvidenceType = Literal["credential", "attestation", "bond"]
@@ -38,8 +36,7 @@ def sign_evidence(issuer: AgentKey, evidence_type: EvidenceType, **fields: Any) 
     """Return a signed evidence document issued by `issuer`."""
     document = {"type": f"trust-broker/{evidence_type}", "issuer": issuer.did, **fields}
     _check_shape(document, evidence_type)
-    signature = issuer.sign(canonical_json(document))
-    return {**document, "signature": base64.urlsafe_b64encode(signature).rstrip(b"=").decode()}
+    return sign_document(issuer, document)
 
 
 def verify_evidence(
@@ -49,10 +46,7 @@ def verify_evidence(
     if not isinstance(document, dict):
         raise EvidenceError("evidence must be a JSON object", code="evidence_malformed")
     _check_shape(document, evidence_type)
-    unsigned = {name: value for name, value in document.items() if name != "signature"}
-    if not verify_signature(
-        _issuer_key(document["issuer"]), canonical_json(unsigned), _signature(document)
-    ):
+    if not signed_by(document, document["issuer"]):
         raise EvidenceError("issuer signature does not verify", code="evidence_bad_signature")
     if not document["issued_at"] <= now_ms:
         raise EvidenceError("evidence is issued in the future", code="evidence_not_yet_valid")
@@ -123,15 +117,3 @@ def _issuer_key(did: str) -> bytes:
         return cached_public_key(did)
     except IdentityError as exc:
         raise EvidenceError(f"bad DID in evidence: {exc}", code="evidence_malformed") from exc
-
-
-def _signature(document: dict[str, Any]) -> bytes:
-    value = document.get("signature")
-    if not isinstance(value, str) or len(value) != 86:
-        raise EvidenceError(
-            "signature must be 86 base64url characters", code="evidence_bad_signature"
-        )
-    try:
-        return base64.urlsafe_b64decode(value + "==")
-    except (binascii.Error, ValueError) as exc:
-        raise EvidenceError("signature is not base64url", code="evidence_bad_signature") from exc

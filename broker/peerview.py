@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 from broker.envelope import Envelope
 from broker.scoring import score_dimensions
 from broker.scoring.tiers import REMEDIATION, composite, tier_of, weakest_dimension
-from broker.store.redis import RedisStore
+from broker.state import Attestation, Credential
+from broker.store.redis import Globals, RedisStore
 
 # A placeholder recipient: compliance is judged without any particular recipient's rules.
 _PROBE_RECIPIENT = "did:key:z6MkiTBz1ymuepAQ4HEHYSF1H8quG5GLVVQR3djdX3mDooWp"
@@ -36,3 +38,40 @@ async def describe_peer(store: RedisStore, did: str, now_ms: int) -> dict[str, A
         "remediation": REMEDIATION[weakest],
         "policy_version": policy.version,
     }
+
+
+async def describe_evidence(store: RedisStore, did: str, now_ms: int) -> dict[str, Any]:
+    """What is recorded about `did`: evidence, its standing now, and declared claims."""
+    peer = await store.peer(did, now_ms, cached=False)
+    shared = await store.globals(now_ms)
+    credential = peer.credential
+    attestation = peer.attestation
+    return {
+        "did": did,
+        "revoked": peer.revoked,
+        "possession": {
+            "verified_ms": peer.possession_verified_ms,
+            "expires_ms": peer.possession_expires_ms,
+            "live": bool(peer.possession_expires_ms and peer.possession_expires_ms > now_ms),
+        },
+        "credential": credential and _view(credential, credential.credential_id, shared, now_ms),
+        "attestation": attestation
+        and _view(attestation, attestation.attestation_id, shared, now_ms),
+        "bond": None if peer.bond is None else asdict(peer.bond),
+        "manifest_kinds": None if peer.manifest_kinds is None else sorted(peer.manifest_kinds),
+        "pacts_as_sender": await store.pacts_from(did),
+    }
+
+
+def _view(
+    item: Credential | Attestation, item_id: str, shared: Globals, now_ms: int
+) -> dict[str, Any]:
+    if item_id in shared.revoked_evidence:
+        standing = "revoked"
+    elif item.issuer not in shared.issuers:
+        standing = "issuer not trusted"
+    elif item.issued_at_ms <= now_ms < item.expires_at_ms:
+        standing = "valid"
+    else:
+        standing = "expired"
+    return {**asdict(item), "standing": standing}

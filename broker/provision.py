@@ -34,10 +34,13 @@ class AgentCredentials:
 
 
 def agent_permissions(topology: Topology, did: str) -> dict[str, str]:
-    """RabbitMQ permission regexes: configure nothing, write ingress, read own queue."""
+    """RabbitMQ permission regexes: configure nothing; write only the ingress and handshake
+    exchanges; read only the agent's own queue."""
     return {
         "configure": "^$",
-        "write": f"^{re.escape(topology.ingress_exchange)}$",
+        "write": (
+            f"^({re.escape(topology.ingress_exchange)}|{re.escape(topology.handshake_exchange)})$"
+        ),
         "read": f"^{re.escape(topology.agent_queue(did))}$",
     }
 

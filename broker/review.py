@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 from dataclasses import dataclass
 from typing import Any
@@ -50,7 +51,47 @@ async def read_blocked(
 def _entry(message: AbstractIncomingMessage) -> StreamEntry:
     headers = message.headers or {}
     offset = headers.get("x-stream-offset", -1)
-    return StreamEntry(int(offset) if isinstance(offset, int) else -1, orjson.loads(message.body))
+    position = int(offset) if isinstance(offset, int) else -1
+    if _text(headers.get("x-trust-action")) == "deliver":
+        # A delivery no agent queue was bound for, rerouted here by trust.deliver's
+        # alternate exchange: the envelope itself, with the decision in its headers.
+        return StreamEntry(position, _undeliverable_record(message, headers))
+    return StreamEntry(position, orjson.loads(message.body))
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value or "")
+
+
+def _undeliverable_record(
+    message: AbstractIncomingMessage, headers: dict[str, Any]
+) -> dict[str, Any]:
+    try:
+        envelope = orjson.loads(message.body)
+    except orjson.JSONDecodeError:
+        envelope = {}
+    reasons = ["undeliverable", *filter(None, _text(headers.get("x-trust-reasons")).split(","))]
+    score = _text(headers.get("x-trust-score"))
+    return {
+        "trace_id": _text(headers.get("x-trust-trace-id")),
+        "received_ms": None,
+        "message_id": message.message_id,
+        "sender": envelope.get("sender"),
+        "recipient": envelope.get("recipient"),
+        "kind": envelope.get("kind"),
+        "reason": "undeliverable",
+        "error_field": None,
+        "decision": {
+            "action": "block", "tier": _text(headers.get("x-trust-tier")),
+            "composite": float(score) if score else None,
+            "dimensions": orjson.loads(_text(headers.get("x-trust-dimensions")) or "{}"),
+            "weakest": None, "reasons": reasons,
+            "remediation": "the recipient is registered but no queue is bound for it; "
+            "re-provision the agent",
+            "policy_version": headers.get("x-trust-policy-version"), "gate": "undeliverable",
+        },
+        "raw_b64": base64.b64encode(message.body).decode("ascii"),
+    }  # fmt: skip
 
 
 async def read_escalations(

@@ -27,14 +27,17 @@ from aio_pika.abc import (
     AbstractQueue,
     AbstractRobustConnection,
 )
-from aio_pika.exceptions import AMQPError, DeliveryError
+from aio_pika.exceptions import AMQPError, ChannelInvalidStateError
 
 from broker.clock import wall_clock_ms
+from broker.committer import TransactionalCommitter
 from broker.config import BrokerConfig
 from broker.currency import to_minor
 from broker.decision import Action, Decision, Tier
 from broker.envelope import DecodedEnvelope, Envelope, decode_envelope, signature_valid
 from broker.errors import EnvelopeError, StoreUnavailable
+from broker.identity import AgentKey
+from broker.negotiation import NegotiationService
 from broker.policy import Policy
 from broker.scoring import decide, reject_undecodable
 from broker.state import PeerState, TrustContext
@@ -64,8 +67,10 @@ class Router:
         store: RedisStore,
         *,
         clock: Callable[[], int] = wall_clock_ms,
+        broker_key: AgentKey | None = None,
     ) -> None:
         self._config = config
+        self._broker_key = broker_key
         self._store = store
         self._clock = clock
         self.policy = Policy()
@@ -74,6 +79,7 @@ class Router:
         self._queue: AbstractQueue | None = None
         self._deliver: AbstractExchange | None = None
         self._consumer_tag: str | None = None
+        self._committer: TransactionalCommitter | None = None
         self._paused = asyncio.Event()
         self._stopping = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -85,14 +91,19 @@ class Router:
     async def start(self) -> None:
         """Connect, declare the topology, load the policy and start consuming."""
         self._connection = await aio_pika.connect_robust(self._config.amqp_vhost_url)
-        self._channel = await self._connection.channel(
-            publisher_confirms=True, on_return_raises=True
-        )
+        # Transactions, not publisher confirms: see broker/committer.py for why.
+        self._channel = await self._connection.channel(publisher_confirms=False)
+        self._committer = TransactionalCommitter(self._channel)
         await self._channel.set_qos(prefetch_count=self._config.prefetch)
         self._queue, self._deliver = await declare_router_topology(
             self._channel, self._config.topology
         )
         self.policy = await self._store.load_policy()
+        if self._broker_key is not None:
+            negotiation = NegotiationService(
+                self._config, self._store, self._broker_key, self._clock
+            )
+            await negotiation.start(self._connection)
         self._spawn(self._follow_invalidations())
         await self._consume()
         log.info("router started: %r, policy version %d", self._config, self.policy.version)
@@ -171,47 +182,60 @@ class Router:
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         if self._paused.is_set():
-            await _nack_requeue(message)
+            await self._requeue(message)
             return
         try:
             await self.handle(message)
         except StoreUnavailable:
-            await _nack_requeue(message)
+            await self._requeue(message)
             await self._pause_for_store()
-        except (TimeoutError, AMQPError, ConnectionError) as exc:
-            # The outcome was not confirmed: leave the message unacked; the broker
-            # redelivers it (redelivered=True) once the channel is re-established.
-            log.warning("publish not confirmed for an ingress message: %s", type(exc).__name__)
-            await _nack_requeue(message)
+        except (TimeoutError, AMQPError, ConnectionError, ChannelInvalidStateError) as exc:
+            # Not committed, so not published: the broker redelivers the message
+            # (redelivered=True) once the channel is re-established.
+            log.warning("outcome not committed for an ingress message: %s", type(exc).__name__)
         except Exception:
             # A bug must not stall the queue or lose the message: keep it on the blocked
             # stream for review, then ack.
             log.exception("internal error while routing a message; recording it as blocked")
             await self._block_internal_error(message)
 
+    async def _requeue(self, message: AbstractIncomingMessage) -> None:
+        with contextlib.suppress(AMQPError, RuntimeError, ConnectionError, TimeoutError):
+            await self._committer_or_fail().requeue(message)
+
+    def _committer_or_fail(self) -> TransactionalCommitter:
+        assert self._committer is not None, "router not started"
+        return self._committer
+
     async def _block_internal_error(self, message: AbstractIncomingMessage) -> None:
         policy = self.policy
         error = EnvelopeError("internal error while routing", code="internal_error")
         outcome = Outcome(reject_undecodable(error, policy), _trace_id(), self._clock(), None)
-        try:
-            await self._publish_record(message.body, outcome)
-            await message.ack()
-        except (TimeoutError, AMQPError, ConnectionError):
-            await _nack_requeue(message)
+        with contextlib.suppress(AMQPError, RuntimeError, ConnectionError, TimeoutError):
+            await self._commit(message, outcome)
+
+    async def _commit(self, message: AbstractIncomingMessage, outcome: Outcome) -> None:
+        """Publish the outcome and ack the ingress message in one transaction."""
+
+        async def publish() -> None:
+            await self._publish(message.body, outcome)
+
+        await self._committer_or_fail().commit(message, publish)
+        action = outcome.decision.action.value
+        self.counts[action] += 1
+        self._log(outcome)
 
     async def handle(self, message: AbstractIncomingMessage) -> None:
-        """Decide one ingress message, publish its outcome, then ack it."""
+        """Decide one ingress message, then publish its outcome and ack it atomically."""
         received_ms = self._clock()
         policy = self.policy
-        raw = message.body
         try:
-            decoded = decode_envelope(raw, policy.gates.max_envelope_bytes)
+            decoded = decode_envelope(message.body, policy.gates.max_envelope_bytes)
         except EnvelopeError as exc:
-            outcome = Outcome(
-                reject_undecodable(exc, policy), _trace_id(), received_ms, None, exc.field
+            decision = reject_undecodable(exc, policy)
+            await self._commit(
+                message, Outcome(decision, _trace_id(), received_ms, None, exc.field)
             )
-            await self._publish_record(raw, outcome)
-            await message.ack()
             return
         await self._handle_envelope(message, decoded, policy, received_ms)
 
@@ -223,8 +247,7 @@ class Router:
         received_ms: int,
     ) -> None:
         env = decoded.envelope
-        raw = message.body
-        digest = hashlib.sha256(raw).hexdigest()
+        digest = hashlib.sha256(message.body).hexdigest()
         signature_ok = signature_valid(decoded)
         claim = Claim.NEW
         if signature_ok:
@@ -233,18 +256,16 @@ class Router:
             claim = await self._store.claim(env, digest, bool(message.redelivered))
             if claim is Claim.DONE:
                 self.counts["duplicate"] += 1
-                await message.ack()
+                await self._committer_or_fail().commit(message, None)
                 return
             ctx = await self._store.context(env, received_ms, replayed=claim is Claim.REPLAY)
         else:
             ctx = TrustContext(peer=PeerState(did=env.sender), recipient=None)
         decision = decide(decoded, ctx, policy, received_ms, signature_ok=signature_ok)
         decision = await self._apply_daily_cap(env, decision, policy, received_ms)
-        outcome = Outcome(decision, _trace_id(), received_ms, env)
-        final = await self._publish(raw, outcome)
+        await self._commit(message, Outcome(decision, _trace_id(), received_ms, env))
         if signature_ok and claim is not Claim.REPLAY:
-            await self._record_finish(env, digest, final, clean=decision.gate is None)
-        await message.ack()
+            await self._record_finish(env, digest, decision, clean=decision.gate is None)
 
     async def _apply_daily_cap(
         self, env: Envelope, decision: Decision, policy: Policy, now_ms: int
@@ -273,32 +294,18 @@ class Router:
         try:
             await self._store.finish(env, digest, outcome, clean)
         except StoreUnavailable:
-            # The outcome is already published and confirmed; acking now is what keeps
-            # it from being delivered twice. The record is written once Redis returns.
+            # The outcome is committed already; the record is written once Redis returns.
             self._unfinished.append((env, digest, outcome, clean))
             await self._pause_for_store()
 
     # -- publishing ---------------------------------------------------------------------
 
-    async def _publish(self, raw: bytes, outcome: Outcome) -> Decision:
-        """Publish the outcome with confirms; return the decision that actually applied."""
-        decision = outcome.decision
-        if decision.action is Action.DELIVER:
-            assert outcome.envelope is not None
-            try:
-                await self._deliver_message(raw, outcome)
-            except DeliveryError:
-                # Registered recipient without a bound queue: the message is unroutable.
-                undeliverable = replace(
-                    decision, action=Action.BLOCK, reasons=("undeliverable", *decision.reasons)
-                )
-                outcome = replace(outcome, decision=undeliverable)
-            else:
-                self._log(outcome)
-                self.counts["deliver"] += 1
-                return decision
-        await self._publish_record(raw, outcome)
-        return outcome.decision
+    async def _publish(self, raw: bytes, outcome: Outcome) -> None:
+        """Publish the outcome inside the current transaction."""
+        if outcome.decision.action is Action.DELIVER:
+            await self._deliver_message(raw, outcome)
+        else:
+            await self._publish_record(raw, outcome)
 
     async def _deliver_message(self, raw: bytes, outcome: Outcome) -> None:
         assert self._deliver is not None and outcome.envelope is not None
@@ -310,7 +317,9 @@ class Router:
             content_type="application/json",
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         )
-        await self._deliver.publish(message, routing_key=env.recipient, mandatory=True)
+        # No queue bound for the recipient: trust.deliver's alternate exchange puts the
+        # message on the blocked stream (reported there as `undeliverable`).
+        await self._deliver.publish(message, routing_key=env.recipient)
 
     async def _publish_record(self, raw: bytes, outcome: Outcome) -> None:
         """Publish a block or escalation record (the original bytes kept verbatim)."""
@@ -330,9 +339,7 @@ class Router:
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             message_id=outcome.trace_id,
         )
-        await self._channel.default_exchange.publish(message, routing_key=queue, mandatory=True)
-        self._log(outcome)
-        self.counts[action.value] += 1
+        await self._channel.default_exchange.publish(message, routing_key=queue)
 
     def _log(self, outcome: Outcome) -> None:
         if not log.isEnabledFor(logging.DEBUG):
@@ -391,8 +398,3 @@ def outcome_record(raw: bytes, outcome: Outcome) -> dict[str, Any]:
 
 def _trace_id() -> str:
     return uuid.uuid4().hex
-
-
-async def _nack_requeue(message: AbstractIncomingMessage) -> None:
-    with contextlib.suppress(AMQPError, RuntimeError, ConnectionError):
-        await message.nack(requeue=True)

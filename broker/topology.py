@@ -23,25 +23,38 @@ async def declare_router_topology(
         topology.ingress_queue, durable=True, arguments={"x-queue-type": "quorum"}
     )
     await queue.bind(ingress)
-    deliver = await channel.declare_exchange(
-        topology.deliver_exchange, aio_pika.ExchangeType.DIRECT, durable=True
-    )
-    await channel.declare_queue(
+    blocked = await channel.declare_queue(
         topology.blocked_stream,
         durable=True,
         arguments={"x-queue-type": "stream", "x-max-length-bytes": BLOCKED_STREAM_MAX_BYTES},
     )
+    deliver = await declare_deliver_exchange(channel, topology)
+    undeliverable = await channel.get_exchange(topology.undeliverable_exchange, ensure=False)
+    await blocked.bind(undeliverable)
     await channel.declare_queue(
         topology.escalations_queue, durable=True, arguments={"x-queue-type": "quorum"}
     )
     return queue, deliver
 
 
+async def declare_deliver_exchange(
+    channel: AbstractChannel, topology: Topology
+) -> AbstractExchange:
+    """trust.deliver, whose unroutable messages go to trust.undeliverable."""
+    await channel.declare_exchange(
+        topology.undeliverable_exchange, aio_pika.ExchangeType.FANOUT, durable=True
+    )
+    return await channel.declare_exchange(
+        topology.deliver_exchange,
+        aio_pika.ExchangeType.DIRECT,
+        durable=True,
+        arguments={"alternate-exchange": topology.undeliverable_exchange},
+    )
+
+
 async def declare_agent_queue(channel: AbstractChannel, topology: Topology, did: str) -> None:
     """Declare agent.<DID> and bind it to the deliver exchange under the DID."""
-    deliver = await channel.declare_exchange(
-        topology.deliver_exchange, aio_pika.ExchangeType.DIRECT, durable=True
-    )
+    deliver = await declare_deliver_exchange(channel, topology)
     queue = await channel.declare_queue(
         topology.agent_queue(did), durable=True, arguments={"x-queue-type": "quorum"}
     )

@@ -35,6 +35,15 @@ class Keys:
         """The active pact for messages from sender to recipient."""
         return f"{self.prefix}pact:{sender}:{recipient}"
 
+    def challenge(self, challenge: str) -> str:
+        """A pending handshake challenge: '<agent>|<expires_ms>' until answered or expired."""
+        return f"{self.prefix}challenge:{challenge}"
+
+    @property
+    def challenges(self) -> str:
+        """Sorted set of pending challenges by expiry, which bounds how many can pile up."""
+        return f"{self.prefix}challenges"
+
     @property
     def issuers(self) -> str:
         """Set of issuer DIDs on the deployment's trust list."""

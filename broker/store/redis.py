@@ -113,6 +113,42 @@ return total
 """
 
 
+# KEYS: pending zset, challenge key. ARGV: now, expires, agent, max pending.
+_ISSUE_CHALLENGE = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[4]) then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[2], KEYS[2])
+redis.call('SET', KEYS[2], ARGV[3] .. '|' .. ARGV[2], 'PXAT', ARGV[2])
+return 1
+"""
+
+# Single use: whoever takes the challenge first gets it, nobody else ever does.
+_TAKE_CHALLENGE = """
+local value = redis.call('GET', KEYS[2])
+if not value then return false end
+redis.call('DEL', KEYS[2])
+redis.call('ZREM', KEYS[1], KEYS[2])
+return value
+"""
+
+
+# KEYS: old peer, new peer. History moves only along a link both keys signed.
+_ROTATE = """
+if redis.call('HGET', KEYS[1], 'revoked') == '1' then return 'old_revoked' end
+for _, field in ipairs({'succ', 'fail', 'anomaly', 'rotated_from', 'revoked'}) do
+  if redis.call('HEXISTS', KEYS[2], field) == 1 then return 'new_in_use' end
+end
+if tonumber(redis.call('HGET', KEYS[2], 'clean') or '0') > 0 then return 'new_in_use' end
+for _, field in ipairs({'succ', 'succ_at', 'fail', 'fail_at', 'clean', 'anomaly'}) do
+  local value = redis.call('HGET', KEYS[1], field)
+  if value then redis.call('HSET', KEYS[2], field, value) end
+end
+redis.call('HSET', KEYS[2], 'rotated_from', ARGV[1])
+redis.call('HSET', KEYS[1], 'revoked', '1', 'rotated_to', ARGV[2])
+return 'ok'
+"""
+
+
 @dataclass(frozen=True)
 class Globals:
     """Deployment-wide sets every decision reads; cached like peers."""
@@ -148,6 +184,9 @@ class RedisStore:
         self._add_decayed = self._redis.register_script(_ADD_DECAYED)
         self._reserve = self._redis.register_script(_RESERVE)
         self._spent = self._redis.register_script(_SPENT)
+        self._issue_challenge = self._redis.register_script(_ISSUE_CHALLENGE)
+        self._take_challenge = self._redis.register_script(_TAKE_CHALLENGE)
+        self._rotate = self._redis.register_script(_ROTATE)
 
     async def close(self) -> None:
         """Close the connection pool."""
@@ -214,11 +253,12 @@ class RedisStore:
             replayed=replayed,
         )
 
-    async def peer(self, did: str, now_ms: int) -> PeerState:
-        """A sender's state (cached for cache_ttl_ms, dropped on invalidation)."""
-        cached = self._peers.get(did, now_ms)
-        if cached is not None:
-            return cached
+    async def peer(self, did: str, now_ms: int, *, cached: bool = True) -> PeerState:
+        """A sender's state (cached for cache_ttl_ms, dropped on invalidation); admin
+        reads pass cached=False to see writes other processes just made."""
+        hit = self._peers.get(did, now_ms) if cached else None
+        if hit is not None:
+            return hit
         fields = await self._call(self._redis.hgetall(self.keys.peer(did)))
         state = codec.peer_from_hash(did, _as_bytes(fields), {})
         self._peers.put(did, state, now_ms)
@@ -256,10 +296,21 @@ class RedisStore:
         raw = await self._call(self._redis.get(self.keys.pact(sender, recipient)))
         if raw is None:
             return None
-        data = orjson.loads(raw)
+        data = orjson.loads(raw)["terms"]
         data["kinds"] = frozenset(data["kinds"])
         data["data_classes"] = frozenset(data["data_classes"])
         return PactTerms(**data)
+
+    async def pacts_from(self, sender: str) -> list[dict[str, Any]]:
+        """Active pacts with `sender` as the sending party (terms and monitoring)."""
+        pattern = self.keys.pact(sender, "*")
+        pacts = []
+        async for key in self._redis.scan_iter(match=pattern, count=200):
+            raw = await self._call(self._redis.get(key))
+            if raw is not None:
+                stored = orjson.loads(raw)
+                pacts.append({**stored["terms"], "monitoring": stored["monitoring"]})
+        return pacts
 
     async def spent(self, did: str, currency: str, now_ms: int) -> int:
         """Minor units paid by `did` in `currency` over the last 24 h."""
@@ -281,6 +332,25 @@ class RedisStore:
             self._reserve(keys=[key], args=[now_ms, amount_minor, cap_minor, message_id])
         )
         return int(result) >= 0
+
+    # -- handshake challenges -------------------------------------------------------------
+
+    async def issue_challenge(
+        self, challenge: str, agent: str, expires_ms: int, now_ms: int, max_pending: int
+    ) -> bool:
+        """Remember a challenge until it expires; False when max_pending are outstanding."""
+        keys = [self.keys.challenges, self.keys.challenge(challenge)]
+        args: list[str | int] = [now_ms, expires_ms, agent, max_pending]
+        return bool(await self._call(self._issue_challenge(keys=keys, args=args)))
+
+    async def take_challenge(self, challenge: str) -> tuple[str, int] | None:
+        """(agent, expires_ms) of a pending challenge, removing it; None if unknown/used."""
+        keys = [self.keys.challenges, self.keys.challenge(challenge)]
+        raw = await self._call(self._take_challenge(keys=keys, args=[]))
+        if not raw:
+            return None
+        agent, _, expires = (raw.decode() if isinstance(raw, bytes) else str(raw)).rpartition("|")
+        return agent, int(expires)
 
     # -- evidence and state changes ------------------------------------------------------
 
@@ -334,8 +404,8 @@ class RedisStore:
         """Store the message kinds of a verified capability manifest."""
         await self._set_peer(did, {codec.MANIFEST: orjson.dumps(sorted(kinds))})
 
-    async def set_pact(self, pact: PactTerms) -> None:
-        """Store a pact both parties signed (verified by the caller)."""
+    async def set_pact(self, pact: PactTerms, document: dict[str, Any]) -> None:
+        """Store a pact both parties signed (verified by the caller), with its document."""
         data = {
             "pact_id": pact.pact_id,
             "sender": pact.sender,
@@ -347,8 +417,26 @@ class RedisStore:
             "expires_at_ms": pact.expires_at_ms,
         }
         key = self.keys.pact(pact.sender, pact.recipient)
+        stored = {"terms": data, "monitoring": document.get("monitoring"), "document": document}
         # The key expires with the pact, so an expired pact cannot linger in Redis.
-        await self._call(self._redis.set(key, orjson.dumps(data), pxat=pact.expires_at_ms))
+        await self._call(self._redis.set(key, orjson.dumps(stored), pxat=pact.expires_at_ms))
+
+    async def record_declared_trust(self, did: str, level: str) -> None:
+        """Keep a self-declared trust level for the record; scoring never reads it."""
+        await self._set_peer(did, {"declared_trust": level[:64]})
+
+    async def rotate_key(self, old: str, new: str) -> str:
+        """Move history from `old` to `new` and revoke `old`, atomically.
+
+        Returns 'ok', 'old_revoked' or 'new_in_use'.
+        """
+        keys = [self.keys.peer(old), self.keys.peer(new)]
+        result = await self._call(self._rotate(keys=keys, args=[old, new]))
+        outcome = result.decode() if isinstance(result, bytes) else str(result)
+        if outcome == "ok":
+            await self.invalidate(f"peer:{old}")
+            await self.invalidate(f"peer:{new}")
+        return outcome
 
     async def add_outcome(
         self, did: str, *, success: bool, weight: float, now_ms: int, policy: Policy

@@ -89,11 +89,17 @@ async def store(config: BrokerConfig) -> AsyncIterator[RedisStore]:
     await store.close()
 
 
+@pytest.fixture(scope="session")
+def broker_key() -> AgentKey:
+    """The broker's own did:key for the whole session."""
+    return AgentKey.generate()
+
+
 @pytest.fixture
-async def router(config: BrokerConfig) -> AsyncIterator[Router]:
+async def router(config: BrokerConfig, broker_key: AgentKey) -> AsyncIterator[Router]:
     """A router running in-process on the test's vhost (its own store connection)."""
     own_store = open_store(config)
-    router = Router(config, own_store)
+    router = Router(config, own_store, broker_key=broker_key)
     await router.start()
     yield router
     await router.stop()

@@ -58,9 +58,9 @@ async def test_operator_flow_from_keygen_to_blocked_review(
 
     await cli(config, "issuer", "add", dids["issuer"])
     cred = tmp_path / "alice.cred.json"
-    await cli(config, "credential", "issue", "--issuer-key", str(keys["issuer"]),
+    await cli(config, "evidence", "issue", "credential", "--issuer-key", str(keys["issuer"]),
               "--subject", dids["alice"], "--organisation", "Acme", "--out", str(cred))  # fmt: skip
-    await cli(config, "credential", "present", "--file", str(cred))
+    await cli(config, "evidence", "present", "--file", str(cred))
 
     peer = as_json(await cli(config, "peer", dids["alice"], "--json"))
     # A credential without a live proof of key possession does not verify identity.

@@ -41,7 +41,7 @@ async def test_delivers_to_the_recipient_queue_with_trust_headers(
     router: Router, store: RedisStore, agents: AgentFactory
 ) -> None:
     alice, bob, carol = await agents(), await agents(), await agents()
-    await make_level(store, alice.key, AgentKey.generate(), "established")
+    await make_level(store, alice.client, AgentKey.generate(), "established")
     sent = await alice.send(bob, {"task": "summarise"})
     got = await bob.receive_all()
     assert [r.envelope.id for r in got] == [sent.id]
@@ -78,7 +78,7 @@ async def test_each_tier_routes_as_the_policy_says(
     reason: str,
 ) -> None:
     sender, recipient = await agents(), await agents()
-    await make_level(store, sender.key, AgentKey.generate(), level)
+    await make_level(store, sender.client, AgentKey.generate(), level)
     sent = await sender.send(recipient, {"x": 1}, **options)
     if action == "deliver":
         got = await recipient.receive_all()
@@ -101,7 +101,7 @@ async def test_gate_failures_land_on_the_blocked_stream_and_never_reach_an_agent
 ) -> None:
     alice, bob = await agents(), await agents()
     mallory = AgentKey.generate()
-    await make_level(store, alice.key, AgentKey.generate(), "trusted")
+    await make_level(store, alice.client, AgentKey.generate(), "trusted")
 
     forged = alice.client.envelope(bob.did, {"pay": "me"})
     forged_raw = encode_envelope(forged.model_copy(update={"sender": mallory.did}))
@@ -172,7 +172,7 @@ async def test_revocation_and_policy_changes_reach_another_router_within_a_secon
     await second.start()
     try:
         alice, bob = await agents(), await agents()
-        await make_level(store, alice.key, AgentKey.generate(), "established")
+        await make_level(store, alice.client, AgentKey.generate(), "established")
         await alice.send(bob)
         assert len(await bob.receive_all(timeout=1.0)) == 1
 
@@ -202,7 +202,7 @@ async def test_splitting_a_payment_cannot_dodge_the_daily_cap(
     router: Router, config: BrokerConfig, store: RedisStore, agents: AgentFactory
 ) -> None:
     payer, payee = await agents(), await agents()
-    await make_level(store, payer.key, AgentKey.generate(), "established")
+    await make_level(store, payer.client, AgentKey.generate(), "established")
     # Established tier: 100 per message, 500 per rolling day. Ten payments of 90 = 900.
     for _ in range(10):
         await payer.send(payee, {"invoice": 1}, **usd("90.00"))
@@ -219,7 +219,7 @@ async def test_privacy_gate_blocks_card_data_to_permanent_retention(
     sender = await agents()
     archive = await agents(retention="permanent")
     scratch = await agents(retention="ephemeral")
-    await make_level(store, sender.key, AgentKey.generate(), "trusted")
+    await make_level(store, sender.client, AgentKey.generate(), "trusted")
     blocked = await sender.send(archive, {"pan": "redacted"}, data_classes=("payment_card",))
     allowed = await sender.send(scratch, {"pan": "redacted"}, data_classes=("payment_card",))
     assert [r.envelope.id for r in await scratch.receive_all()] == [allowed.id]
@@ -233,7 +233,7 @@ async def test_router_survives_a_burst_of_garbage_and_keeps_delivering(
     router: Router, config: BrokerConfig, store: RedisStore, agents: AgentFactory
 ) -> None:
     alice, bob = await agents(), await agents()
-    await verify_identity(store, alice.key, AgentKey.generate())
+    await verify_identity(store, alice.client, AgentKey.generate())
     garbage = [b"", b"null", b"[]", b'{"version":1}', orjson.dumps({"body": "x" * 10}), b"\xff\xfe"]
     for raw in garbage * 5:
         await alice.client.publish_raw(raw)
@@ -250,7 +250,7 @@ async def test_one_structured_log_line_per_decision_and_no_message_body(
     caplog: pytest.LogCaptureFixture,
 ) -> None:  # fmt: skip
     alice, bob = await agents(), await agents()
-    await verify_identity(store, alice.key, AgentKey.generate())
+    await verify_identity(store, alice.client, AgentKey.generate())
     with caplog.at_level("DEBUG", logger="broker.router"):
         delivered = await alice.send(bob, {"secret": "do-not-log-me"})
         await alice.client.publish_raw(b"not json")
@@ -268,3 +268,25 @@ async def test_one_structured_log_line_per_decision_and_no_message_body(
         ("decision", delivered.id, "deliver"),
     ]
     assert not any("do-not-log-me" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_delivery_with_no_queue_bound_lands_on_the_blocked_stream(
+    router: Router, config: BrokerConfig, store: RedisStore, agents: AgentFactory
+) -> None:
+    from urllib.parse import quote
+
+    from broker.provision import ManagementAPI
+
+    alice, bob = await agents(), await agents()
+    await verify_identity(store, alice.client, AgentKey.generate())
+    api = ManagementAPI(config.management_url)
+    queue = quote(config.topology.agent_queue(bob.did), safe="")
+    await asyncio.to_thread(
+        api.request, "DELETE", f"/api/queues/{quote(config.vhost, safe='')}/{queue}"
+    )
+    sent = await alice.send(bob, {"to": "nowhere"})
+    entries = await blocked_records(config, 1)
+    assert [(e.record["message_id"], e.record["reason"]) for e in entries] == [
+        (sent.id, "undeliverable")
+    ]
+    assert entries[0].record["decision"]["tier"] == "probation"

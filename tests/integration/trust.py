@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 
+from broker.client import AgentClient
 from broker.clock import wall_clock_ms
-from broker.evidence import bond_from, credential_from, sign_evidence, verify_evidence
-from broker.handshake import ChallengeBook, answer_challenge
+from broker.evidence import bond_from, sign_evidence, verify_evidence
 from broker.identity import AgentKey
 from broker.policy import Policy
 from broker.store.redis import RedisStore
@@ -14,19 +14,18 @@ from broker.store.redis import RedisStore
 DAY_MS = 86_400_000
 
 
-async def verify_identity(store: RedisStore, agent: AgentKey, issuer: AgentKey) -> str:
-    """Handshake proof of possession plus an issuer-signed credential; returns its id."""
+async def verify_identity(store: RedisStore, agent: AgentClient, issuer: AgentKey) -> str:
+    """Handshake over AMQP, then an issuer-signed credential presented; returns its id."""
     now = wall_clock_ms()
-    book = ChallengeBook(AgentKey.generate())
-    proof = book.verify(answer_challenge(agent, book.issue(os.urandom(32), now), now), now)
-    await store.record_possession(proof.agent, proof.verified_ms, proof.expires_ms)
+    await agent.handshake()
     await store.add_issuer(issuer.did)
     credential_id = f"cred-{os.urandom(6).hex()}"
     document = sign_evidence(
         issuer, "credential", id=credential_id, subject=agent.did, organisation="Test Org",
         issued_at=now - 1000, expires_at=now + DAY_MS,
     )  # fmt: skip
-    await store.set_credential(credential_from(verify_evidence(document, "credential", now)))
+    presented = await agent.present(document)
+    assert presented["accepted"] == [credential_id], presented
     return credential_id
 
 
@@ -48,7 +47,7 @@ async def post_bond(store: RedisStore, did: str, issuer: AgentKey, usd: int) -> 
     await store.set_bond(did, bond_from(verify_evidence(document, "bond", now)))
 
 
-async def make_level(store: RedisStore, agent: AgentKey, issuer: AgentKey, level: str) -> None:
+async def make_level(store: RedisStore, agent: AgentClient, issuer: AgentKey, level: str) -> None:
     """new | probation | established | trusted, as in the seeds' lifecycle."""
     if level == "new":
         return

@@ -15,8 +15,9 @@ from broker.evidence import (
     sign_evidence,
     verify_evidence,
 )
-from broker.handshake import ChallengeBook, answer_challenge
+from broker.handshake import answer_challenge, check_response, make_challenge, make_result
 from broker.identity import AgentKey
+from broker.signing import signed_by
 
 NOW = 1_795_000_000_000
 ISSUER = AgentKey(bytes(range(32)))
@@ -100,52 +101,66 @@ def test_attestation_and_bond_round_trip() -> None:
 
 # -- handshake ---------------------------------------------------------------------------
 
+BROKER = AgentKey(bytes(range(3, 35)))
 
-def test_handshake_proves_possession_once() -> None:
-    book = ChallengeBook(ISSUER, ttl_ms=30_000, session_ms=3_600_000)
-    challenge = book.issue(os.urandom(32), NOW)
-    response = answer_challenge(AGENT, challenge, NOW + 10)
-    proof = book.verify(response, NOW + 20)
+
+def challenge_for(agent: AgentKey, now: int = NOW) -> tuple[dict[str, Any], tuple[str, int]]:
+    """A broker challenge and what the store keeps for it (agent, expiry)."""
+    challenge = make_challenge(BROKER, agent.did, os.urandom(32), now, ttl_ms=30_000)
+    return challenge, (agent.did, challenge["expires_at"])
+
+
+def test_handshake_proves_possession_and_the_agent_can_check_the_result() -> None:
+    challenge, pending = challenge_for(AGENT)
+    response = answer_challenge(AGENT, challenge, NOW + 10, expected_broker=BROKER.did)
+    proof = check_response(response, BROKER.did, pending, NOW + 20, session_ms=3_600_000)
     assert (proof.agent, proof.verified_ms, proof.expires_ms) == (
         AGENT.did,
         NOW + 20,
         NOW + 3_600_020,
     )
-    with pytest.raises(EvidenceError) as again:
-        book.verify(response, NOW + 30)
-    assert again.value.code == "handshake_replay"
+    result = make_result(BROKER, proof, challenge["challenge"])
+    assert signed_by(result, BROKER.did) and result["agent"] == AGENT.did
+
+
+def test_an_answered_or_unknown_challenge_is_refused() -> None:
+    challenge, _ = challenge_for(AGENT)
+    response = answer_challenge(AGENT, challenge, NOW)
+    with pytest.raises(EvidenceError) as error:
+        check_response(response, BROKER.did, None, NOW, session_ms=1)
+    assert error.value.code == "handshake_replay"
 
 
 def test_an_expired_challenge_is_refused() -> None:
-    book = ChallengeBook(ISSUER, ttl_ms=30_000)
-    challenge = book.issue(os.urandom(32), NOW)
+    challenge, pending = challenge_for(AGENT)
     response = answer_challenge(AGENT, challenge, NOW + 29_000)
     with pytest.raises(EvidenceError) as error:
-        book.verify(response, NOW + 30_000)
+        check_response(response, BROKER.did, pending, NOW + 30_000, session_ms=1)
     assert error.value.code == "handshake_expired"
 
 
 def test_an_answer_signed_by_another_key_is_refused() -> None:
-    book = ChallengeBook(ISSUER)
-    response = answer_challenge(AGENT, book.issue(os.urandom(32), NOW), NOW)
-    impostor = {**response, "agent": AgentKey(bytes(32)).did}
+    challenge, pending = challenge_for(AGENT)
+    impostor = AgentKey(bytes(32))
+    response = answer_challenge(impostor, challenge, NOW)
     with pytest.raises(EvidenceError) as error:
-        book.verify(impostor, NOW)
+        check_response(response, BROKER.did, pending, NOW, session_ms=1)
     assert error.value.code == "handshake_bad_signature"
 
 
-def test_the_agent_refuses_a_challenge_the_broker_did_not_sign() -> None:
-    book = ChallengeBook(ISSUER)
-    challenge = {**book.issue(os.urandom(32), NOW), "broker": AgentKey(bytes(32)).did}
+@pytest.mark.parametrize("field", ["challenge", "broker", "agent", "issued_at", "expires_at"])
+def test_the_agent_refuses_a_challenge_whose_signed_fields_were_changed(field: str) -> None:
+    challenge, _ = challenge_for(AGENT)
+    altered = {**challenge, field: AgentKey(bytes(32)).did if field in ("broker", "agent") else 1}
+    if field == "challenge":
+        altered[field] = "00" * 32
     with pytest.raises(EvidenceError) as error:
-        answer_challenge(AGENT, challenge, NOW)
+        answer_challenge(AGENT, altered, NOW)
     assert error.value.code == "handshake_bad_broker"
 
 
-def test_pending_challenges_are_bounded_oldest_first() -> None:
-    book = ChallengeBook(ISSUER, max_pending=3)
-    challenges = [book.issue(os.urandom(32), NOW) for _ in range(4)]
+def test_the_agent_can_pin_the_brokers_did() -> None:
+    challenge, _ = challenge_for(AGENT)
     with pytest.raises(EvidenceError) as error:
-        book.verify(answer_challenge(AGENT, challenges[0], NOW), NOW)
-    assert error.value.code == "handshake_replay"
-    assert book.verify(answer_challenge(AGENT, challenges[3], NOW), NOW).agent == AGENT.did
+        answer_challenge(AGENT, challenge, NOW, expected_broker=AgentKey(bytes(32)).did)
+    assert error.value.code == "handshake_bad_broker"

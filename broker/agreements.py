@@ -1,0 +1,346 @@
+"""Documents agents present during negotiation, verified and then recorded.
+
+- issuer-signed evidence: credential, attestation, bond (broker/evidence.py);
+- capability manifest (stage 2), signed by the agent: what it sends and accepts, its
+  retention, reversibility, rate limit, whether it may delegate. The IATP
+  CapabilityManifest JSON shape is accepted inside the signed wrapper (`iatp` member).
+  A self-declared trust level is recorded and never scored;
+- pact (stages 4 and 5), signed by both agents: what the sender may send the recipient,
+  for how long, and what the flight recorder may keep;
+- key rotation, signed by the old key and the new key.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import replace
+from typing import Any
+
+from broker.envelope import MESSAGE_KINDS
+from broker.errors import EvidenceError, IdentityError
+from broker.evidence import (
+    attestation_from,
+    bond_from,
+    credential_from,
+    verify_evidence,
+)
+from broker.identity import AgentKey, public_key_from_did
+from broker.policy import RETENTION_ORDER
+from broker.signing import countersign, sign_document, signed_by
+from broker.state import PactTerms
+from broker.store.redis import RedisStore
+
+MANIFEST_TYPE = "trust-broker/manifest"
+PACT_TYPE = "trust-broker/pact"
+ROTATION_TYPE = "trust-broker/rotation"
+MONITORING_TERMS = ("full", "metadata", "hashes")
+REVERSIBILITY = ("full", "partial", "none")
+
+
+async def apply_document(
+    store: RedisStore, document: Any, now_ms: int, presenter: str | None = None
+) -> str:
+    """Verify one presented document and record it; return its id.
+
+    With a `presenter`, the document must concern that agent: evidence about someone
+    else (e.g. a credential for another DID) is refused rather than silently stored.
+    """
+    if not isinstance(document, dict) or not isinstance(document.get("type"), str):
+        raise _malformed("a document is a JSON object with a type")
+    if presenter is not None and presenter not in _parties(document):
+        raise EvidenceError(
+            "the document does not concern the agent presenting it",
+            code="evidence_subject_mismatch",
+        )
+    kind = document["type"].removeprefix("trust-broker/")
+    if kind == "credential":
+        await store.set_credential(credential_from(verify_evidence(document, "credential", now_ms)))
+    elif kind == "attestation":
+        att = verify_evidence(document, "attestation", now_ms)
+        await store.set_attestation(attestation_from(att))
+    elif kind == "bond":
+        bond = verify_evidence(document, "bond", now_ms)
+        await store.set_bond(bond["subject"], bond_from(bond))
+    elif kind == "manifest":
+        await _apply_manifest(store, verify_manifest(document, now_ms), now_ms)
+    elif kind == "pact":
+        await store.set_pact(verify_pact(document, now_ms), document)
+    elif kind == "rotation":
+        await _apply_rotation(store, verify_rotation(document, now_ms))
+    else:
+        raise EvidenceError(
+            f"unknown document type {document['type']!r}", code="evidence_wrong_type"
+        )
+    return str(document.get("id", ""))
+
+
+# -- common checks ---------------------------------------------------------------------
+
+
+def _parties(document: dict[str, Any]) -> set[Any]:
+    """The agents a document is about, whatever its type."""
+    fields = ("subject", "agent", "sender", "recipient", "old", "new")
+    return {document.get(name) for name in fields if name in document}
+
+
+def _malformed(message: str) -> EvidenceError:
+    return EvidenceError(message, code="evidence_malformed")
+
+
+def _require(document: dict[str, Any], name: str, kind: type) -> Any:
+    value = document.get(name)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise _malformed(f"field {name!r} must be {kind.__name__}")
+    return value
+
+
+def _did(document: dict[str, Any], name: str) -> str:
+    value = _require(document, name, str)
+    try:
+        public_key_from_did(value)
+    except IdentityError as exc:
+        raise EvidenceError(str(exc), code="evidence_malformed") from exc
+    return str(value)
+
+
+def _validity(document: dict[str, Any], now_ms: int) -> None:
+    issued = _require(document, "issued_at", int)
+    expires = _require(document, "expires_at", int)
+    if expires <= issued:
+        raise _malformed("expires_at must be after issued_at")
+    if issued > now_ms:
+        raise EvidenceError("document is issued in the future", code="evidence_not_yet_valid")
+    if expires <= now_ms:
+        raise EvidenceError("document has expired", code="evidence_expired")
+
+
+def _strings(value: Any, name: str, allowed: frozenset[str] | None = None) -> frozenset[str]:
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise _malformed(f"{name} must be a list of strings")
+    items = frozenset(value)
+    if allowed is not None and not items <= allowed:
+        unknown = sorted(items - allowed)[0]
+        raise _malformed(f"{name}: unknown value {unknown!r}")
+    return items
+
+
+# -- capability manifest ---------------------------------------------------------------
+
+
+def verify_manifest(document: dict[str, Any], now_ms: int) -> dict[str, Any]:
+    """Check an agent-signed manifest; return it normalised to our fields."""
+    if document.get("type") != MANIFEST_TYPE:
+        raise EvidenceError("not a manifest", code="evidence_wrong_type")
+    agent = _did(document, "agent")
+    _validity(document, now_ms)
+    if not signed_by(document, agent):
+        raise EvidenceError("manifest is not signed by its agent", code="evidence_bad_signature")
+    fields = _from_iatp(document["iatp"]) if "iatp" in document else document
+    retention = fields.get("retention")
+    if retention not in RETENTION_ORDER:
+        raise EvidenceError(
+            "retention must be ephemeral, temporary or permanent", code="evidence_malformed"
+        )
+    reversibility = fields.get("reversibility", "none")
+    if reversibility not in REVERSIBILITY:
+        raise EvidenceError(
+            "reversibility must be full, partial or none", code="evidence_malformed"
+        )
+    accepts = fields.get("accepts", {})
+    if not isinstance(accepts, dict):
+        raise _malformed("accepts must be an object")
+    return {
+        "id": str(document.get("id", "")),
+        "agent": agent,
+        "kinds": _strings(fields.get("kinds", []), "kinds", MESSAGE_KINDS),
+        "accept_kinds": _optional_set(accepts.get("kinds"), "accepts.kinds", MESSAGE_KINDS),
+        "accept_classes": _optional_set(accepts.get("data_classes"), "accepts.data_classes"),
+        "retention": retention,
+        "reversibility": reversibility,
+        "declared_trust_level": fields.get("trust_level"),
+    }
+
+
+def _optional_set(
+    value: Any, name: str, allowed: frozenset[str] | None = None
+) -> frozenset[str] | None:
+    return None if value is None else _strings(value, name, allowed)
+
+
+def _from_iatp(iatp: Any) -> dict[str, Any]:
+    """Map an IATP CapabilityManifest onto our manifest fields."""
+    if not isinstance(iatp, dict):
+        raise _malformed("iatp must be a CapabilityManifest object")
+    privacy = iatp.get("privacy_contract") or {}
+    capabilities = iatp.get("capabilities") or {}
+    scopes = iatp.get("scopes") or []
+    kinds = [scope.split(":", 1)[-1] for scope in scopes if isinstance(scope, str)]
+    return {
+        "retention": str(privacy.get("retention", "permanent")).lower(),
+        "reversibility": str(
+            capabilities.get("reversibility", iatp.get("reversibility", "none"))
+        ).lower(),
+        "kinds": [kind for kind in kinds if kind in MESSAGE_KINDS],
+        "trust_level": iatp.get("trust_level"),
+    }
+
+
+async def _apply_manifest(store: RedisStore, manifest: dict[str, Any], now_ms: int) -> None:
+    await store.set_manifest(manifest["agent"], manifest["kinds"])
+    if manifest["declared_trust_level"] is not None:
+        await store.record_declared_trust(manifest["agent"], str(manifest["declared_trust_level"]))
+    profile = await store.recipient(manifest["agent"], now_ms)
+    if profile is None:
+        return  # not provisioned as a recipient: the manifest only describes what it sends
+    # A manifest may only make the profile stricter: the longer retention of what ops
+    # provisioned and what the agent declares, and the intersection of what it accepts.
+    retention = max(profile.retention, manifest["retention"], key=RETENTION_ORDER.__getitem__)
+    await store.register_recipient(
+        replace(
+            profile,
+            retention=retention,
+            accepted_kinds=_narrow(profile.accepted_kinds, manifest["accept_kinds"]),
+            accepted_data_classes=_narrow(
+                profile.accepted_data_classes, manifest["accept_classes"]
+            ),
+        )
+    )
+
+
+def _narrow(
+    current: frozenset[str] | None, declared: frozenset[str] | None
+) -> frozenset[str] | None:
+    if current is None:
+        return declared
+    return current if declared is None else current & declared
+
+
+# -- pacts -----------------------------------------------------------------------------
+
+
+def verify_pact(document: dict[str, Any], now_ms: int) -> PactTerms:
+    """Check a pact signed by both parties; return its terms."""
+    if document.get("type") != PACT_TYPE:
+        raise EvidenceError("not a pact", code="evidence_wrong_type")
+    sender, recipient = _did(document, "sender"), _did(document, "recipient")
+    if sender == recipient:
+        raise _malformed("a pact needs two different agents")
+    _validity(document, now_ms)
+    if document.get("monitoring") not in MONITORING_TERMS:
+        raise EvidenceError(
+            "monitoring must be full, metadata or hashes", code="evidence_malformed"
+        )
+    currency = document.get("currency")
+    if currency is not None and not isinstance(currency, str):
+        raise _malformed("currency must be a string")
+    if not signed_by(document, sender):
+        raise EvidenceError("pact is not signed by the sender", code="evidence_bad_signature")
+    if not signed_by(document, recipient, field="recipient_signature"):
+        raise EvidenceError("pact is not signed by the recipient", code="evidence_bad_signature")
+    return PactTerms(
+        pact_id=str(_require(document, "id", str)),
+        sender=sender,
+        recipient=recipient,
+        kinds=_strings(document.get("kinds"), "kinds", MESSAGE_KINDS),
+        data_classes=_strings(document.get("data_classes", []), "data_classes"),
+        max_payment_minor=int(_require(document, "max_payment_minor", int)),
+        currency=currency,
+        expires_at_ms=int(document["expires_at"]),
+    )
+
+
+# -- key rotation ----------------------------------------------------------------------
+
+
+def verify_rotation(document: dict[str, Any], now_ms: int) -> tuple[str, str]:
+    """Check a rotation signed by the old key and by the new key; return (old, new)."""
+    if document.get("type") != ROTATION_TYPE:
+        raise EvidenceError("not a key rotation", code="evidence_wrong_type")
+    old, new = _did(document, "old"), _did(document, "new")
+    if old == new:
+        raise _malformed("a rotation needs a new key")
+    _validity(document, now_ms)
+    if not signed_by(document, old):
+        raise EvidenceError("rotation is not signed by the old key", code="evidence_bad_signature")
+    if not signed_by(document, new, field="new_signature"):
+        raise EvidenceError("rotation is not signed by the new key", code="evidence_bad_signature")
+    return old, new
+
+
+async def _apply_rotation(store: RedisStore, link: tuple[str, str]) -> None:
+    old, new = link
+    outcome = await store.rotate_key(old, new)
+    if outcome == "old_revoked":
+        raise EvidenceError("the old key is revoked: it cannot hand over", code="rotation_revoked")
+    if outcome == "new_in_use":
+        # Carrying history into a key that already has its own would merge two identities.
+        raise EvidenceError("the new key already has history", code="rotation_target_in_use")
+
+
+# -- builders (what agents sign) -------------------------------------------------------
+
+
+def make_manifest(
+    agent: AgentKey,
+    *,
+    now_ms: int,
+    ttl_ms: int,
+    kinds: list[str],
+    retention: str,
+    accepts: dict[str, list[str]] | None = None,
+    reversibility: str = "none",
+    rate_limit_per_minute: int = 600,
+    may_delegate: bool = False,
+    iatp: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A capability manifest signed by `agent` (or an IATP manifest wrapped and signed)."""
+    document: dict[str, Any] = {
+        "type": MANIFEST_TYPE, "id": f"manifest-{uuid.uuid4().hex}", "agent": agent.did,
+        "issued_at": now_ms, "expires_at": now_ms + ttl_ms,
+    }  # fmt: skip
+    if iatp is not None:
+        document["iatp"] = iatp
+    else:
+        document.update(
+            kinds=kinds, retention=retention, reversibility=reversibility,
+            rate_limit_per_minute=rate_limit_per_minute, may_delegate=may_delegate,
+        )  # fmt: skip
+        if accepts is not None:
+            document["accepts"] = accepts
+    return sign_document(agent, document)
+
+
+def make_pact(
+    sender: AgentKey,
+    recipient: str,
+    *,
+    now_ms: int,
+    ttl_ms: int,
+    kinds: list[str],
+    data_classes: list[str] | None = None,
+    max_payment_minor: int = 0,
+    currency: str | None = None,
+    monitoring: str = "metadata",
+) -> dict[str, Any]:
+    """A pact proposed and signed by `sender`; the recipient adds `recipient_signature`
+    with broker.signing.countersign(key, pact, "recipient_signature")."""
+    document: dict[str, Any] = {
+        "type": PACT_TYPE, "id": f"pact-{uuid.uuid4().hex}", "sender": sender.did,
+        "recipient": recipient, "kinds": kinds, "data_classes": data_classes or [],
+        "max_payment_minor": max_payment_minor, "monitoring": monitoring,
+        "issued_at": now_ms, "expires_at": now_ms + ttl_ms,
+    }  # fmt: skip
+    if currency is not None:
+        document["currency"] = currency
+    return sign_document(sender, document)
+
+
+def make_rotation(
+    old: AgentKey, new: AgentKey, *, now_ms: int, ttl_ms: int = 600_000
+) -> dict[str, Any]:
+    """A key rotation signed by the old key and by the new key."""
+    document = {
+        "type": ROTATION_TYPE, "id": f"rotation-{uuid.uuid4().hex}", "old": old.did,
+        "new": new.did, "issued_at": now_ms, "expires_at": now_ms + ttl_ms,
+    }  # fmt: skip
+    return countersign(new, sign_document(old, document), "new_signature")

@@ -1,0 +1,110 @@
+"""Atomic outcomes: publish a message's outcome and ack it in one AMQP transaction.
+
+Publisher confirms followed by an ack leave a window: a router killed after the confirm
+but before the ack sees the message redelivered and publishes it again. Inside a
+transaction (tx.select on the consuming channel) the publish and the ack commit
+together: either both happen or neither does, so a redelivered message was never
+published. Commits are grouped: while one commit is in flight, new outcomes queue up
+and go out together in the next, so a busy router pays one round trip for many messages.
+Commit-ok is the broker's confirmation of every publish in the batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
+from aio_pika.exceptions import ChannelInvalidStateError
+from aiormq.abc import AbstractChannel as UnderlayChannel
+
+log = logging.getLogger("broker.committer")
+Publish = Callable[[], Awaitable[None]]
+
+
+@dataclass
+class _Pending:
+    message: AbstractIncomingMessage
+    publish: Publish | None
+    requeue: bool
+    done: asyncio.Future[None]
+
+
+class TransactionalCommitter:
+    """Serialises publish+ack pairs into grouped transactions on one channel."""
+
+    def __init__(self, channel: AbstractChannel) -> None:
+        self._channel = channel
+        self._pending: list[_Pending] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._tx_channel: UnderlayChannel | None = None
+        self.commits = 0
+
+    async def commit(self, message: AbstractIncomingMessage, publish: Publish | None) -> None:
+        """Publish (if given) and ack `message` atomically; returns once committed."""
+        await self._enqueue(message, publish, requeue=False)
+
+    async def requeue(self, message: AbstractIncomingMessage) -> None:
+        """Return `message` to its queue (nack with requeue), committed."""
+        await self._enqueue(message, None, requeue=True)
+
+    async def _enqueue(
+        self, message: AbstractIncomingMessage, publish: Publish | None, *, requeue: bool
+    ) -> None:
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append(_Pending(message, publish, requeue, done))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+        await done
+
+    async def _flush(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                await self._commit_batch(batch)
+            except BaseException as exc:
+                for item in batch:
+                    if not item.done.done():
+                        error = exc if isinstance(exc, Exception) else RuntimeError("cancelled")
+                        item.done.set_exception(error)
+                if not isinstance(exc, Exception):
+                    raise
+            else:
+                for item in batch:
+                    item.done.set_result(None)
+
+    async def _commit_batch(self, batch: list[_Pending]) -> None:
+        underlay = await self._channel.get_underlay_channel()
+        if underlay is not self._tx_channel:
+            # A fresh channel (first use, or after a robust reconnect) starts outside a tx.
+            await underlay.tx_select()
+            self._tx_channel = underlay
+        try:
+            for item in batch:
+                if not _delivered_on(item.message, underlay):
+                    # Delivered on a channel that has since closed: the broker already
+                    # requeued it, so neither publish nor ack (the redelivery handles it).
+                    continue
+                if item.publish is not None:
+                    await item.publish()
+                if item.requeue:
+                    await item.message.nack(requeue=True)
+                else:
+                    await item.message.ack()
+            await underlay.tx_commit()
+            self.commits += 1
+        except Exception:
+            # Never let a half-built batch ride along with the next commit.
+            with contextlib.suppress(Exception):
+                await underlay.tx_rollback()
+            raise
+
+
+def _delivered_on(message: AbstractIncomingMessage, underlay: UnderlayChannel) -> bool:
+    try:
+        return message.channel is underlay
+    except ChannelInvalidStateError:
+        return False

@@ -1,0 +1,178 @@
+"""Trust negotiation over AMQP: request/reply on the `trust.handshake` queue.
+
+Requests are JSON objects with an `op`:
+- `hello` {agent, resume?}: a broker-signed challenge, or, with `resume` and a live
+  session, a broker-signed session result without a new challenge (the warm path).
+- `prove` {response}: the agent's signed answer; on success possession is recorded.
+- `present` {agent, documents: [...]}: issuer-signed credentials, attestations and bonds,
+  agent-signed capability manifests, pacts signed by both parties, key rotations.
+Replies go to the request's `reply_to` (RabbitMQ direct reply-to) with its
+`correlation_id`. Every failure has a code; nothing here trusts what it cannot verify.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aio_pika
+import orjson
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
+from aio_pika.exceptions import AMQPError
+
+from broker.agreements import apply_document
+from broker.config import BrokerConfig
+from broker.errors import EvidenceError, IdentityError, StoreUnavailable
+from broker.handshake import Proof, check_response, make_challenge, make_result
+from broker.identity import AgentKey, public_key_from_did
+from broker.store.redis import RedisStore
+
+log = logging.getLogger("broker.negotiation")
+MAX_REQUEST_BYTES = 64 * 1024
+MAX_DOCUMENTS = 16
+Handler = Callable[[dict[str, Any], int], Awaitable[dict[str, Any]]]
+
+
+class NegotiationService:
+    """Answers handshake and evidence requests for every agent, from any router."""
+
+    def __init__(
+        self,
+        config: BrokerConfig,
+        store: RedisStore,
+        broker_key: AgentKey,
+        clock: Callable[[], int],
+        *,
+        challenge_ttl_ms: int = 30_000,
+        session_ms: int = 3_600_000,
+        max_pending: int = 10_000,
+    ) -> None:
+        self._config = config
+        self._store = store
+        self.broker_key = broker_key
+        self._clock = clock
+        self._challenge_ttl_ms = challenge_ttl_ms
+        self._session_ms = session_ms
+        self._max_pending = max_pending
+        self._channel: AbstractChannel | None = None
+        self._ops: dict[str, Handler] = {
+            "hello": self._hello,
+            "prove": self._prove,
+            "present": self._present,
+        }
+
+    async def start(self, connection: AbstractRobustConnection) -> None:
+        """Declare the handshake exchange and queue and start answering."""
+        self._channel = await connection.channel()
+        await self._channel.set_qos(prefetch_count=64)
+        topology = self._config.topology
+        exchange = await self._channel.declare_exchange(
+            topology.handshake_exchange, aio_pika.ExchangeType.FANOUT, durable=True
+        )
+        # Handshakes are interactive: a request nobody answered within a minute is stale.
+        queue = await self._channel.declare_queue(
+            topology.handshake_queue, durable=True, arguments={"x-message-ttl": 60_000}
+        )
+        await queue.bind(exchange)
+        await queue.consume(self._on_request)
+
+    async def _on_request(self, message: AbstractIncomingMessage) -> None:
+        try:
+            reply = await self.handle(message.body)
+        except StoreUnavailable:
+            # Fail closed like the router: the agent retries; nothing is recorded half-way.
+            reply = {"op": "error", "code": "store_unavailable", "message": "try again shortly"}
+        await self._reply(message, reply)
+        with contextlib.suppress(AMQPError, RuntimeError):
+            await message.ack()
+
+    async def handle(self, body: bytes) -> dict[str, Any]:
+        """Answer one request (also used directly by tests of the protocol)."""
+        if len(body) > MAX_REQUEST_BYTES:
+            return _error("request_too_large", f"requests are at most {MAX_REQUEST_BYTES} bytes")
+        try:
+            request = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return _error("malformed", "request is not JSON")
+        if not isinstance(request, dict) or request.get("op") not in self._ops:
+            return _error("malformed", f"op must be one of {sorted(self._ops)}")
+        try:
+            return await self._ops[request["op"]](request, self._clock())
+        except EvidenceError as exc:
+            log.info("negotiation refused: %s", exc.code)
+            return _error(exc.code, str(exc))
+        except IdentityError as exc:
+            return _error("bad_did", str(exc))
+
+    async def _hello(self, request: dict[str, Any], now: int) -> dict[str, Any]:
+        agent = request.get("agent")
+        if not isinstance(agent, str):
+            return _error("malformed", "hello needs the agent's DID")
+        public_key_from_did(agent)
+        if request.get("resume"):
+            peer = await self._store.peer(agent, now)
+            expires = peer.possession_expires_ms
+            if peer.possession_verified_ms is not None and expires is not None and expires > now:
+                # The warm path: the session is still live, no new challenge needed.
+                result = make_result(
+                    self.broker_key,
+                    Proof(agent, peer.possession_verified_ms, expires),
+                    challenge="",
+                )
+                return {"op": "session", "result": result}
+        random32 = os.urandom(32)
+        challenge = make_challenge(self.broker_key, agent, random32, now, self._challenge_ttl_ms)
+        expires = challenge["expires_at"]
+        if not await self._store.issue_challenge(
+            random32.hex(), agent, expires, now, self._max_pending
+        ):
+            return _error("handshake_busy", "too many pending challenges; try again shortly")
+        return {"op": "challenge", "challenge": challenge}
+
+    async def _prove(self, request: dict[str, Any], now: int) -> dict[str, Any]:
+        response = request.get("response")
+        if not isinstance(response, dict) or not isinstance(response.get("challenge"), str):
+            return _error("handshake_malformed", "prove needs the signed response document")
+        pending = await self._store.take_challenge(response["challenge"])
+        proof = check_response(response, self.broker_key.did, pending, now, self._session_ms)
+        await self._store.record_possession(proof.agent, proof.verified_ms, proof.expires_ms)
+        log.info("proof of key possession recorded for %s", proof.agent)
+        return {
+            "op": "proved",
+            "result": make_result(self.broker_key, proof, response["challenge"]),
+        }
+
+    async def _present(self, request: dict[str, Any], now: int) -> dict[str, Any]:
+        documents = request.get("documents")
+        if not isinstance(documents, list) or not 0 < len(documents) <= MAX_DOCUMENTS:
+            return _error("malformed", f"present needs 1-{MAX_DOCUMENTS} documents")
+        presenter = request.get("agent")
+        if presenter is not None and not isinstance(presenter, str):
+            return _error("malformed", "agent must be a DID")
+        accepted: list[str] = []
+        refused: list[dict[str, Any]] = []
+        for index, document in enumerate(documents):
+            try:
+                accepted.append(await apply_document(self._store, document, now, presenter))
+            except EvidenceError as exc:
+                refused.append({"index": index, "code": exc.code, "message": str(exc)})
+        return {"op": "presented", "accepted": accepted, "refused": refused}
+
+    async def _reply(self, request: AbstractIncomingMessage, reply: dict[str, Any]) -> None:
+        if not request.reply_to or self._channel is None:
+            return
+        message = aio_pika.Message(
+            orjson.dumps(reply),
+            correlation_id=request.correlation_id,
+            content_type="application/json",
+        )
+        with contextlib.suppress(AMQPError, RuntimeError, asyncio.TimeoutError):
+            await self._channel.default_exchange.publish(message, routing_key=request.reply_to)
+
+
+def _error(code: str, message: str) -> dict[str, Any]:
+    return {"op": "error", "code": code, "message": message}
