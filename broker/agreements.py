@@ -27,12 +27,13 @@ from broker.evidence import (
 from broker.identity import AgentKey, public_key_from_did
 from broker.policy import RETENTION_ORDER
 from broker.signing import countersign, sign_document, signed_by
-from broker.state import PactTerms
+from broker.state import PactTerms, Vouch
 from broker.store.redis import RedisStore
 
 MANIFEST_TYPE = "trust-broker/manifest"
 PACT_TYPE = "trust-broker/pact"
 ROTATION_TYPE = "trust-broker/rotation"
+VOUCH_TYPE = "trust-broker/vouch"
 MONITORING_TERMS = ("full", "metadata", "hashes")
 REVERSIBILITY = ("full", "partial", "none")
 
@@ -67,6 +68,11 @@ async def apply_document(
         await store.set_pact(verify_pact(document, now_ms), document)
     elif kind == "rotation":
         await _apply_rotation(store, verify_rotation(document, now_ms))
+    elif kind == "vouch":
+        vouchee, vouch = verify_vouch(document, now_ms)
+        await store.add_vouch(vouchee, vouch)
+    elif kind == "slash":
+        await _apply_slash(store, verify_evidence(document, "slash", now_ms), now_ms)
     else:
         raise EvidenceError(
             f"unknown document type {document['type']!r}", code="evidence_wrong_type"
@@ -79,7 +85,7 @@ async def apply_document(
 
 def _parties(document: dict[str, Any]) -> set[Any]:
     """The agents a document is about, whatever its type."""
-    fields = ("subject", "agent", "sender", "recipient", "old", "new")
+    fields = ("subject", "agent", "sender", "recipient", "old", "new", "voucher", "vouchee")
     return {document.get(name) for name in fields if name in document}
 
 
@@ -275,6 +281,45 @@ async def _apply_rotation(store: RedisStore, link: tuple[str, str]) -> None:
     if outcome == "new_in_use":
         # Carrying history into a key that already has its own would merge two identities.
         raise EvidenceError("the new key already has history", code="rotation_target_in_use")
+
+
+# -- vouching and slashing ------------------------------------------------------------
+
+
+def verify_vouch(document: dict[str, Any], now_ms: int) -> tuple[str, Vouch]:
+    """Check a vouch signed by the voucher; return (vouchee, vouch)."""
+    if document.get("type") != VOUCH_TYPE:
+        raise EvidenceError("not a vouch", code="evidence_wrong_type")
+    voucher, vouchee = _did(document, "voucher"), _did(document, "vouchee")
+    if voucher == vouchee:
+        raise _malformed("an agent cannot vouch for itself")
+    _validity(document, now_ms)
+    share = document.get("share")
+    if not isinstance(share, int | float) or isinstance(share, bool) or not 0 < share <= 1:
+        raise _malformed("share must be a number in (0, 1]")
+    if not signed_by(document, voucher):
+        raise EvidenceError("vouch is not signed by the voucher", code="evidence_bad_signature")
+    return vouchee, Vouch(voucher, float(share), int(document["expires_at"]))
+
+
+async def _apply_slash(store: RedisStore, document: dict[str, Any], now_ms: int) -> None:
+    # Slashing takes collateral away: only an issuer on the trust list may order it.
+    if document["issuer"] not in (await store.globals(now_ms)).issuers:
+        raise EvidenceError("slash issuer is not on the trust list", code="slash_issuer_untrusted")
+    if not await store.mark_once(f"slash:{document['id']}"):
+        raise EvidenceError("this slash was already applied", code="slash_duplicate")
+    await store.slash_bond(document["subject"], amount_minor=int(document["amount_minor"]))
+
+
+def make_vouch(
+    voucher: AgentKey, vouchee: str, *, share: float, now_ms: int, ttl_ms: int
+) -> dict[str, Any]:
+    """A vouch signed by `voucher`."""
+    document = {
+        "type": VOUCH_TYPE, "id": f"vouch-{uuid.uuid4().hex}", "voucher": voucher.did,
+        "vouchee": vouchee, "share": share, "issued_at": now_ms, "expires_at": now_ms + ttl_ms,
+    }  # fmt: skip
+    return sign_document(voucher, document)
 
 
 # -- builders (what agents sign) -------------------------------------------------------

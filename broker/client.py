@@ -168,6 +168,15 @@ class AgentClient:
         await self.publish_raw(encode_envelope(envelope), message_id=envelope.id)
         return envelope
 
+    async def report(
+        self, received: Envelope, outcome: str, *, severity: str | None = None
+    ) -> Envelope:
+        """Report the outcome of a message this agent received (once, signed)."""
+        body: dict[str, Any] = {"message_id": received.id, "outcome": outcome}
+        if severity is not None:
+            body["severity"] = severity
+        return await self.send(received.sender, body, kind="report")
+
     async def publish_raw(self, raw: bytes, *, message_id: str | None = None) -> None:
         """Publish already-encoded bytes to the ingress exchange (confirmed)."""
         assert self._channel is not None, "call connect() first"

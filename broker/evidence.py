@@ -16,12 +16,14 @@ from broker.identity import AgentKey, cached_public_key
 from broker.signing import sign_document, signed_by
 from broker.state import Attestation, Bond, Credential
 
-EvidenceType = Literal["credential", "attestation", "bond"]
+EvidenceType = Literal["credential", "attestation", "bond", "slash"]
+SLASH_CONDITIONS = ("fraud", "data_manipulation", "service_denial")
 
 _REQUIRED: dict[str, dict[str, type]] = {
     "credential": {"subject": str, "organisation": str},
     "attestation": {"subject": str, "codebase_hash": str, "config_hash": str},
     "bond": {"subject": str, "amount_minor": int, "currency": str},
+    "slash": {"subject": str, "condition": str, "amount_minor": int},
 }
 _COMMON: dict[str, type] = {
     "type": str,
@@ -104,6 +106,13 @@ def _check_shape(document: dict[str, Any], evidence_type: str) -> None:
         raise EvidenceError("expires_at must be after issued_at", code="evidence_malformed")
     for did_field in ("issuer", "subject"):
         _issuer_key(document[did_field])
+    if evidence_type == "slash" and (
+        document["condition"] not in SLASH_CONDITIONS or document["amount_minor"] <= 0
+    ):
+        raise EvidenceError(
+            f"slash needs a positive amount and a condition in {SLASH_CONDITIONS}",
+            code="evidence_malformed",
+        )
     if evidence_type == "bond" and (
         not is_currency(document["currency"]) or document["amount_minor"] <= 0
     ):

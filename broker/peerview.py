@@ -23,7 +23,8 @@ async def describe_peer(store: RedisStore, did: str, now_ms: int) -> dict[str, A
         created_at=now_ms, nonce="0" * 32, expires_at=None, payment=None, data_classes=(),
         body=None, signature="",
     )  # fmt: skip
-    probe_ctx = await store.context(probe, now_ms, replayed=False)
+    # Admin reads go to Redis, not this process's cache: show what every router will see.
+    probe_ctx = await store.context(probe, now_ms, replayed=False, cached=False)
     scored = score_dimensions(probe, probe_ctx, policy, now_ms)
     scores = {name: result.score for name, result in scored.items()}
     total = composite(scores, policy)

@@ -130,13 +130,31 @@ class ReputationModel(BaseModel):
 
 
 class BehaviorModel(BaseModel):
-    """B = 1 - (1 - prior) * exp(-clean / baseline_messages); 0 while under observation."""
+    """B = 1 - (1 - prior) * exp(-clean / baseline_messages); 0 while under observation.
+
+    The detectors below put a sender under observation; they run in Redis on every
+    message so all routers see the same sender.
+    """
 
     model_config = _FROZEN
     prior: float = Field(0.50, ge=0.0, le=1.0)
     baseline_messages: float = Field(5.0, gt=0.0)
     observation_ms: int = Field(86_400_000, ge=0)
     observation_clean_messages: int = Field(20, ge=0)
+    # Velocity: messages in the current minute against the sender's own per-minute EWMA.
+    rate_floor_per_minute: int = Field(120, ge=1)
+    rate_spike_factor: float = Field(5.0, gt=1.0)
+    baseline_minutes: int = Field(3, ge=1)
+    # Fan-out: recipients never messaged before, per hour.
+    new_recipients_per_hour: int = Field(25, ge=1)
+    # Payload drift: a message far larger than the sender's usual size.
+    size_factor: float = Field(10.0, gt=1.0)
+    size_floor_bytes: int = Field(16_384, ge=0)
+    size_baseline_messages: int = Field(10, ge=1)
+    # Repeated gate failures and messages outside the sender's own manifest, per window.
+    gate_failure_limit: int = Field(5, ge=1)
+    outside_manifest_limit: int = Field(3, ge=1)
+    window_ms: int = Field(600_000, gt=0)
 
 
 class ComplianceLevels(BaseModel):
@@ -150,11 +168,51 @@ class ComplianceLevels(BaseModel):
     pact: float = Field(1.00, ge=0.0, le=1.0)
 
 
+class ReportModel(BaseModel):
+    """Outcome reports: who may move a peer's reputation, and by how much."""
+
+    model_config = _FROZEN
+    window_ms: int = Field(86_400_000, gt=0)
+    # Failure units per report; each unit multiplies reputation by failure_multiplier.
+    severity_units: dict[str, float] = Field(
+        default_factory=lambda: {"low": 1.0, "medium": 2.0, "high": 4.0, "critical": 8.0}
+    )
+    # Reporters below `reporter_floor` composite count for nothing; at `reporter_full`
+    # and above they count fully; linear in between.
+    reporter_floor: float = Field(0.50, ge=0.0, le=1.0)
+    reporter_full: float = Field(0.80, ge=0.0, le=1.0)
+    # Most success weight one reporter can add to one peer (decays like successes).
+    pair_success_cap: float = Field(3.0, gt=0.0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ReportModel:
+        if self.reporter_floor >= self.reporter_full:
+            raise ValueError("reporter_floor must be below reporter_full")
+        if set(self.severity_units) != {"low", "medium", "high", "critical"}:
+            raise ValueError("severity_units needs exactly low, medium, high, critical")
+        return self
+
+
+class VouchModel(BaseModel):
+    """Vouching: a trusted peer lends a bounded share of its own earned reputation."""
+
+    model_config = _FROZEN
+    max_share: float = Field(0.5, ge=0.0, le=1.0)
+    max_boost: float = Field(0.15, ge=0.0, le=1.0)
+    # Only vouchers whose own (unvouched) reputation reaches this can lend anything.
+    min_voucher_reputation: float = Field(0.60, ge=0.0, le=1.0)
+    # What a voucher pays, in failure units per failure unit of its vouchee, times share.
+    liability: float = Field(1.0, ge=0.0)
+
+
 class StakeModel(BaseModel):
     """Stake = bond / max(full_coverage, exposure), capped at 1 (major units)."""
 
     model_config = _FROZEN
     full_coverage: int = Field(1_000, gt=0)
+    # Share of the bond a verified critical report (hallucination or policy violation)
+    # slashes automatically (condition data_manipulation).
+    critical_report_slash: float = Field(0.25, ge=0.0, le=1.0)
 
 
 class Policy(BaseModel):
@@ -171,6 +229,8 @@ class Policy(BaseModel):
     behavior: BehaviorModel = Field(default_factory=BehaviorModel)
     compliance: ComplianceLevels = Field(default_factory=ComplianceLevels)
     stake: StakeModel = Field(default_factory=StakeModel)
+    reports: ReportModel = Field(default_factory=ReportModel)
+    vouching: VouchModel = Field(default_factory=VouchModel)
 
 
 def load_policy(data: dict[str, Any]) -> Policy:

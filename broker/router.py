@@ -39,12 +39,15 @@ from broker.errors import EnvelopeError, StoreUnavailable
 from broker.identity import AgentKey
 from broker.negotiation import NegotiationService
 from broker.policy import Policy
-from broker.scoring import decide, reject_undecodable
+from broker.reports import REFUSALS, parse_report, reporter_weight
+from broker.scoring import blocked, decide, reject_undecodable, sender_composite
 from broker.state import PeerState, TrustContext
-from broker.store.redis import Claim, RedisStore, wait_until_available
+from broker.store.redis import Claim, Finish, RedisStore, wait_until_available
 from broker.topology import declare_router_topology
 
 log = logging.getLogger("broker.router")
+# A report still counts when only the reported peer's own acceptance rules block it.
+_REPORTABLE_DESPITE = (None, "unknown_recipient", "privacy_violation", "pact_violation")
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +86,7 @@ class Router:
         self._paused = asyncio.Event()
         self._stopping = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._unfinished: list[tuple[Envelope, str, str, bool]] = []
+        self._unfinished: list[tuple[Envelope, str, Finish, int]] = []
         self.counts: dict[str, int] = {"deliver": 0, "block": 0, "escalate": 0, "duplicate": 0}
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -156,11 +159,11 @@ class Router:
 
     async def _flush_unfinished(self) -> None:
         pending, self._unfinished = self._unfinished, []
-        for env, digest, outcome, clean in pending:
+        for env, digest, result, now_ms in pending:
             try:
-                await self._store.finish(env, digest, outcome, clean)
+                await self._store.finish(env, digest, result, self.policy, now_ms)
             except StoreUnavailable:
-                self._unfinished.append((env, digest, outcome, clean))
+                self._unfinished.append((env, digest, result, now_ms))
 
     async def _follow_invalidations(self) -> None:
         """Apply cache invalidations and policy changes from Redis pub/sub, forever."""
@@ -263,9 +266,38 @@ class Router:
             ctx = TrustContext(peer=PeerState(did=env.sender), recipient=None)
         decision = decide(decoded, ctx, policy, received_ms, signature_ok=signature_ok)
         decision = await self._apply_daily_cap(env, decision, policy, received_ms)
+        if env.kind == "report" and decision.gate in _REPORTABLE_DESPITE:
+            decision = await self._apply_report(env, ctx, decision, policy, received_ms)
         await self._commit(message, Outcome(decision, _trace_id(), received_ms, env))
         if signature_ok and claim is not Claim.REPLAY:
-            await self._record_finish(env, digest, decision, clean=decision.gate is None)
+            await self._record_finish(env, digest, decision, len(message.body), received_ms)
+
+    async def _apply_report(
+        self, env: Envelope, ctx: TrustContext, decision: Decision, policy: Policy, now_ms: int
+    ) -> Decision:
+        """Apply an outcome report once, from the recipient of a delivered message only,
+        weighted by the reporter's own trust (its composite on this very message).
+
+        The report is applied even when the reported peer's own gates (unknown recipient,
+        privacy, pact) then block its delivery: a peer must not be able to refuse the
+        reports about itself."""
+        try:
+            report = parse_report(env.body)
+        except EnvelopeError as exc:
+            return blocked(exc.code, str(exc), policy)
+        code = await self._store.claim_report(env.sender, env.recipient, report.message_id, policy)
+        if code != "ok":
+            return blocked(code, REFUSALS.get(code, code), policy)
+        score = decision.composite
+        if score is None:
+            score = sender_composite(env, ctx, policy, now_ms)
+        weight = reporter_weight(score, policy)
+        await self._store.apply_report(env.recipient, env.sender, report, weight, policy, now_ms)
+        log.info(
+            "report %s on %s from %s applied with weight %.2f",
+            report.outcome, env.recipient, env.sender, weight,
+        )  # fmt: skip
+        return replace(decision, reasons=(*decision.reasons, "report_applied"))
 
     async def _apply_daily_cap(
         self, env: Envelope, decision: Decision, policy: Policy, now_ms: int
@@ -288,15 +320,25 @@ class Router:
         return replace(decision, action=Action.ESCALATE, reasons=reasons)
 
     async def _record_finish(
-        self, env: Envelope, digest: str, final: Decision, clean: bool
+        self, env: Envelope, digest: str, decision: Decision, size: int, now_ms: int
     ) -> None:
-        outcome = f"{final.action.value}|{env.recipient}"
+        result = Finish(
+            outcome=f"{decision.action.value}|{env.recipient}",
+            clean=decision.gate is None,
+            delivered=decision.action is Action.DELIVER,
+            size=size,
+            gate_failed=decision.gate is not None,
+            outside_manifest="kind_outside_manifest" in decision.reasons,
+        )
         try:
-            await self._store.finish(env, digest, outcome, clean)
+            anomaly = await self._store.finish(env, digest, result, self.policy, now_ms)
         except StoreUnavailable:
             # The outcome is committed already; the record is written once Redis returns.
-            self._unfinished.append((env, digest, outcome, clean))
+            self._unfinished.append((env, digest, result, now_ms))
             await self._pause_for_store()
+            return
+        if anomaly:
+            log.warning("anomaly (%s): %s is under observation", anomaly, env.sender)
 
     # -- publishing ---------------------------------------------------------------------
 

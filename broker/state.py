@@ -64,6 +64,19 @@ class Bond:
 
 
 @dataclass(frozen=True, slots=True)
+class Vouch:
+    """A peer's signed vouch for another, with the voucher's own standing as of now."""
+
+    voucher: str
+    share: float
+    expires_at_ms: int
+    voucher_successes: DecayedCount = DecayedCount()
+    voucher_failures: DecayedCount = DecayedCount()
+    voucher_credential: Credential | None = None
+    voucher_revoked: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class PeerState:
     """Everything known about one sender, as of the moment the router read it."""
 
@@ -81,6 +94,7 @@ class PeerState:
     bond: Bond | None = None
     manifest_kinds: frozenset[str] | None = None
     spent_24h_minor: dict[str, int] = field(default_factory=dict)
+    vouches: tuple[Vouch, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,9 +18,11 @@ from broker.state import TrustContext
 
 __all__ = [
     "DimensionScore",
+    "blocked",
     "decide",
     "reject_undecodable",
     "score_dimensions",
+    "sender_composite",
     "under_observation",
 ]
 
@@ -57,11 +59,7 @@ def decide(
         signature_ok = signature_valid(decoded)
     failed = first_failed_gate(env, signature_ok, ctx, policy, now_ms)
     if failed is not None:
-        code, explanation = failed
-        return Decision(
-            Action.BLOCK, Tier.BLOCKED, None, {}, None, (code,),
-            f"{explanation}; {_GATE_REMEDIATION}", policy.version, gate=code,
-        )  # fmt: skip
+        return blocked(*failed, policy)
     scored = score_dimensions(env, ctx, policy, now_ms)
     scores = {name: result.score for name, result in scored.items()}
     total = composite(scores, policy)
@@ -77,9 +75,20 @@ def decide(
     return Decision(action, tier, total, scores, weakest, reasons, remediation, policy.version)
 
 
+def sender_composite(env: Envelope, ctx: TrustContext, policy: Policy, now_ms: int) -> float:
+    """The sender's composite for this message, whether or not a gate blocked it."""
+    scored = score_dimensions(env, ctx, policy, now_ms)
+    return composite({name: result.score for name, result in scored.items()}, policy)
+
+
+def blocked(code: str, explanation: str, policy: Policy) -> Decision:
+    """A block decided before (or instead of) scoring, with its own reason code."""
+    return Decision(
+        Action.BLOCK, Tier.BLOCKED, None, {}, None, (code,),
+        f"{explanation}; {_GATE_REMEDIATION}", policy.version, gate=code,
+    )  # fmt: skip
+
+
 def reject_undecodable(error: EnvelopeError, policy: Policy) -> Decision:
     """The decision for bytes that never became an envelope (malformed or oversized)."""
-    return Decision(
-        Action.BLOCK, Tier.BLOCKED, None, {}, None, (error.code,),
-        f"{error}; {_GATE_REMEDIATION}", policy.version, gate=error.code,
-    )  # fmt: skip
+    return blocked(error.code, str(error), policy)

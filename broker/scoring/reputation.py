@@ -1,37 +1,73 @@
 """Reputation: verified outcomes, decayed by elapsed time, with diminishing returns.
 
 Successes saturate towards a ceiling below 1 (the rest is earned through identity and
-stake); each verified failure multiplies the score by 0.85. Both evidence counts decay by
-wall-clock time, not per event, so the result is the same however often a peer is seen.
-Failures decay three times slower than successes: trust is lost faster than regained.
+stake); each verified failure unit multiplies the score by 0.85. Both evidence counts
+decay by wall-clock time, not per event, so the result is the same however often a peer
+is seen. Failures decay three times slower than successes: trust is lost faster than
+regained.
+
+A vouch lends the vouchee a bounded share of what the voucher earned itself above the
+cold-start prior. Only the voucher's own outcomes count, never what others vouched for it,
+so rings of vouchers and fresh identities lend nothing.
 """
 
 from __future__ import annotations
 
 from broker.envelope import Envelope
-from broker.policy import Policy
+from broker.policy import Policy, ReputationModel
 from broker.scoring.base import DimensionScore
-from broker.state import TrustContext
+from broker.state import DecayedCount, TrustContext, Vouch
 
 
 def score_reputation(
     env: Envelope, ctx: TrustContext, policy: Policy, now_ms: int
 ) -> DimensionScore:
-    """Score the sender's track record of verified outcomes."""
+    """Score the sender's track record of verified outcomes (plus vouches)."""
     model = policy.reputation
-    successes = ctx.peer.successes.at(now_ms, model.success_half_life_ms)
-    failures = ctx.peer.failures.at(now_ms, model.failure_half_life_ms)
-    base = model.prior + (model.ceiling - model.prior) * successes / (
-        successes + model.half_saturation
-    )
-    score = base * model.failure_multiplier**failures
+    peer = ctx.peer
+    successes = peer.successes.at(now_ms, model.success_half_life_ms)
+    failures = peer.failures.at(now_ms, model.failure_half_life_ms)
+    score = earned(peer.successes, peer.failures, model, now_ms)
     reasons: list[str] = []
     if successes < 1.0 and failures < 1.0:
         reasons.append("reputation_cold_start")
     if failures >= 0.5:
         reasons.append("reputation_failures")
-    return DimensionScore(_clamp(score), tuple(reasons))
+    boost = vouch_boost(peer.vouches, ctx, policy, now_ms)
+    if boost > 0:
+        score = max(score, min(model.ceiling, score + boost))
+        reasons.append("vouched")
+    return DimensionScore(min(1.0, max(0.0, score)), tuple(reasons))
 
 
-def _clamp(value: float) -> float:
-    return min(1.0, max(0.0, value))
+def earned(
+    successes: DecayedCount, failures: DecayedCount, model: ReputationModel, now_ms: int
+) -> float:
+    """Reputation from a peer's own outcomes alone."""
+    s = successes.at(now_ms, model.success_half_life_ms)
+    f = failures.at(now_ms, model.failure_half_life_ms)
+    base = model.prior + (model.ceiling - model.prior) * s / (s + model.half_saturation)
+    penalty: float = model.failure_multiplier**f
+    return base * penalty
+
+
+def vouch_boost(
+    vouches: tuple[Vouch, ...], ctx: TrustContext, policy: Policy, now_ms: int
+) -> float:
+    """What valid vouches lend: share x (voucher's earned reputation - prior), bounded."""
+    rules = policy.vouching
+    model = policy.reputation
+    total = 0.0
+    for vouch in vouches:
+        if vouch.expires_at_ms <= now_ms or vouch.voucher_revoked:
+            continue
+        credential = vouch.voucher_credential
+        if credential is None or credential.issuer not in ctx.issuers:
+            continue  # only issuer-verified peers can vouch
+        if credential.credential_id in ctx.revoked_evidence or credential.expires_at_ms <= now_ms:
+            continue
+        standing = earned(vouch.voucher_successes, vouch.voucher_failures, model, now_ms)
+        if standing < rules.min_voucher_reputation:
+            continue
+        total += min(vouch.share, rules.max_share) * (standing - model.prior)
+    return min(total, rules.max_boost)

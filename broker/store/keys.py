@@ -23,6 +23,30 @@ class Keys:
         """Claim on a message id: '<digest>|<state>' with a TTL (dedup and replay)."""
         return f"{self.prefix}seen:{message_id}"
 
+    def delivered(self, message_id: str) -> str:
+        """'<sender>|<recipient>|<ms>' of a delivered message, for the report window."""
+        return f"{self.prefix}delivered:{message_id}"
+
+    def reported(self, message_id: str) -> str:
+        """Set once a delivered message's outcome has been reported."""
+        return f"{self.prefix}reported:{message_id}"
+
+    def report_pairs(self, subject: str) -> str:
+        """Hash reporter -> 'weight,ms': success weight each reporter has given subject."""
+        return f"{self.prefix}report-pairs:{subject}"
+
+    def vouches(self, vouchee: str) -> str:
+        """Hash voucher -> vouch JSON for a vouchee."""
+        return f"{self.prefix}vouches:{vouchee}"
+
+    def vouchees(self, voucher: str) -> str:
+        """Set of DIDs a voucher vouches for (to bill it when they are slashed)."""
+        return f"{self.prefix}vouchees:{voucher}"
+
+    def known_recipients(self, sender: str) -> str:
+        """Set of recipients a sender has messaged (fan-out detection)."""
+        return f"{self.prefix}recipients-of:{sender}"
+
     def nonce(self, sender: str, nonce: str) -> str:
         """A sender's used nonce, kept for the replay window."""
         return f"{self.prefix}nonce:{sender}:{nonce}"

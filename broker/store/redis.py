@@ -21,6 +21,7 @@ from redis.exceptions import RedisError
 from broker.envelope import Envelope
 from broker.errors import StoreUnavailable
 from broker.policy import Policy, load_policy
+from broker.reports import Report, failure_units
 from broker.state import (
     Attestation,
     Bond,
@@ -29,6 +30,7 @@ from broker.state import (
     PeerState,
     RecipientProfile,
     TrustContext,
+    Vouch,
 )
 from broker.store import codec
 from broker.store.cache import TTLCache
@@ -67,14 +69,108 @@ redis.call('SET', KEYS[2], '1', 'PX', ARGV[2])
 return 'new'
 """
 
-# KEYS: seen, peer. ARGV: digest, outcome record, clean ("1"/"0").
+# After a committed outcome: record it, remember deliveries for the report window, and
+# update the sender's behaviour windows; flag an anomaly (observation) when one trips.
+# KEYS: seen, peer, delivered, known recipients.
+# ARGV: 1 digest, 2 outcome, 3 clean, 4 delivered value ('' if not delivered),
+#   5 report window ms, 6 now, 7 size, 8 recipient, 9 gate failed, 10 outside manifest,
+#   11 rate floor, 12 spike factor, 13 baseline minutes, 14 new recipients per hour,
+#   15 size factor, 16 size floor, 17 size baseline n, 18 gate failure limit,
+#   19 outside manifest limit, 20 window ms
 _FINISH = """
 local current = redis.call('GET', KEYS[1])
 if current and string.sub(current, 1, string.len(ARGV[1])) == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[1] .. '|done|' .. ARGV[2], 'KEEPTTL')
 end
-if ARGV[3] == '1' then redis.call('HINCRBY', KEYS[2], 'clean', 1) end
-return 1
+if ARGV[4] ~= '' then redis.call('SET', KEYS[3], ARGV[4], 'PX', ARGV[5]) end
+local peer, now = KEYS[2], tonumber(ARGV[6])
+local function num(field) return tonumber(redis.call('HGET', peer, field) or '0') end
+if ARGV[3] == '1' then redis.call('HINCRBY', peer, 'clean', 1) end
+local anomaly = false
+
+-- velocity against the sender's own per-minute baseline
+local minute = math.floor(now / 60000)
+if num('rate_min') ~= minute then
+  local minutes = num('rate_minutes')
+  if num('rate_min') > 0 then
+    local ewma = num('rate_ewma')
+    local seen = num('rate_n')
+    if minutes == 0 then ewma = seen else ewma = 0.8 * ewma + 0.2 * seen end
+    redis.call('HSET', peer, 'rate_ewma', tostring(ewma), 'rate_minutes', minutes + 1)
+  end
+  redis.call('HSET', peer, 'rate_min', minute, 'rate_n', 0)
+end
+local count = redis.call('HINCRBY', peer, 'rate_n', 1)
+if num('rate_minutes') >= tonumber(ARGV[13])
+   and count > math.max(tonumber(ARGV[11]), tonumber(ARGV[12]) * num('rate_ewma')) then
+  anomaly = 'velocity_spike'
+end
+
+-- fan-out to recipients never messaged before
+local hour = math.floor(now / 3600000)
+if num('fan_hour') ~= hour then redis.call('HSET', peer, 'fan_hour', hour, 'fan_new', 0) end
+if redis.call('SADD', KEYS[4], ARGV[8]) == 1 then
+  if redis.call('HINCRBY', peer, 'fan_new', 1) > tonumber(ARGV[14]) then anomaly = 'fan_out' end
+end
+
+-- payload size drift
+local size, n = tonumber(ARGV[7]), num('size_n')
+local size_limit = math.max(tonumber(ARGV[16]), tonumber(ARGV[15]) * num('size_ewma'))
+if n >= tonumber(ARGV[17]) and size > size_limit then
+  anomaly = 'payload_drift'
+end
+local ewma_size = size
+if n > 0 then ewma_size = 0.9 * num('size_ewma') + 0.1 * size end
+redis.call('HSET', peer, 'size_ewma', tostring(ewma_size), 'size_n', n + 1)
+
+-- repeated gate failures and capability drift in a window
+local window = math.floor(now / tonumber(ARGV[20]))
+if num('win') ~= window then redis.call('HSET', peer, 'win', window, 'gf_n', 0, 'od_n', 0) end
+if ARGV[9] == '1' and redis.call('HINCRBY', peer, 'gf_n', 1) >= tonumber(ARGV[18]) then
+  anomaly = 'gate_failures'
+end
+if ARGV[10] == '1' and redis.call('HINCRBY', peer, 'od_n', 1) >= tonumber(ARGV[19]) then
+  anomaly = 'capability_drift'
+end
+
+if anomaly then
+  redis.call('HSET', peer, 'anomaly', now, 'clean', 0, 'anomaly_reason', anomaly)
+  return anomaly
+end
+return ''
+"""
+
+# A report is accepted once, from the recipient of a delivered message, about its sender.
+# KEYS: delivered, reported. ARGV: reporter, subject, window ms.
+_CLAIM_REPORT = """
+local delivered = redis.call('GET', KEYS[1])
+if not delivered then return 'report_unknown_message' end
+local sender, recipient = string.match(delivered, '^([^|]*)|([^|]*)|')
+if recipient ~= ARGV[1] then return 'report_not_recipient' end
+if sender ~= ARGV[2] then return 'report_wrong_subject' end
+if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[3]) then return 'report_duplicate' end
+return 'ok'
+"""
+
+# Success weight from one reporter to one peer is capped (decaying like successes), so a
+# single colluding counterparty cannot farm reputation. KEYS: peer, pair hash.
+# ARGV: reporter, weight, now, half-life, cap.
+_ADD_CAPPED_SUCCESS = """
+local now, half = tonumber(ARGV[3]), tonumber(ARGV[4])
+local function decayed(value, at) return value * math.pow(0.5, math.max(0, now - at) / half) end
+local pair = redis.call('HGET', KEYS[2], ARGV[1])
+local used = 0
+if pair then
+  local v, at = string.match(pair, '^([^,]*),(.*)$')
+  used = decayed(tonumber(v), tonumber(at))
+end
+local add = math.min(tonumber(ARGV[2]), math.max(0, tonumber(ARGV[5]) - used))
+if add <= 0 then return '0' end
+redis.call('HSET', KEYS[2], ARGV[1], tostring(used + add) .. ',' .. now)
+local succ = tonumber(redis.call('HGET', KEYS[1], 'succ') or '0')
+local at = tonumber(redis.call('HGET', KEYS[1], 'succ_at') or ARGV[3])
+redis.call('HSET', KEYS[1], 'succ', tostring(decayed(succ, at) + add), 'succ_at', math.max(now, at))
+return tostring(add)
 """
 
 # Fold time decay and add: KEYS: peer. ARGV: value field, at field, amount, now, half-life.
@@ -150,6 +246,18 @@ return 'ok'
 
 
 @dataclass(frozen=True)
+class Finish:
+    """What the router reports to the store once an outcome is committed."""
+
+    outcome: str
+    clean: bool
+    delivered: bool
+    size: int
+    gate_failed: bool
+    outside_manifest: bool
+
+
+@dataclass(frozen=True)
 class Globals:
     """Deployment-wide sets every decision reads; cached like peers."""
 
@@ -187,6 +295,8 @@ class RedisStore:
         self._issue_challenge = self._redis.register_script(_ISSUE_CHALLENGE)
         self._take_challenge = self._redis.register_script(_TAKE_CHALLENGE)
         self._rotate = self._redis.register_script(_ROTATE)
+        self._claim_report = self._redis.register_script(_CLAIM_REPORT)
+        self._add_capped_success = self._redis.register_script(_ADD_CAPPED_SUCCESS)
 
     async def close(self) -> None:
         """Close the connection pool."""
@@ -219,14 +329,37 @@ class RedisStore:
         result = await self._call(self._claim(keys=keys, args=args))
         return Claim(result.decode() if isinstance(result, bytes) else result)
 
-    async def finish(self, env: Envelope, digest: str, outcome: str, clean: bool) -> None:
-        """Record a confirmed outcome for the claimed id; count a clean message."""
-        keys = [self.keys.seen(env.id), self.keys.peer(env.sender)]
-        await self._call(self._finish(keys=keys, args=[digest, outcome, "1" if clean else "0"]))
-        if clean:
-            # Our own cached copy is now one clean message behind; other routers catch up
-            # when their entry expires (behaviour counters tolerate cache_ttl_ms of lag).
+    async def finish(
+        self, env: Envelope, digest: str, result: Finish, policy: Policy, now_ms: int
+    ) -> str:
+        """Record a committed outcome and the sender's behaviour; returns the anomaly that
+        put the sender under observation, or ''."""
+        keys = [
+            self.keys.seen(env.id),
+            self.keys.peer(env.sender),
+            self.keys.delivered(env.id),
+            self.keys.known_recipients(env.sender),
+        ]
+        behavior = policy.behavior
+        delivered = f"{env.sender}|{env.recipient}|{now_ms}" if result.delivered else ""
+        args: list[str | int | float] = [
+            digest, result.outcome, int(result.clean), delivered, policy.reports.window_ms,
+            now_ms, result.size, env.recipient, int(result.gate_failed),
+            int(result.outside_manifest), behavior.rate_floor_per_minute,
+            behavior.rate_spike_factor, behavior.baseline_minutes,
+            behavior.new_recipients_per_hour, behavior.size_factor, behavior.size_floor_bytes,
+            behavior.size_baseline_messages, behavior.gate_failure_limit,
+            behavior.outside_manifest_limit, behavior.window_ms,
+        ]  # fmt: skip
+        raw = await self._call(self._finish(keys=keys, args=args))
+        anomaly = raw.decode() if isinstance(raw, bytes) else str(raw or "")
+        # Our own cached copy is now behind (clean streak, maybe an anomaly); other routers
+        # catch up when their entry expires, or at once for an anomaly (invalidation).
+        if anomaly:
+            await self.invalidate(f"peer:{env.sender}")
+        else:
             self._peers.discard(env.sender)
+        return anomaly
 
     async def outcome(self, message_id: str) -> str | None:
         """The recorded '<digest>|<state>[|outcome]' for a message id, if any."""
@@ -235,9 +368,11 @@ class RedisStore:
             return None
         return raw if isinstance(raw, str) else raw.decode()
 
-    async def context(self, env: Envelope, now_ms: int, *, replayed: bool) -> TrustContext:
+    async def context(
+        self, env: Envelope, now_ms: int, *, replayed: bool, cached: bool = True
+    ) -> TrustContext:
         """Everything a decision reads about this message, cached where safe."""
-        peer = await self.peer(env.sender, now_ms)
+        peer = await self.peer(env.sender, now_ms, cached=cached)
         if env.payment is not None:
             spent = await self.spent(env.sender, env.payment.currency, now_ms)
             peer = _with_spent(peer, env.payment.currency, spent)
@@ -259,10 +394,36 @@ class RedisStore:
         hit = self._peers.get(did, now_ms) if cached else None
         if hit is not None:
             return hit
-        fields = await self._call(self._redis.hgetall(self.keys.peer(did)))
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(self.keys.peer(did))
+            pipe.hgetall(self.keys.vouches(did))
+            fields, vouch_fields = await self._call(pipe.execute())
         state = codec.peer_from_hash(did, _as_bytes(fields), {})
+        if vouch_fields:
+            state = replace(state, vouches=await self._vouch_facts(_as_bytes(vouch_fields)))
         self._peers.put(did, state, now_ms)
         return state
+
+    async def _vouch_facts(self, vouch_fields: dict[bytes, bytes]) -> tuple[Vouch, ...]:
+        """Each vouch with its voucher's own standing (never the voucher's vouches)."""
+        vouches = [Vouch(**orjson.loads(value)) for value in vouch_fields.values()]
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for vouch in vouches:
+                pipe.hgetall(self.keys.peer(vouch.voucher))
+            states = await self._call(pipe.execute())
+        facts = []
+        for vouch, fields in zip(vouches, states, strict=True):
+            voucher = codec.peer_from_hash(vouch.voucher, _as_bytes(fields), {})
+            facts.append(
+                replace(
+                    vouch,
+                    voucher_successes=voucher.successes,
+                    voucher_failures=voucher.failures,
+                    voucher_credential=voucher.credential,
+                    voucher_revoked=voucher.revoked,
+                )
+            )
+        return tuple(facts)
 
     async def recipient(self, did: str, now_ms: int) -> RecipientProfile | None:
         """A recipient's profile, or None when unknown."""
@@ -453,6 +614,82 @@ class RedisStore:
         )
         await self.invalidate(f"peer:{did}")
         return float(value)
+
+    # -- outcome reports, vouches, slashing -------------------------------------------------
+
+    async def claim_report(
+        self, reporter: str, subject: str, message_id: str, policy: Policy
+    ) -> str:
+        """'ok' once for the recipient of a delivered message, else the refusal code."""
+        keys = [self.keys.delivered(message_id), self.keys.reported(message_id)]
+        args: list[str | int] = [reporter, subject, policy.reports.window_ms]
+        raw = await self._call(self._claim_report(keys=keys, args=args))
+        return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+    async def apply_report(
+        self,
+        subject: str,
+        reporter: str,
+        report: Report,
+        weight: float,
+        policy: Policy,
+        now_ms: int,
+    ) -> None:
+        """Fold a verified report into the subject's reputation (and its vouchers')."""
+        if weight <= 0:
+            return
+        if report.success:
+            keys = [self.keys.peer(subject), self.keys.report_pairs(subject)]
+            half_life = policy.reputation.success_half_life_ms
+            cap = policy.reports.pair_success_cap
+            args: list[str | int | float] = [reporter, weight, now_ms, half_life, cap]
+            await self._call(self._add_capped_success(keys=keys, args=args))
+            await self.invalidate(f"peer:{subject}")
+            return
+        units = failure_units(report, policy) * weight
+        await self.add_outcome(subject, success=False, weight=units, now_ms=now_ms, policy=policy)
+        for vouch in await self._raw_vouches(subject):
+            # Vouching is not free: the voucher answers for a share of the damage.
+            cost = units * min(vouch.share, policy.vouching.max_share) * policy.vouching.liability
+            if cost > 0 and vouch.expires_at_ms > now_ms:
+                await self.add_outcome(
+                    vouch.voucher, success=False, weight=cost, now_ms=now_ms, policy=policy
+                )
+        if report.severity in ("high", "critical") and weight >= 0.5:
+            # Verified serious misbehaviour is an anomaly: observation, and re-verification.
+            await self.record_anomaly(subject, now_ms)
+        if report.severity == "critical" and policy.stake.critical_report_slash > 0:
+            await self.slash_bond(subject, fraction=policy.stake.critical_report_slash)
+
+    async def add_vouch(self, vouchee: str, vouch: Vouch) -> None:
+        """Record `vouch` for `vouchee` (signature verified by the caller)."""
+        data = {
+            "voucher": vouch.voucher,
+            "share": vouch.share,
+            "expires_at_ms": vouch.expires_at_ms,
+        }
+        key = self.keys.vouches(vouchee)
+        await self._call(self._redis.hset(key, vouch.voucher, orjson.dumps(data)))
+        await self.invalidate(f"peer:{vouchee}")
+
+    async def _raw_vouches(self, vouchee: str) -> list[Vouch]:
+        raw = await self._call(self._redis.hgetall(self.keys.vouches(vouchee)))
+        return [Vouch(**orjson.loads(value)) for value in _as_bytes(raw).values()]
+
+    async def slash_bond(self, did: str, *, amount_minor: int = 0, fraction: float = 0.0) -> int:
+        """Reduce a bond by an amount or a fraction (never below 0); returns what is left."""
+        peer = await self.peer(did, 0, cached=False)
+        if peer.bond is None:
+            return 0
+        cut = amount_minor + int(peer.bond.amount_minor * fraction)
+        left = max(0, peer.bond.amount_minor - cut)
+        await self.set_bond(did, Bond(left, peer.bond.currency))
+        return left
+
+    async def mark_once(self, name: str) -> bool:
+        """True the first time `name` is marked (kept 400 days), False ever after."""
+        key = f"{self.keys.prefix}once:{name}"
+        return bool(await self._call(self._redis.set(key, b"1", nx=True, px=400 * 86_400_000)))
 
     async def set_clean_streak(self, did: str, count: int) -> None:
         """Set the number of clean messages since the sender's last anomaly."""

@@ -1,0 +1,272 @@
+"""Reputation, behaviour and stake resist manipulation: each attack fails, on the real
+Redis and RabbitMQ, through the real router."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import replace
+
+import pytest
+
+from broker.agreements import make_vouch
+from broker.clock import wall_clock_ms
+from broker.config import BrokerConfig
+from broker.evidence import sign_evidence
+from broker.identity import AgentKey
+from broker.peerview import describe_peer
+from broker.review import read_blocked, read_escalations
+from broker.router import Router
+from broker.store.redis import RedisStore
+from tests.integration.conftest import Agent, AgentFactory
+from tests.integration.trust import add_history, make_level, post_bond, verify_identity
+
+DAY_MS = 86_400_000
+
+
+async def reputation(store: RedisStore, did: str) -> float:
+    view = await describe_peer(store, did, wall_clock_ms())
+    return float(view["dimensions"]["reputation"])
+
+
+async def blocked_reasons(config: BrokerConfig, count: int, timeout: float = 6.0) -> list[str]:
+    deadline = time.monotonic() + timeout
+    while True:
+        entries = await read_blocked(config, limit=count + 20, idle_timeout=0.4)
+        if len(entries) >= count or time.monotonic() > deadline:
+            return [entry.record["reason"] for entry in entries]
+
+
+async def deliver(sender: Agent, recipient: Agent, n: int = 1) -> list[object]:
+    """n messages from sender that reach recipient; returns the received envelopes."""
+    for i in range(n):
+        await sender.send(recipient, {"i": i})
+    received = [r.envelope for r in await recipient.receive_all(timeout=1.5)]
+    assert len(received) == n
+    return received
+
+
+async def test_only_the_recipient_may_report_and_only_once(
+    router: Router, config: BrokerConfig, store: RedisStore, agents: AgentFactory
+) -> None:
+    subject, recipient, bystander = await agents(), await agents(), await agents()
+    issuer = AgentKey.generate()
+    for agent in (subject, recipient, bystander):
+        await make_level(store, agent.client, issuer, "established")
+    [message] = await deliver(subject, recipient)
+    before = await reputation(store, subject.did)
+
+    await bystander.client.report(message, "failure")  # not the recipient
+    await asyncio.sleep(0.5)
+    assert await reputation(store, subject.did) == pytest.approx(before)
+
+    await recipient.client.report(message, "failure")
+    await recipient.client.report(message, "failure")  # twice
+    reasons = await blocked_reasons(config, 2)
+    assert sorted(reasons) == ["report_duplicate", "report_not_recipient"]
+    # Exactly one verified failure: reputation x 0.85 (reporter at full weight needs >= 0.8;
+    # an established reporter weighs (0.65 - 0.5) / 0.3 = 0.5 units -> x 0.85 ** 0.5).
+    after = await reputation(store, subject.did)
+    assert after < before
+    assert after == pytest.approx(before * 0.85**0.5, rel=0.02)
+
+
+async def test_reports_from_unverified_reporters_count_for_nothing(
+    router: Router, config: BrokerConfig, store: RedisStore, agents: AgentFactory
+) -> None:
+    subject, sybil = await agents(), await agents()
+    await make_level(store, subject.client, AgentKey.generate(), "established")
+    [message] = await deliver(subject, sybil)
+    before = await reputation(store, subject.did)
+    await sybil.client.report(message, "hallucination", severity="critical")
+    await asyncio.sleep(0.6)
+    assert await reputation(store, subject.did) == pytest.approx(before)
+
+
+async def test_one_colluding_counterparty_cannot_farm_reputation(
+    router: Router, config: BrokerConfig, store: RedisStore, agents: AgentFactory
+) -> None:
+    newcomer, colluder = await agents(), await agents()
+    await verify_identity(store, newcomer.client, AgentKey.generate())
+    await make_level(store, colluder.client, AgentKey.generate(), "trusted")
+    messages = await deliver(newcomer, colluder, 15)
+    for message in messages:
+        await colluder.client.report(message, "success")
+    await asyncio.sleep(1.0)
+    now = wall_clock_ms()
+    peer = await store.peer(newcomer.did, now, cached=False)
+    # 15 reported successes, but one counterparty adds at most pair_success_cap = 3.
+    assert peer.successes.at(now, 30 * DAY_MS) == pytest.approx(3.0, abs=0.05)
+    assert await reputation(store, newcomer.did) < 0.45
+
+
+async def test_a_ring_of_twenty_fresh_identities_vouching_for_each_other_gains_nothing(
+    router: Router, store: RedisStore, agents: AgentFactory
+) -> None:
+    ring = [await agents() for _ in range(20)]
+    now = wall_clock_ms()
+    for i, agent in enumerate(ring):
+        for other in (ring[(i + 1) % 20], ring[(i + 7) % 20]):
+            vouch = make_vouch(agent.key, other.did, share=1.0, now_ms=now, ttl_ms=DAY_MS)
+            assert (await agent.client.present(vouch))["refused"] == []
+    scores = [await reputation(store, agent.did) for agent in ring]
+    assert scores == [pytest.approx(0.25)] * 20
+
+
+async def test_a_trusted_voucher_lends_a_bounded_share_and_pays_when_the_vouchee_is_slashed(
+    router: Router, config: BrokerConfig, store: RedisStore, agents: AgentFactory
+) -> None:
+    voucher, vouchee, victim = await agents(), await agents(), await agents()
+    issuer = AgentKey.generate()
+    await make_level(store, voucher.client, issuer, "trusted")
+    await make_level(store, victim.client, issuer, "trusted")
+    await verify_identity(store, vouchee.client, issuer)
+    before = await reputation(store, vouchee.did)
+    vouch = make_vouch(voucher.key, vouchee.did, share=1.0, now_ms=wall_clock_ms(), ttl_ms=DAY_MS)
+    await voucher.client.present(vouch)
+    lifted = await reputation(store, vouchee.did)
+    assert before < lifted <= before + 0.15 + 1e-9  # max_boost bounds what any vouches lend
+
+    voucher_before = await reputation(store, voucher.did)
+    [message] = await deliver(vouchee, victim)
+    await victim.client.report(message, "policy_violation", severity="high")
+    await asyncio.sleep(1.0)
+    assert await reputation(store, voucher.did) < voucher_before
+
+
+async def test_whitewashing_a_slashed_key_starts_at_the_cold_start_prior(
+    router: Router, config: BrokerConfig, store: RedisStore, agents: AgentFactory
+) -> None:
+    cheat, victim = await agents(), await agents()
+    issuer = AgentKey.generate()
+    await make_level(store, cheat.client, issuer, "established")
+    await make_level(store, victim.client, issuer, "trusted")
+    [message] = await deliver(cheat, victim)
+    await victim.client.report(message, "hallucination", severity="critical")
+    await asyncio.sleep(0.8)
+    slashed = await reputation(store, cheat.did)
+    fresh = await agents()
+    fresh_view = await describe_peer(store, fresh.did, wall_clock_ms())
+    assert slashed < 0.25
+    assert fresh_view["dimensions"]["reputation"] == pytest.approx(0.25)
+    assert fresh_view["tier"] == "blocked"
+
+
+async def test_bait_and_switch_drops_below_the_payment_tier_after_one_serious_report(
+    router: Router, config: BrokerConfig, store: RedisStore, agents: AgentFactory
+) -> None:
+    from broker.envelope import PaymentIntent
+
+    switcher, victim = await agents(), await agents()
+    issuer = AgentKey.generate()
+    await make_level(store, switcher.client, issuer, "trusted")
+    await make_level(store, victim.client, issuer, "trusted")
+    assert (await describe_peer(store, switcher.did, wall_clock_ms()))["tier"] == "trusted"
+    [message] = await deliver(switcher, victim, 1)
+    await victim.client.report(message, "hallucination", severity="critical")
+    await asyncio.sleep(1.0)
+    view = await describe_peer(store, switcher.did, wall_clock_ms())
+    assert view["composite"] < 0.60, view
+    pay = PaymentIntent(currency="USD", amount="50.00")
+    await switcher.send(victim, {"pay": 1}, kind="payment", payment=pay)
+    assert await victim.receive_all(timeout=1.0) == []
+    assert await read_escalations(config) == []  # blocked outright, not escalated
+
+
+async def test_a_flood_of_new_identities_cannot_evict_a_penalty(
+    config: BrokerConfig, store: RedisStore, agents: AgentFactory, broker_key: AgentKey
+) -> None:
+    from broker.app import open_store
+
+    small = replace(config, cache_size=50)
+    router_store = open_store(small)
+    router = Router(small, router_store, broker_key=broker_key)
+    await router.start()
+    try:
+        offender, victim = await agents(), await agents()
+        issuer = AgentKey.generate()
+        await make_level(store, offender.client, issuer, "established")
+        await make_level(store, victim.client, issuer, "trusted")
+        [message] = await deliver(offender, victim)
+        await victim.client.report(message, "hallucination", severity="critical")
+        await asyncio.sleep(0.8)
+        penalised = await reputation(store, offender.did)
+        flood = [AgentKey.generate() for _ in range(300)]
+        for key in flood:  # 300 fresh ids through the router's 50-entry cache
+            await router_store.peer(key.did, wall_clock_ms())
+        assert await reputation(store, offender.did) == pytest.approx(penalised)
+        await offender.send(victim, {"after": "flood"})
+        assert await victim.receive_all(timeout=1.0) == []
+    finally:
+        await router.stop()
+        await router_store.close()
+
+
+async def test_repeated_gate_failures_put_a_sender_under_observation(
+    router: Router, config: BrokerConfig, store: RedisStore, agents: AgentFactory
+) -> None:
+    prober, victim = await agents(), await agents()
+    await make_level(store, prober.client, AgentKey.generate(), "established")
+    for _ in range(5):  # probing for agents that do not exist
+        await prober.send(AgentKey.generate().did, {"probe": True})
+    await blocked_reasons(config, 5)
+    view = await describe_peer(store, prober.did, wall_clock_ms())
+    assert view["dimensions"]["behavioral"] == 0.0
+    assert "under_observation" in view["reasons"]["behavioral"]
+    await prober.send(victim, {"now": "blocked"})
+    assert await victim.receive_all(timeout=1.0) == []
+
+
+async def test_a_payload_far_larger_than_usual_is_an_anomaly(
+    router: Router, config: BrokerConfig, store: RedisStore, agents: AgentFactory
+) -> None:
+    sender, recipient = await agents(), await agents()
+    await make_level(store, sender.client, AgentKey.generate(), "established")
+    await deliver(sender, recipient, 10)
+    await sender.send(recipient, {"blob": "x" * 100_000})
+    await recipient.receive_all(timeout=1.0)
+    view = await describe_peer(store, sender.did, wall_clock_ms())
+    assert "under_observation" in view["reasons"]["behavioral"]
+
+
+async def test_an_issuer_slashes_a_bond_and_the_stake_dimension_falls(
+    router: Router, store: RedisStore, agents: AgentFactory
+) -> None:
+    agent = await agents()
+    issuer = AgentKey.generate()
+    await verify_identity(store, agent.client, issuer)
+    await post_bond(store, agent.did, issuer, 1_000)
+    assert (await describe_peer(store, agent.did, wall_clock_ms()))["dimensions"]["stake"] == 1.0
+    now = wall_clock_ms()
+    slash = sign_evidence(
+        issuer, "slash", id="slash-1", subject=agent.did, condition="fraud",
+        amount_minor=75_000, issued_at=now - 1, expires_at=now + DAY_MS,
+    )  # fmt: skip
+    untrusted = sign_evidence(
+        AgentKey.generate(), "slash", id="slash-2", subject=agent.did, condition="fraud",
+        amount_minor=25_000, issued_at=now - 1, expires_at=now + DAY_MS,
+    )  # fmt: skip
+    reply = await agent.client.present(slash, untrusted, slash)
+    assert reply["accepted"] == ["slash-1"]
+    assert [r["code"] for r in reply["refused"]] == ["slash_issuer_untrusted", "slash_duplicate"]
+    view = await describe_peer(store, agent.did, wall_clock_ms())
+    assert view["dimensions"]["stake"] == pytest.approx(0.25)
+
+
+async def test_success_reports_raise_reputation_with_diminishing_returns(
+    router: Router, store: RedisStore, agents: AgentFactory
+) -> None:
+    subject = await agents()
+    await verify_identity(store, subject.client, AgentKey.generate())
+    gains = []
+    for _ in range(3):
+        reporter = await agents()
+        await make_level(store, reporter.client, AgentKey.generate(), "trusted")
+        messages = await deliver(subject, reporter, 3)
+        before = await reputation(store, subject.did)
+        for message in messages:
+            await reporter.client.report(message, "success")
+        await asyncio.sleep(0.8)
+        gains.append(await reputation(store, subject.did) - before)
+    assert gains[0] > gains[1] > gains[2] > 0
+    await add_history(store, subject.did, 0)
