@@ -235,6 +235,13 @@ async def cmd_evidence(args: argparse.Namespace, config: BrokerConfig) -> int:
         return 0
     store = open_store(config)
     try:
+        if args.action == "expect-code":
+            public_key_from_did(args.subject)
+            if not args.codebase_hash:
+                raise ConfigError("evidence expect-code needs --subject and --codebase-hash")
+            await store.set_expected_code(args.subject, args.codebase_hash)
+            print(f"{args.subject} must attest codebase {args.codebase_hash}")
+            return 0
         if args.action == "present":
             from broker.agreements import apply_document
 
@@ -535,7 +542,9 @@ def _add_ops_commands(sub: Any) -> None:
         description="issue TYPE: sign a credential (binds --subject to --organisation), a "
         "code attestation (--codebase-hash, --config-hash) or a stake bond (--amount, "
         "--currency) with an issuer key. present: verify a signed document (evidence, "
-        "manifest, pact or key rotation) and record it. show: a peer's recorded evidence.",
+        "manifest, pact, vouch, slash or key rotation) and record it. show: a peer's "
+        "recorded evidence. expect-code: the codebase hash --subject must attest (an "
+        "attestation of another hash is reported as attestation_mismatch).",
     )
     p.add_argument("action", choices=["issue", "present", "show"])
     p.add_argument(

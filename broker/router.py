@@ -286,13 +286,16 @@ class Router:
         except EnvelopeError as exc:
             return blocked(exc.code, str(exc), policy)
         code = await self._store.claim_report(env.sender, env.recipient, report.message_id, policy)
-        if code != "ok":
+        accepted, _, domain = code.partition("|")
+        if accepted != "ok":
             return blocked(code, REFUSALS.get(code, code), policy)
         score = decision.composite
         if score is None:
             score = sender_composite(env, ctx, policy, now_ms)
         weight = reporter_weight(score, policy)
-        await self._store.apply_report(env.recipient, env.sender, report, weight, policy, now_ms)
+        await self._store.apply_report(
+            env.recipient, env.sender, report, weight, policy, now_ms, domain=domain
+        )
         log.info(
             "report %s on %s from %s applied with weight %.2f",
             report.outcome, env.recipient, env.sender, weight,

@@ -95,6 +95,8 @@ class PeerState:
     manifest_kinds: frozenset[str] | None = None
     spent_24h_minor: dict[str, int] = field(default_factory=dict)
     vouches: tuple[Vouch, ...] = ()
+    # Failures by the kind of message they happened in (per-domain reputation).
+    domain_failures: dict[str, DecayedCount] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

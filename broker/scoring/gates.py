@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from broker.envelope import Envelope
 from broker.policy import RETENTION_ORDER, Policy
+from broker.privacy import detect_data_classes
 from broker.scoring.compliance import pact_covers
 from broker.state import TrustContext
 
@@ -48,14 +49,29 @@ def _privacy_problem(env: Envelope, ctx: TrustContext, policy: Policy) -> str | 
     recipient = ctx.recipient
     assert recipient is not None
     retention = RETENTION_ORDER[recipient.retention]
-    for label in env.data_classes:
-        accepted = recipient.accepted_data_classes
+    accepted = recipient.accepted_data_classes
+    labels: tuple[str, ...] = env.data_classes
+    unlabelled: frozenset[str] = frozenset()
+    if accepted is not None or retention > _STRICTEST_LIMIT:
+        # The sender's labels are not the last word: what the body shows counts too.
+        # (An ephemeral recipient that accepts anything cannot be sent too much, so the
+        # scan is skipped there.)
+        unlabelled = detect_data_classes(env.body) - set(labels)
+    for label in (*labels, *sorted(unlabelled)):
+        named = f"'{label}'"
+        if label in unlabelled:
+            named += " (detected in the body, not labelled)"
         if accepted is not None and label not in accepted:
-            return f"recipient does not accept data class '{label}'"
+            return f"recipient does not accept data class {named}"
         limit = policy.gates.max_retention.get(label)
         if limit is not None and retention > RETENTION_ORDER[limit]:
             return (
-                f"data class '{label}' may go only to {limit} retention; "
+                f"data class {named} may go only to {limit} retention; "
                 f"recipient keeps data {recipient.retention}"
             )
     return None
+
+
+# The most private retention any rule can demand: a recipient at this level, with no
+# list of accepted classes, can receive every class.
+_STRICTEST_LIMIT = min(RETENTION_ORDER.values())

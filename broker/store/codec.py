@@ -7,6 +7,7 @@ from typing import Any
 
 import orjson
 
+from broker.envelope import MESSAGE_KINDS
 from broker.policy import RETENTION_ORDER
 from broker.state import (
     Attestation,
@@ -54,6 +55,11 @@ def _decayed(fields: dict[bytes, bytes], value: str, at: str) -> DecayedCount:
     return DecayedCount(float(raw), _int(fields, at) or 0)
 
 
+def domain_failure_fields(kind: str) -> tuple[str, str]:
+    """Hash fields of the decayed failures a peer took in one message kind."""
+    return f"fail_{kind}", f"fail_{kind}_at"
+
+
 def peer_from_hash(did: str, fields: dict[bytes, bytes], spent: dict[str, int]) -> PeerState:
     """Build a PeerState from HGETALL output (missing fields mean 'nothing known')."""
     cred = _json(fields, CREDENTIAL)
@@ -75,6 +81,11 @@ def peer_from_hash(did: str, fields: dict[bytes, bytes], spent: dict[str, int]) 
         bond=Bond(**bond) if bond else None,
         manifest_kinds=frozenset(manifest) if manifest is not None else None,
         spent_24h_minor=spent,
+        domain_failures={
+            kind: _decayed(fields, *domain_failure_fields(kind))
+            for kind in MESSAGE_KINDS
+            if domain_failure_fields(kind)[0].encode() in fields
+        },
     )
 
 

@@ -18,7 +18,7 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from broker.envelope import Envelope
+from broker.envelope import MESSAGE_KINDS, Envelope
 from broker.errors import StoreUnavailable
 from broker.policy import Policy, load_policy
 from broker.reports import Report, failure_units
@@ -145,11 +145,11 @@ return ''
 _CLAIM_REPORT = """
 local delivered = redis.call('GET', KEYS[1])
 if not delivered then return 'report_unknown_message' end
-local sender, recipient = string.match(delivered, '^([^|]*)|([^|]*)|')
+local sender, recipient, kind = string.match(delivered, '^([^|]*)|([^|]*)|[^|]*|?(.*)$')
 if recipient ~= ARGV[1] then return 'report_not_recipient' end
 if sender ~= ARGV[2] then return 'report_wrong_subject' end
 if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[3]) then return 'report_duplicate' end
-return 'ok'
+return 'ok|' .. (kind or '')
 """
 
 # Success weight from one reporter to one peer is capped (decaying like successes), so a
@@ -341,7 +341,7 @@ class RedisStore:
             self.keys.known_recipients(env.sender),
         ]
         behavior = policy.behavior
-        delivered = f"{env.sender}|{env.recipient}|{now_ms}" if result.delivered else ""
+        delivered = f"{env.sender}|{env.recipient}|{now_ms}|{env.kind}" if result.delivered else ""
         args: list[str | int | float] = [
             digest, result.outcome, int(result.clean), delivered, policy.reports.window_ms,
             now_ms, result.size, env.recipient, int(result.gate_failed),
@@ -561,6 +561,10 @@ class RedisStore:
         """Store a stake bond whose issuer signature was verified by the caller."""
         await self._set_peer(did, {codec.BOND: codec.bond_field(bond)})
 
+    async def set_expected_code(self, did: str, codebase_hash: str) -> None:
+        """The codebase hash ops expect `did` to run; an attestation of another mismatches."""
+        await self._set_peer(did, {codec.EXPECTED_CODE: codebase_hash})
+
     async def set_manifest(self, did: str, kinds: frozenset[str]) -> None:
         """Store the message kinds of a verified capability manifest."""
         await self._set_peer(did, {codec.MANIFEST: orjson.dumps(sorted(kinds))})
@@ -620,7 +624,8 @@ class RedisStore:
     async def claim_report(
         self, reporter: str, subject: str, message_id: str, policy: Policy
     ) -> str:
-        """'ok' once for the recipient of a delivered message, else the refusal code."""
+        """'ok|<kind of the reported message>' once for the recipient of a delivered
+        message, else the refusal code."""
         keys = [self.keys.delivered(message_id), self.keys.reported(message_id)]
         args: list[str | int] = [reporter, subject, policy.reports.window_ms]
         raw = await self._call(self._claim_report(keys=keys, args=args))
@@ -634,8 +639,10 @@ class RedisStore:
         weight: float,
         policy: Policy,
         now_ms: int,
+        domain: str = "",
     ) -> None:
-        """Fold a verified report into the subject's reputation (and its vouchers')."""
+        """Fold a verified report into the subject's reputation (and its vouchers');
+        `domain` is the kind of the reported message."""
         if weight <= 0:
             return
         if report.success:
@@ -648,6 +655,12 @@ class RedisStore:
             return
         units = failure_units(report, policy) * weight
         await self.add_outcome(subject, success=False, weight=units, now_ms=now_ms, policy=policy)
+        if domain in MESSAGE_KINDS:
+            # Failures also count against the peer in the domain they happened in.
+            fields = codec.domain_failure_fields(domain)
+            half_life = policy.reputation.failure_half_life_ms
+            args = [*fields, units, now_ms, half_life]
+            await self._call(self._add_decayed(keys=[self.keys.peer(subject)], args=args))
         for vouch in await self._raw_vouches(subject):
             # Vouching is not free: the voucher answers for a share of the damage.
             cost = units * min(vouch.share, policy.vouching.max_share) * policy.vouching.liability

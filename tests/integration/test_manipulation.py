@@ -64,11 +64,13 @@ async def test_only_the_recipient_may_report_and_only_once(
     await recipient.client.report(message, "failure")  # twice
     reasons = await blocked_reasons(config, 2)
     assert sorted(reasons) == ["report_duplicate", "report_not_recipient"]
-    # Exactly one verified failure: reputation x 0.85 (reporter at full weight needs >= 0.8;
-    # an established reporter weighs (0.65 - 0.5) / 0.3 = 0.5 units -> x 0.85 ** 0.5).
+    # Exactly one verified failure. An established reporter weighs (0.65 - 0.5) / 0.3 = 0.5
+    # units: x 0.85 ** 0.5 overall, and again in its domain (a data message, which is
+    # also what `peer` scores).
     after = await reputation(store, subject.did)
-    assert after < before
-    assert after == pytest.approx(before * 0.85**0.5, rel=0.02)
+    assert after == pytest.approx(before * 0.85**0.5 * 0.85**0.5, rel=0.02)
+    payments = await store.peer(subject.did, wall_clock_ms(), cached=False)
+    assert set(payments.domain_failures) == {"data"}
 
 
 async def test_reports_from_unverified_reporters_count_for_nothing(

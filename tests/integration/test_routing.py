@@ -221,12 +221,18 @@ async def test_privacy_gate_blocks_card_data_to_permanent_retention(
     scratch = await agents(retention="ephemeral")
     await make_level(store, sender.client, AgentKey.generate(), "trusted")
     blocked = await sender.send(archive, {"pan": "redacted"}, data_classes=("payment_card",))
+    # Not labelled, but the body carries an Amex number: detected all the same.
+    unlabelled = await sender.send(archive, {"note": "card 3714-496353-98431, thanks"})
     allowed = await sender.send(scratch, {"pan": "redacted"}, data_classes=("payment_card",))
+    plain = await sender.send(archive, {"note": "order 1795422107561 ships 2026-11-23"})
     assert [r.envelope.id for r in await scratch.receive_all()] == [allowed.id]
-    entries = await blocked_records(config, 1)
+    assert [r.envelope.id for r in await archive.receive_all()] == [plain.id]
+    entries = await blocked_records(config, 2)
     assert [(e.record["message_id"], e.record["reason"]) for e in entries] == [
-        (blocked.id, "privacy_violation")
+        (blocked.id, "privacy_violation"),
+        (unlabelled.id, "privacy_violation"),
     ]
+    assert "detected in the body" in entries[1].record["decision"]["remediation"]
 
 
 async def test_router_survives_a_burst_of_garbage_and_keeps_delivering(

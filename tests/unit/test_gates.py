@@ -12,6 +12,7 @@ from broker.decision import Action, Tier
 from broker.envelope import PaymentIntent, decode_envelope
 from broker.errors import EnvelopeError
 from broker.scoring import decide, reject_undecodable
+from broker.scoring.gates import first_failed_gate
 from broker.state import TrustContext
 
 from .factories import (
@@ -61,6 +62,7 @@ def _pact_required(**pact_fields: Any) -> TrustContext:
 
 
 CARD = {"data_classes": ("payment_card",)}
+CARD_IN_BODY = {"body": {"note": "charge card 4111 1111 1111 1111"}}
 HEALTH = {"data_classes": ("health",)}
 OLD = NOW - MINUTE_MS
 
@@ -107,6 +109,21 @@ GATES = [
         id="second-label-not-accepted",
     ),
     pytest.param({"data_classes": ("pii",)}, _accepts("pii"), None, id="label-accepted"),
+    # ...and a class found in the body counts as if the sender had labelled it
+    pytest.param(CARD_IN_BODY, _keeps("permanent"), "privacy_violation", id="card-in-body"),
+    pytest.param(CARD_IN_BODY, _keeps("ephemeral"), None, id="card-in-body-to-ephemeral"),
+    pytest.param(
+        {"body": {"reply_to": "alice@example.com"}},
+        _accepts("health"),
+        "privacy_violation",
+        id="email-in-body-not-accepted",
+    ),
+    pytest.param(
+        {"body": {"note": "call +1 (555) 123-4567 before 2026-11-23, order 4500012345"}},
+        _keeps("permanent"),
+        None,
+        id="ordinary-body-to-permanent",
+    ),
     # pact_violation: the recipient requires an active pact that covers the message
     pytest.param(
         {}, _trusted(recipient=recipient(requires_pact=True)), "pact_violation", id="pact-missing"
@@ -230,3 +247,12 @@ def test_undecodable_bytes_get_a_blocking_decision(raw: bytes, code: str) -> Non
     assert decision.reasons == (code,)
     assert decision.composite is None
     assert orjson.loads(orjson.dumps(decision.to_dict()))["gate"] == code
+
+
+def test_a_detected_class_is_named_as_unlabelled() -> None:
+    env = sign_envelope(body={"pan": "4111111111111111"})
+    assert first_failed_gate(env, True, _keeps("permanent"), DEFAULT_POLICY, NOW) == (
+        "privacy_violation",
+        "data class 'payment_card' (detected in the body, not labelled) may go only to "
+        "ephemeral retention; recipient keeps data permanent",
+    )
