@@ -296,74 +296,6 @@ async def cmd_revoke(args: argparse.Namespace, config: BrokerConfig) -> int:
     return 0
 
 
-async def cmd_blocked(args: argparse.Namespace, config: BrokerConfig) -> int:
-    """Read the blocked-message stream."""
-    from broker.review import read_blocked
-
-    offset: int | str = int(args.offset) if args.offset.isdigit() else args.offset
-    entries = await read_blocked(config, offset=offset, limit=args.limit)
-    rows = [
-        {"offset": e.offset, **{k: v for k, v in e.record.items() if k != "raw_b64"}}
-        for e in entries
-        if _matches(e.record, args)
-    ]
-    if args.json:
-        _print_json(rows)
-        return 0
-    for row in rows:
-        sender = (row["sender"] or "?")[:28]
-        print(
-            f"#{row['offset']:<6} {row['reason']:<24} from {sender:<28} "
-            f"msg {row['message_id']}  {row['decision']['remediation'][:60]}"
-        )
-    print(f"{len(rows)} record(s)", file=sys.stderr)
-    return 0
-
-
-def _matches(record: dict[str, Any], args: argparse.Namespace) -> bool:
-    if args.reason and record.get("reason") != args.reason:
-        return False
-    return not (args.sender and record.get("sender") != args.sender)
-
-
-async def cmd_escalations(args: argparse.Namespace, config: BrokerConfig) -> int:
-    """List pending escalations (left in the queue)."""
-    from broker.review import read_escalations
-
-    records = await read_escalations(config, limit=args.limit)
-    rows = [{k: v for k, v in r.items() if k != "raw_b64"} for r in records]
-    if args.json:
-        _print_json(rows)
-        return 0
-    for row in rows:
-        print(
-            f"{row['message_id']}  {row['reason']:<22} from {row['sender'][:28]}  "
-            f"score {row['decision']['composite']}"
-        )
-    print(f"{len(rows)} pending escalation(s)", file=sys.stderr)
-    return 0
-
-
-async def cmd_policy(args: argparse.Namespace, config: BrokerConfig) -> int:
-    """Show the policy in force, or validate and load a new one (version bumped)."""
-    from broker.policy import load_policy
-
-    store = open_store(config)
-    try:
-        current = await store.load_policy()
-        if args.action == "load":
-            data = orjson.loads(Path(args.file).read_bytes())
-            data["version"] = current.version + 1
-            policy = load_policy(data)
-            await store.save_policy(policy)
-            print(f"policy version {policy.version} is in force on every router", file=sys.stderr)
-            current = policy
-    finally:
-        await store.close()
-    _print_json(current.model_dump(mode="json"))
-    return 0
-
-
 async def cmd_servers(args: argparse.Namespace, config: BrokerConfig) -> int:
     """Start, stop or report the local RabbitMQ and Redis."""
     cfg = server_config(os.environ)
@@ -435,6 +367,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_core_commands(sub)
     _add_ops_commands(sub)
+    from broker.cli_review import add_review_commands
+
+    add_review_commands(sub)
     return parser
 
 
@@ -570,24 +505,6 @@ def _add_ops_commands(sub: Any) -> None:
     p.add_argument("what", choices=["key", "evidence"])
     p.add_argument("target", help="DID (key) or evidence id")
     p.set_defaults(handler=cmd_revoke)
-
-    p = sub.add_parser(
-        "blocked",
-        help="read the blocked-message stream",
-        description="Read trust.blocked from an offset (first, last, next "
-        "or a number) with optional filters.",
-    )
-    p.add_argument("--offset", default="first")
-    p.add_argument("--limit", type=int, default=50)
-    p.add_argument("--reason", help="only this reason code")
-    p.add_argument("--sender", help="only this sender DID")
-    _json_flag(p)
-    p.set_defaults(handler=cmd_blocked)
-
-    p = sub.add_parser("escalations", help="list pending escalations")
-    p.add_argument("--limit", type=int, default=50)
-    _json_flag(p)
-    p.set_defaults(handler=cmd_escalations)
 
     p = sub.add_parser(
         "policy",
