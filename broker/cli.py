@@ -296,6 +296,26 @@ async def cmd_revoke(args: argparse.Namespace, config: BrokerConfig) -> int:
     return 0
 
 
+async def cmd_policy(args: argparse.Namespace, config: BrokerConfig) -> int:
+    """Show the policy in force, or validate and load a new one (version bumped)."""
+    from broker.policy import load_policy
+
+    store = open_store(config)
+    try:
+        current = await store.load_policy()
+        if args.action == "load":
+            data = orjson.loads(Path(args.file).read_bytes())
+            data["version"] = current.version + 1
+            policy = load_policy(data)
+            await store.save_policy(policy)
+            print(f"policy version {policy.version} is in force on every router", file=sys.stderr)
+            current = policy
+    finally:
+        await store.close()
+    _print_json(current.model_dump(mode="json"))
+    return 0
+
+
 async def cmd_servers(args: argparse.Namespace, config: BrokerConfig) -> int:
     """Start, stop or report the local RabbitMQ and Redis."""
     cfg = server_config(os.environ)
