@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import os
+import re
 import sys
 import uuid
 from collections.abc import Callable, Coroutine, Mapping, Sequence
@@ -297,22 +298,122 @@ async def cmd_revoke(args: argparse.Namespace, config: BrokerConfig) -> int:
 
 
 async def cmd_policy(args: argparse.Namespace, config: BrokerConfig) -> int:
-    """Show the policy in force, or validate and load a new one (version bumped)."""
-    from broker.policy import load_policy
+    """Show, change, version and what-if the routing policy."""
+    from broker import policydiff
 
     store = open_store(config)
     try:
         current = await store.load_policy()
-        if args.action == "load":
-            data = orjson.loads(Path(args.file).read_bytes())
-            data["version"] = current.version + 1
-            policy = load_policy(data)
-            await store.save_policy(policy)
-            print(f"policy version {policy.version} is in force on every router", file=sys.stderr)
-            current = policy
+        if args.action == "show":
+            _print_json(current.model_dump(mode="json"))
+            return 0
+        if args.action == "history":
+            _print_history(await store.policy_history(limit=args.limit), args.json)
+            return 0
+        proposed = await _proposed(args, current, store)
+        changes = policydiff.diff(current, proposed)
+        if args.action in ("diff", "what-if"):
+            return await _preview(store, current, proposed, changes, args)
+        if not changes:
+            print("no change: the policy in force is identical", file=sys.stderr)
+            return 0
+        saved = await store.save_policy(proposed, who=_who(args), why=_required(args.why, "--why"))
     finally:
         await store.close()
-    _print_json(current.model_dump(mode="json"))
+    _print_changes(changes)
+    print(f"policy version {saved.version} is in force on every router", file=sys.stderr)
+    return 0
+
+
+async def _proposed(args: argparse.Namespace, current: Any, store: Any) -> Any:
+    """The policy an action proposes: an earlier version, one changed value, or a file."""
+    from broker import policydiff
+    from broker.policy import load_policy
+
+    if args.action == "rollback":
+        return await store.policy_version(int(_required(args.target, "VERSION")))
+    if args.action == "set":
+        path, value = _required(args.target, "PATH"), _required(args.value, "VALUE")
+        return policydiff.set_value(current, path, value)
+    if args.action == "what-if" and args.set_path:
+        path, _, value = args.set_path.partition("=")
+        return policydiff.set_value(current, path, _required(value, "--set PATH=VALUE"))
+    data = orjson.loads(Path(_required(args.target, "FILE")).read_bytes())
+    return load_policy({**data, "version": current.version})
+
+
+def _required(value: str | None, name: str) -> str:
+    if not value:
+        raise ConfigError(f"{name} is required here")
+    return value
+
+
+def _who(args: argparse.Namespace) -> str:
+    who = args.who or os.environ.get("USER") or os.environ.get("LOGNAME")
+    return _required(who, "--who")
+
+
+def _print_changes(changes: list[tuple[str, Any, Any]]) -> None:
+    for path, old, new in changes:
+        print(f"  {path}: {old!r} -> {new!r}")
+
+
+def _print_history(history: list[dict[str, Any]], as_json: bool) -> None:
+    if as_json:
+        _print_json(history)
+        return
+    for entry in history:
+        print(f"v{entry['version']:<4} {entry['at_ms']}  {entry['who']:<12} {entry['why']}")
+
+
+async def _preview(
+    store: Any, current: Any, proposed: Any, changes: list[tuple[str, Any, Any]],
+    args: argparse.Namespace,
+) -> int:  # fmt: skip
+    from broker.whatif import replay
+
+    if args.action == "diff":
+        _print_changes(changes) if changes else print("no difference")
+        return 0
+    entries = await store.recent_decisions(
+        limit=args.last, since_ms=args.since_ms, until_ms=args.until_ms
+    )
+    result = replay(entries, current, proposed).to_dict()
+    if args.json:
+        _print_json({**result, "policy_changes": [list(c) for c in changes]})
+        return 0
+    _print_changes(changes)
+    print(f"replayed {result['replayed']} decisions: {result['unchanged']} unchanged, "
+          f"{result['newly_blocked']} newly blocked, {result['newly_delivered']} newly "
+          f"delivered, {result['newly_escalated']} newly escalated")  # fmt: skip
+    for sender, actions in result["by_sender"].items():
+        print(f"  {sender}: {actions}")
+    for reason, actions in result["by_reason"].items():
+        print(f"  reason {reason}: {actions}")
+    if result["changed_scoring"]:
+        sections = ", ".join(result["changed_scoring"])
+        print(
+            f"note: scoring constants changed ({sections}); the logged dimension scores "
+            "predate them, so replay live to see their effect"
+        )
+    return 0
+
+
+async def cmd_trace(args: argparse.Namespace, config: BrokerConfig) -> int:
+    """The full story of one message: received, gates, dimensions, action, commit, reports."""
+    from broker.recorder import check_trace_id
+
+    store = open_store(config)
+    try:
+        trace_id = args.id
+        if not re.fullmatch(r"[0-9a-f]{32}", trace_id):
+            trace_id = await store.trace_id_of(trace_id) or trace_id
+        record = await store.trace(check_trace_id(trace_id))
+    finally:
+        await store.close()
+    if record is None:
+        raise ConfigError(f"no trace {trace_id} (traces are kept for 7 days)")
+    _print_json(record)
     return 0
 
 
@@ -528,15 +629,43 @@ def _add_ops_commands(sub: Any) -> None:
 
     p = sub.add_parser(
         "policy",
-        help="show or load the routing policy",
-        description="show: print the policy in force (weights, thresholds, caps, gate "
-        "settings, scoring constants). load FILE: validate a JSON policy (the shape show "
-        "prints; omitted sections keep their defaults) and put it in force on every router "
-        "within a second. A bad policy is refused with the reason, never repaired.",
+        help="show, change, version, roll back or what-if the routing policy",
+        description="show: the policy in force. diff FILE: what FILE would change. set "
+        "PATH VALUE (e.g. thresholds.probation 0.55) and load FILE: validate and put in "
+        "force on every router within a second, as a new version recording --who and "
+        "--why. history: every version with who, when, why. rollback VERSION: a new "
+        "version equal to an earlier one. what-if FILE (or --set PATH=VALUE): replay the "
+        "last --last decisions (or a --since-ms/--until-ms range) under the proposal and "
+        "report what would change, by sender and reason, without applying it. A bad "
+        "policy is refused with the reason, never repaired.",
     )
-    p.add_argument("action", choices=["show", "load"])
-    p.add_argument("file", nargs="?", help="policy JSON file (load)")
+    p.add_argument(
+        "action", choices=["show", "diff", "set", "load", "history", "rollback", "what-if"]
+    )
+    p.add_argument(
+        "target", nargs="?", help="FILE (diff, load, what-if), PATH (set), VERSION (rollback)"
+    )
+    p.add_argument("value", nargs="?", help="VALUE for set (JSON; e.g. 0.55)")
+    p.add_argument("--set", dest="set_path", help="what-if a single change: PATH=VALUE")
+    p.add_argument("--why", help="reason for the change (required for set, load, rollback)")
+    p.add_argument("--who", help="who makes the change (default $USER)")
+    p.add_argument("--last", type=int, default=1000, help="what-if: replay the last N decisions")
+    p.add_argument("--since-ms", type=int, help="what-if: decisions from this Unix ms on")
+    p.add_argument("--until-ms", type=int, help="what-if: decisions up to this Unix ms")
+    p.add_argument("--limit", type=int, default=50, help="history: versions to show")
+    _json_flag(p)
     p.set_defaults(handler=cmd_policy)
+
+    p = sub.add_parser(
+        "trace",
+        help="the full story of one message (flight recorder)",
+        description="Show the recorded decision for a trace id (x-trust-trace-id) or a "
+        "message id: metadata, gates, dimensions, action, commit time, and later events "
+        "(reports, releases, approvals). Content is kept only as the pact's monitoring "
+        "terms allow (full, metadata only, or hashes).",
+    )
+    p.add_argument("id", help="trace id (32 hex) or message id")
+    p.set_defaults(handler=cmd_trace)
 
     p = sub.add_parser(
         "servers",

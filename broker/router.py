@@ -39,6 +39,7 @@ from broker.errors import EnvelopeError, StoreUnavailable
 from broker.identity import AgentKey
 from broker.negotiation import NegotiationService
 from broker.policy import Policy
+from broker.recorder import DEFAULT_MONITORING, decision_entry, trace_record
 from broker.reports import REFUSALS, parse_report, reporter_weight
 from broker.scoring import blocked, decide, reject_undecodable, sender_composite
 from broker.state import PeerState, TrustContext
@@ -59,6 +60,8 @@ class Outcome:
     received_ms: int
     envelope: Envelope | None
     error_field: str = ""
+    spent_minor: int = 0
+    monitoring: str = DEFAULT_MONITORING
 
 
 class Router:
@@ -217,8 +220,11 @@ class Router:
         with contextlib.suppress(AMQPError, RuntimeError, ConnectionError, TimeoutError):
             await self._commit(message, outcome)
 
-    async def _commit(self, message: AbstractIncomingMessage, outcome: Outcome) -> None:
-        """Publish the outcome and ack the ingress message in one transaction."""
+    async def _commit(
+        self, message: AbstractIncomingMessage, outcome: Outcome, *, record: bool = True
+    ) -> None:
+        """Publish the outcome and ack the ingress message in one transaction; with
+        `record`, also write the decision log and trace (paths without a finish step)."""
 
         async def publish() -> None:
             await self._publish(message.body, outcome)
@@ -227,6 +233,24 @@ class Router:
         action = outcome.decision.action.value
         self.counts[action] += 1
         self._log(outcome)
+        if record:
+            entry, trace = self._records(outcome, len(message.body))
+            env = outcome.envelope
+            with contextlib.suppress(StoreUnavailable):
+                # Attack traffic (forged, replayed, garbage) is recorded best-effort.
+                await self._store.record_decision(
+                    entry, trace, outcome.trace_id, env.id if env else None
+                )
+
+    def _records(self, outcome: Outcome, size: int) -> tuple[bytes, bytes]:
+        entry = decision_entry(
+            outcome.decision, outcome.trace_id, outcome.received_ms, outcome.envelope,
+            outcome.spent_minor,
+        )  # fmt: skip
+        trace = trace_record(
+            entry, outcome.decision, outcome.envelope, size, outcome.monitoring, self._clock()
+        )
+        return orjson.dumps(entry), orjson.dumps(trace)
 
     async def handle(self, message: AbstractIncomingMessage) -> None:
         """Decide one ingress message, then publish its outcome and ack it atomically."""
@@ -268,9 +292,16 @@ class Router:
         decision = await self._apply_daily_cap(env, decision, policy, received_ms)
         if env.kind == "report" and decision.gate in _REPORTABLE_DESPITE:
             decision = await self._apply_report(env, ctx, decision, policy, received_ms)
-        await self._commit(message, Outcome(decision, _trace_id(), received_ms, env))
-        if signature_ok and claim is not Claim.REPLAY:
-            await self._record_finish(env, digest, decision, len(message.body), received_ms)
+        currency = env.payment.currency if env.payment is not None else ""
+        outcome = Outcome(
+            decision, _trace_id(), received_ms, env,
+            spent_minor=ctx.peer.spent_24h_minor.get(currency, 0),
+            monitoring=ctx.pact.monitoring if ctx.pact is not None else DEFAULT_MONITORING,
+        )  # fmt: skip
+        finishes = signature_ok and claim is not Claim.REPLAY
+        await self._commit(message, outcome, record=not finishes)
+        if finishes:
+            await self._record_finish(env, digest, outcome, len(message.body))
 
     async def _apply_report(
         self, env: Envelope, ctx: TrustContext, decision: Decision, policy: Policy, now_ms: int
@@ -296,6 +327,13 @@ class Router:
         await self._store.apply_report(
             env.recipient, env.sender, report, weight, policy, now_ms, domain=domain
         )
+        traced = await self._store.trace_id_of(report.message_id)
+        if traced is not None:
+            await self._store.add_trace_event(
+                traced,
+                {"event": "report", "outcome": report.outcome, "severity": report.severity,
+                 "reporter": env.sender, "weight": round(weight, 4), "at_ms": now_ms},
+            )  # fmt: skip
         log.info(
             "report %s on %s from %s applied with weight %.2f",
             report.outcome, env.recipient, env.sender, weight,
@@ -322,9 +360,9 @@ class Router:
         reasons = ("daily_cap_exceeded", *decision.reasons[1:])
         return replace(decision, action=Action.ESCALATE, reasons=reasons)
 
-    async def _record_finish(
-        self, env: Envelope, digest: str, decision: Decision, size: int, now_ms: int
-    ) -> None:
+    async def _record_finish(self, env: Envelope, digest: str, outcome: Outcome, size: int) -> None:
+        decision, now_ms = outcome.decision, outcome.received_ms
+        entry, trace = self._records(outcome, size)
         result = Finish(
             outcome=f"{decision.action.value}|{env.recipient}",
             clean=decision.gate is None,
@@ -332,6 +370,9 @@ class Router:
             size=size,
             gate_failed=decision.gate is not None,
             outside_manifest="kind_outside_manifest" in decision.reasons,
+            trace_id=outcome.trace_id,
+            entry=entry,
+            trace=trace,
         )
         try:
             anomaly = await self._store.finish(env, digest, result, self.policy, now_ms)

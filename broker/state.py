@@ -122,6 +122,7 @@ class PactTerms:
     max_payment_minor: int
     currency: str | None
     expires_at_ms: int
+    monitoring: str = "metadata"
 
 
 @dataclass(frozen=True, slots=True)

@@ -50,33 +50,45 @@ def tier_of(score: float, policy: Policy) -> Tier:
 
 def route(env: Envelope, tier: Tier, ctx: TrustContext, policy: Policy) -> tuple[Action, str]:
     """Action and its reason code for a message from a sender in `tier`."""
+    payment = env.payment
+    currency = payment.currency if payment is not None else ""
+    return route_inputs(
+        tier,
+        is_payment=env.is_payment,
+        amount_minor=payment.minor_units if payment is not None else None,
+        currency=currency,
+        spent_minor=ctx.peer.spent_24h_minor.get(currency, 0),
+        policy=policy,
+    )
+
+
+def route_inputs(
+    tier: Tier,
+    *,
+    is_payment: bool,
+    amount_minor: int | None,
+    currency: str,
+    spent_minor: int,
+    policy: Policy,
+) -> tuple[Action, str]:
+    """`route` from recorded inputs alone (what-if replays use this too)."""
     if tier is Tier.BLOCKED:
         return Action.BLOCK, "insufficient_trust"
-    if not env.is_payment:
+    if not is_payment:
         return Action.DELIVER, "probation" if tier is Tier.PROBATION else "trust_sufficient"
     if tier is Tier.PROBATION:
         return Action.BLOCK, "payment_trust_threshold"
-    if env.payment is None:
+    if amount_minor is None:
         # A `payment` kind without an intent names no amount, so no cap can vouch for it.
         return Action.ESCALATE, "payment_amount_missing"
-    return _within_caps(env, tier, ctx, policy)
-
-
-def _within_caps(
-    env: Envelope, tier: Tier, ctx: TrustContext, policy: Policy
-) -> tuple[Action, str]:
-    assert env.payment is not None
     caps = policy.caps
     per_message, per_day = (
         (caps.trusted_per_message, caps.trusted_per_day)
         if tier is Tier.TRUSTED
         else (caps.established_per_message, caps.established_per_day)
     )
-    currency = env.payment.currency
-    amount = env.payment.minor_units
-    if amount > to_minor(per_message, currency):
+    if amount_minor > to_minor(per_message, currency):
         return Action.ESCALATE, "payment_cap_exceeded"
-    spent = ctx.peer.spent_24h_minor.get(currency, 0)
-    if spent + amount > to_minor(per_day, currency):
+    if spent_minor + amount_minor > to_minor(per_day, currency):
         return Action.ESCALATE, "daily_cap_exceeded"
     return Action.DELIVER, "payment_within_caps"

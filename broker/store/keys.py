@@ -84,6 +84,48 @@ class Keys:
         return f"{self.prefix}policy"
 
     @property
+    def policy_history(self) -> str:
+        """List of policy versions, newest first (who, when, why, content)."""
+        return f"{self.prefix}policy-history"
+
+    @property
+    def decisions(self) -> str:
+        """Stream of recent decisions with their inputs (what-if replays read it)."""
+        return f"{self.prefix}decisions"
+
+    def trace(self, trace_id: str) -> str:
+        """The flight-recorder entry of one decision."""
+        return f"{self.prefix}trace:{trace_id}"
+
+    def trace_events(self, trace_id: str) -> str:
+        """Later events of one decision (reports, releases, approvals), in order."""
+        return f"{self.prefix}trace-events:{trace_id}"
+
+    def trace_of(self, message_id: str) -> str:
+        """Trace id of the decision on a message id."""
+        return f"{self.prefix}trace-of:{message_id}"
+
+    @property
     def invalidate(self) -> str:
         """Pub/sub channel telling every router to drop cached entries."""
         return f"{self.prefix}invalidate"
+
+    # -- review of blocked messages and escalations -------------------------------------
+
+    def review(self, trace_id: str) -> str:
+        """The one final review decision on a trace (release, confirm, approve, reject,
+        expire, rescore) as JSON; written with SET NX, so a decision happens once."""
+        return f"{self.prefix}review:{trace_id}"
+
+    def review_log(self, trace_id: str) -> str:
+        """List of every review action on a trace, refused attempts included (audit)."""
+        return f"{self.prefix}review-log:{trace_id}"
+
+    @property
+    def awaiting_evidence(self) -> str:
+        """Hash trace id -> evidence request JSON: escalations re-scored on every sweep."""
+        return f"{self.prefix}awaiting-evidence"
+
+    def lock(self, name: str) -> str:
+        """A short-lived lock, e.g. so only one router sweeps escalations per interval."""
+        return f"{self.prefix}lock:{name}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, replace
 from enum import StrEnum
@@ -19,7 +20,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from broker.envelope import MESSAGE_KINDS, Envelope
-from broker.errors import StoreUnavailable
+from broker.errors import PolicyError, StoreUnavailable
 from broker.policy import Policy, load_policy
 from broker.reports import Report, failure_units
 from broker.state import (
@@ -71,7 +72,7 @@ return 'new'
 
 # After a committed outcome: record it, remember deliveries for the report window, and
 # update the sender's behaviour windows; flag an anomaly (observation) when one trips.
-# KEYS: seen, peer, delivered, known recipients.
+# KEYS: seen, peer, delivered, known recipients, decisions, trace, trace-of.
 # ARGV: 1 digest, 2 outcome, 3 clean, 4 delivered value ('' if not delivered),
 #   5 report window ms, 6 now, 7 size, 8 recipient, 9 gate failed, 10 outside manifest,
 #   11 rate floor, 12 spike factor, 13 baseline minutes, 14 new recipients per hour,
@@ -135,9 +136,14 @@ end
 
 if anomaly then
   redis.call('HSET', peer, 'anomaly', now, 'clean', 0, 'anomaly_reason', anomaly)
-  return anomaly
 end
-return ''
+
+-- decision log and flight recorder
+-- (KEYS 5-7; ARGV 21 entry, 22 trace, 23 ttl, 24 maxlen, 25 trace id)
+redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[24], '*', 'e', ARGV[21])
+redis.call('SET', KEYS[6], ARGV[22], 'PX', ARGV[23])
+redis.call('SET', KEYS[7], ARGV[25], 'PX', ARGV[23])
+return anomaly or ''
 """
 
 # A report is accepted once, from the recipient of a delivered message, about its sender.
@@ -245,6 +251,25 @@ return 'ok'
 """
 
 
+# Next policy version, atomically, with its history entry. KEYS: policy, history.
+# ARGV: content JSON (without version), who, why, now.
+_SAVE_POLICY = """
+-- Version 1 is the built-in default, in force until the first change.
+local version = 2
+local current = redis.call('GET', KEYS[1])
+if current then version = cjson.decode(current)['version'] + 1 end
+local policy = cjson.decode(ARGV[1])
+policy['version'] = version
+local encoded = cjson.encode(policy)
+redis.call('SET', KEYS[1], encoded)
+redis.call('LPUSH', KEYS[2], cjson.encode({
+  version = version, who = ARGV[2], why = ARGV[3], at_ms = tonumber(ARGV[4]), policy = policy
+}))
+redis.call('LTRIM', KEYS[2], 0, 9999)
+return version
+"""
+
+
 @dataclass(frozen=True)
 class Finish:
     """What the router reports to the store once an outcome is committed."""
@@ -255,6 +280,9 @@ class Finish:
     size: int
     gate_failed: bool
     outside_manifest: bool
+    trace_id: str = ""
+    entry: bytes = b"{}"
+    trace: bytes = b"{}"
 
 
 @dataclass(frozen=True)
@@ -276,12 +304,16 @@ class RedisStore:
         cache_size: int = 100_000,
         cache_ttl_ms: int = 2_000,
         dedup_ttl_ms: int = 3_600_000,
+        trace_ttl_ms: int = 7 * 86_400_000,
+        decision_log_max: int = 100_000,
     ) -> None:
         self._redis = aioredis.Redis.from_url(
             url, socket_timeout=2.0, socket_connect_timeout=2.0, retry_on_timeout=False
         )
         self.keys = keys
         self._dedup_ttl_ms = dedup_ttl_ms
+        self._trace_ttl_ms = trace_ttl_ms
+        self._decision_log_max = decision_log_max
         self._peers: TTLCache[str, PeerState] = TTLCache(cache_size, cache_ttl_ms)
         self._recipients: TTLCache[str, RecipientProfile | None] = TTLCache(
             cache_size, cache_ttl_ms
@@ -296,6 +328,7 @@ class RedisStore:
         self._take_challenge = self._redis.register_script(_TAKE_CHALLENGE)
         self._rotate = self._redis.register_script(_ROTATE)
         self._claim_report = self._redis.register_script(_CLAIM_REPORT)
+        self._save_policy = self._redis.register_script(_SAVE_POLICY)
         self._add_capped_success = self._redis.register_script(_ADD_CAPPED_SUCCESS)
 
     async def close(self) -> None:
@@ -339,10 +372,13 @@ class RedisStore:
             self.keys.peer(env.sender),
             self.keys.delivered(env.id),
             self.keys.known_recipients(env.sender),
+            self.keys.decisions,
+            self.keys.trace(result.trace_id),
+            self.keys.trace_of(env.id),
         ]
         behavior = policy.behavior
         delivered = f"{env.sender}|{env.recipient}|{now_ms}|{env.kind}" if result.delivered else ""
-        args: list[str | int | float] = [
+        args: list[bytes | str | int | float] = [
             digest, result.outcome, int(result.clean), delivered, policy.reports.window_ms,
             now_ms, result.size, env.recipient, int(result.gate_failed),
             int(result.outside_manifest), behavior.rate_floor_per_minute,
@@ -350,6 +386,8 @@ class RedisStore:
             behavior.new_recipients_per_hour, behavior.size_factor, behavior.size_floor_bytes,
             behavior.size_baseline_messages, behavior.gate_failure_limit,
             behavior.outside_manifest_limit, behavior.window_ms,
+            result.entry, result.trace, self._trace_ttl_ms, self._decision_log_max,
+            result.trace_id,
         ]  # fmt: skip
         raw = await self._call(self._finish(keys=keys, args=args))
         anomaly = raw.decode() if isinstance(raw, bytes) else str(raw or "")
@@ -360,6 +398,52 @@ class RedisStore:
         else:
             self._peers.discard(env.sender)
         return anomaly
+
+    async def record_decision(
+        self, entry: bytes, trace: bytes, trace_id: str, message_id: str | None
+    ) -> None:
+        """Decision log and flight recorder for a decision that had no finish step
+        (undecodable, forged or replayed messages)."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.xadd(self.keys.decisions, {"e": entry}, maxlen=self._decision_log_max)
+            pipe.set(self.keys.trace(trace_id), trace, px=self._trace_ttl_ms)
+            await self._call(pipe.execute())
+
+    async def recent_decisions(
+        self, *, limit: int = 1000, since_ms: int | None = None, until_ms: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Decision log entries, oldest first: the last `limit`, or a time range."""
+        start = "-" if since_ms is None else str(since_ms)
+        end = "+" if until_ms is None else str(until_ms)
+        rows: Any = await self._call(
+            self._redis.xrevrange(self.keys.decisions, end, start, count=limit)
+        )
+        return [orjson.loads(fields[b"e"]) for _, fields in reversed(rows or [])]
+
+    async def trace(self, trace_id: str) -> dict[str, Any] | None:
+        """A decision's flight-recorder entry with its later events, or None."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.get(self.keys.trace(trace_id))
+            pipe.lrange(self.keys.trace_events(trace_id), 0, -1)
+            raw, events = await self._call(pipe.execute())
+        if raw is None:
+            return None
+        record: dict[str, Any] = orjson.loads(raw)
+        record["events"] = [orjson.loads(event) for event in events]
+        return record
+
+    async def trace_id_of(self, message_id: str) -> str | None:
+        """The trace id of the decision on `message_id`, if it is still recorded."""
+        raw = await self._call(self._redis.get(self.keys.trace_of(message_id)))
+        return None if raw is None else (raw.decode() if isinstance(raw, bytes) else str(raw))
+
+    async def add_trace_event(self, trace_id: str, event: dict[str, Any]) -> None:
+        """Append a later event (report, release, approval) to a decision's trace."""
+        key = self.keys.trace_events(trace_id)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.rpush(key, orjson.dumps(event))
+            pipe.pexpire(key, self._trace_ttl_ms)
+            await self._call(pipe.execute())
 
     async def outcome(self, message_id: str) -> str | None:
         """The recorded '<digest>|<state>[|outcome]' for a message id, if any."""
@@ -457,7 +541,9 @@ class RedisStore:
         raw = await self._call(self._redis.get(self.keys.pact(sender, recipient)))
         if raw is None:
             return None
-        data = orjson.loads(raw)["terms"]
+        stored = orjson.loads(raw)
+        data = stored["terms"]
+        data["monitoring"] = stored.get("monitoring") or "metadata"
         data["kinds"] = frozenset(data["kinds"])
         data["data_classes"] = frozenset(data["data_classes"])
         return PactTerms(**data)
@@ -731,10 +817,33 @@ class RedisStore:
         raw = await self._call(self._redis.get(self.keys.policy))
         return Policy() if raw is None else load_policy(orjson.loads(raw))
 
-    async def save_policy(self, policy: Policy) -> None:
-        """Store a validated policy and tell every router."""
-        await self._call(self._redis.set(self.keys.policy, policy.model_dump_json()))
+    async def save_policy(self, policy: Policy, *, who: str = "system", why: str = "") -> Policy:
+        """Put a validated policy in force as the next version; record who, when, why.
+
+        The version is assigned here, atomically, so two operators saving at once get
+        two versions rather than one lost update.
+        """
+        now = int(time.time() * 1000)
+        content = policy.model_dump(mode="json", exclude={"version"})
+        keys = [self.keys.policy, self.keys.policy_history]
+        args: list[bytes | str | int] = [orjson.dumps(content), who, why, now]
+        version = int(await self._call(self._save_policy(keys=keys, args=args)))
         await self.invalidate("policy")
+        return policy.model_copy(update={"version": version})
+
+    async def policy_history(self, limit: int = 100) -> list[dict[str, Any]]:
+        """Recorded policy versions, newest first: version, who, at_ms, why, policy."""
+        raw = await self._call(self._redis.lrange(self.keys.policy_history, 0, limit - 1))
+        return [orjson.loads(item) for item in raw]
+
+    async def policy_version(self, version: int) -> Policy:
+        """An earlier policy version, as it was recorded."""
+        for entry in await self.policy_history(limit=10_000):
+            if entry["version"] == version:
+                return load_policy({**entry["policy"], "version": version})
+        if version == 1:
+            return Policy()  # the built-in default
+        raise PolicyError(f"no policy version {version} in the history")
 
     # -- invalidation -------------------------------------------------------------------
 

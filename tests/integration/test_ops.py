@@ -1,0 +1,157 @@
+"""Ops tools on the real servers: versioned policy, what-if against an actual replay, and
+the flight recorder."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from typing import Any
+
+import pytest
+
+from broker.agreements import make_pact
+from broker.canonical import canonical_json
+from broker.clock import wall_clock_ms
+from broker.config import BrokerConfig
+from broker.envelope import PaymentIntent
+from broker.identity import AgentKey
+from broker.policydiff import set_value
+from broker.router import Router
+from broker.signing import countersign
+from broker.store.redis import RedisStore
+from broker.whatif import replay
+from tests.integration.conftest import Agent, AgentFactory
+from tests.integration.trust import make_level
+
+DAY_MS = 86_400_000
+
+
+async def wait_for_decisions(store: RedisStore, count: int) -> list[dict[str, Any]]:
+    for _ in range(100):
+        entries = await store.recent_decisions(limit=10_000)
+        if len(entries) >= count:
+            return entries
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"only {len(entries)} of {count} decisions were logged")
+
+
+async def send_round(senders: list[Agent], recipient: Agent) -> None:
+    pay = PaymentIntent(currency="USD", amount="50.00")
+    for sender in senders:
+        await sender.send(recipient, {"round": True})
+        await sender.send(recipient, {"pay": True}, kind="payment", payment=pay)
+
+
+async def test_what_if_predicts_what_an_actual_replay_then_does(
+    router: Router, config: BrokerConfig, store: RedisStore, agents: AgentFactory
+) -> None:
+    issuer = AgentKey.generate()
+    senders = [await agents() for _ in range(3)]
+    recipient = await agents()
+    for sender, level in zip(senders, ("probation", "established", "trusted"), strict=True):
+        await make_level(store, sender.client, issuer, level)
+    await send_round(senders, recipient)
+    before = await wait_for_decisions(store, 6)
+
+    current = await store.load_policy()
+    proposed = set_value(set_value(current, "thresholds.probation", "0.55"),
+                         "caps.established_per_message", "40")  # fmt: skip
+    predicted = replay(before, current, proposed)
+    summary = predicted.to_dict()
+    # The probation sender's data is now blocked, the established sender's $50 escalated.
+    assert (summary["newly_blocked"], summary["newly_escalated"], summary["newly_delivered"]) == (
+        1,
+        1,
+        0,
+    )
+    assert set(summary["by_sender"]) == {senders[0].did, senders[1].did}
+
+    saved = await store.save_policy(proposed, who="test", why="what-if check")
+    for _ in range(50):
+        if router.policy.version == saved.version:
+            break
+        await asyncio.sleep(0.02)
+    await send_round(senders, recipient)
+    after = (await wait_for_decisions(store, 12))[6:]
+    predicted_actions = [(e["from"], e["kind"], _predicted(predicted, e)) for e in before]
+    actual_actions = [(e["from"], e["kind"], e["action"]) for e in after]
+    assert sorted(actual_actions) == sorted(predicted_actions)
+
+
+def _predicted(result: Any, entry: dict[str, Any]) -> str:
+    for change in result.changes:
+        if change["trace"] == entry["trace"]:
+            return str(change["now"])
+    return str(entry["action"])
+
+
+async def test_policy_versions_record_who_and_why_and_roll_back(
+    router: Router, store: RedisStore
+) -> None:
+    current = await store.load_policy()
+    v2 = await store.save_policy(set_value(current, "caps.trusted_per_day", "60000"),
+                                 who="ops-alice", why="quarter end")  # fmt: skip
+    v3 = await store.save_policy(set_value(v2, "caps.trusted_per_day", "70000"),
+                                 who="ops-bob", why="even more")  # fmt: skip
+    assert (v2.version, v3.version) == (2, 3)
+    history = await store.policy_history()
+    assert [(h["version"], h["who"], h["why"]) for h in history] == [
+        (3, "ops-bob", "even more"), (2, "ops-alice", "quarter end"),
+    ]  # fmt: skip
+    back = await store.save_policy(await store.policy_version(2), who="ops-carol", why="undo")
+    assert back.version == 4 and back.caps.trusted_per_day == 60_000
+    for _ in range(50):
+        if router.policy.version == 4:
+            break
+        await asyncio.sleep(0.02)
+    assert router.policy.caps.trusted_per_day == 60_000
+
+
+@pytest.mark.parametrize("monitoring", ["full", "metadata", "hashes"])
+async def test_the_flight_recorder_honours_the_pacts_monitoring_terms(
+    router: Router, store: RedisStore, agents: AgentFactory, monitoring: str
+) -> None:
+    sender, recipient = await agents(), await agents()
+    await make_level(store, sender.client, AgentKey.generate(), "established")
+    pact = make_pact(sender.key, recipient.did, now_ms=wall_clock_ms(), ttl_ms=DAY_MS,
+                     kinds=["data"], monitoring=monitoring)  # fmt: skip
+    await sender.client.present(countersign(recipient.key, pact, "recipient_signature"))
+    body = {"secret": "the recipe"}
+    await sender.send(recipient, body)
+    [received] = await recipient.receive_all()
+    record = await store.trace(received.trust.trace_id)
+    assert record is not None and record["message"]["id"] == received.envelope.id
+    assert record["decision"]["action"] == "deliver" and record["monitoring"] == monitoring
+    expected = {
+        "full": {"body": body},
+        "metadata": None,
+        "hashes": {"body_sha256": hashlib.sha256(canonical_json(body)).hexdigest()},
+    }[monitoring]
+    assert record["content"] == expected
+
+
+async def test_a_trace_tells_the_whole_story_including_later_reports(
+    router: Router, store: RedisStore, agents: AgentFactory
+) -> None:
+    sender, recipient = await agents(), await agents()
+    issuer = AgentKey.generate()
+    await make_level(store, sender.client, issuer, "established")
+    await make_level(store, recipient.client, issuer, "trusted")
+    await sender.send(recipient, {"q": 1})
+    [received] = await recipient.receive_all()
+    await recipient.client.report(received.envelope, "success")
+    for _ in range(50):
+        record = await store.trace(received.trust.trace_id)
+        if record and record["events"]:
+            break
+        await asyncio.sleep(0.05)
+    assert record is not None
+    assert record["received_ms"] <= record["committed_ms"]
+    assert set(record["decision"]["dimensions"]) == {
+        "identity", "reputation", "compliance", "behavioral", "stake",
+    }  # fmt: skip
+    assert "body" not in str(record["content"])  # no pact: metadata only
+    assert [(e["event"], e["outcome"], e["reporter"]) for e in record["events"]] == [
+        ("report", "success", recipient.did)
+    ]
+    assert await store.trace_id_of(received.envelope.id) == received.trust.trace_id
