@@ -58,6 +58,13 @@ async def run_router(config: BrokerConfig, ready: asyncio.Event | None = None) -
                 return
         router = Router(config, store, broker_key=load_or_create_broker_key(config))
         await router.start()
+        if config.metrics_port:
+            try:
+                router.metrics.serve(config.metrics_port)
+            except OSError as exc:
+                log.warning(
+                    "metrics port %d unavailable (%s); no /metrics", config.metrics_port, exc
+                )
         if ready is not None:
             ready.set()
         await stop.wait()

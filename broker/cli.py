@@ -71,10 +71,14 @@ def _print_json(value: Any) -> None:
 
 async def cmd_router(args: argparse.Namespace, config: BrokerConfig) -> int:
     """Run one router until SIGINT/SIGTERM."""
-    if args.prefetch:
-        from dataclasses import replace
+    from dataclasses import replace
 
+    if args.prefetch:
         config = replace(config, prefetch=args.prefetch)
+    port = args.metrics_port
+    if port is None:
+        port = int(os.environ.get("TRUST_METRICS_PORT", "9108"))
+    config = replace(config, metrics_port=port)
     await run_router(config)
     return 0
 
@@ -506,6 +510,12 @@ def _add_core_commands(sub: Any) -> None:
         "more throughput: they compete for the same ingress queue.",
     )
     p.add_argument("--prefetch", type=int, help="unacked messages in flight (default 128)")
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        help="Prometheus /metrics on 127.0.0.1:PORT (env TRUST_METRICS_PORT; default 9108; "
+        "0 turns it off)",
+    )
     p.set_defaults(handler=cmd_router)
 
     p = sub.add_parser(

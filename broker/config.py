@@ -60,6 +60,8 @@ class BrokerConfig:
     store_retry_ms: int = 500
     # The broker's own did:key (signs handshake challenges); created on first start.
     broker_key_file: str = ".run/broker.key"
+    # Prometheus /metrics on 127.0.0.1; 0 turns it off.
+    metrics_port: int = 0
 
     @property
     def amqp_vhost_url(self) -> str:

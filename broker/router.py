@@ -37,6 +37,7 @@ from broker.decision import Action, Decision, Tier
 from broker.envelope import DecodedEnvelope, Envelope, decode_envelope, signature_valid
 from broker.errors import EnvelopeError, StoreUnavailable
 from broker.identity import AgentKey
+from broker.metrics import RouterMetrics, poll_health
 from broker.negotiation import NegotiationService
 from broker.policy import Policy
 from broker.recorder import DEFAULT_MONITORING, decision_entry, trace_record
@@ -91,6 +92,7 @@ class Router:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._unfinished: list[tuple[Envelope, str, Finish, int]] = []
         self.counts: dict[str, int] = {"deliver": 0, "block": 0, "escalate": 0, "duplicate": 0}
+        self.metrics = RouterMetrics()
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -111,6 +113,12 @@ class Router:
             )
             await negotiation.start(self._connection)
         self._spawn(self._follow_invalidations())
+        self._spawn(
+            poll_health(
+                self.metrics, self._config, self._store.ping,
+                lambda: self._store.cache_stats, self._stopping,
+            )
+        )  # fmt: skip
         await self._consume()
         log.info("router started: %r, policy version %d", self._config, self.policy.version)
 
@@ -147,6 +155,7 @@ class Router:
         if self._paused.is_set():
             return
         self._paused.set()
+        self.metrics.paused.set(1)
         log.warning("peer-state store unavailable: pausing consumption (fail closed)")
         await self._cancel_consumer()
         self._spawn(self._resume_when_store_returns())
@@ -156,6 +165,7 @@ class Router:
             return
         await self._flush_unfinished()
         self._paused.clear()
+        self.metrics.paused.set(0)
         if not self._stopping.is_set():
             await self._consume()
             log.warning("peer-state store is back: consumption resumed")
@@ -232,6 +242,7 @@ class Router:
         await self._committer_or_fail().commit(message, publish)
         action = outcome.decision.action.value
         self.counts[action] += 1
+        self.metrics.observe(outcome.decision, (self._clock() - outcome.received_ms) / 1000)
         self._log(outcome)
         if record:
             entry, trace = self._records(outcome, len(message.body))

@@ -155,3 +155,40 @@ async def test_a_trace_tells_the_whole_story_including_later_reports(
         ("report", "success", recipient.did)
     ]
     assert await store.trace_id_of(received.envelope.id) == received.trust.trace_id
+
+
+async def test_the_metrics_endpoint_counts_decisions_and_reports_health(
+    router: Router, config: BrokerConfig, store: RedisStore, agents: AgentFactory
+) -> None:
+    import socket
+    import urllib.request
+
+    from broker.metrics import poll_health
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    router.metrics.serve(port)
+    sender, recipient = await agents(), await agents()
+    await make_level(store, sender.client, AgentKey.generate(), "established")
+    await sender.send(recipient, {"m": 1})
+    await sender.client.publish_raw(b"garbage")
+    await recipient.receive_all(timeout=1.0)
+    stop = asyncio.Event()
+    stop.set()  # one pass of the health poller
+    await poll_health(router.metrics, config, store.ping, lambda: store.cache_stats, stop)
+
+    def scrape() -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+            return str(reply.read().decode())
+
+    text = await asyncio.to_thread(scrape)
+    assert (
+        'trust_decisions_total{action="deliver",reason="trust_sufficient",tier="established"} 1.0'
+        in text
+    )
+    assert 'trust_decisions_total{action="block",reason="malformed",tier="blocked"} 1.0' in text
+    assert "trust_decision_seconds_count 2.0" in text
+    assert "trust_redis_up 1.0" in text and "trust_rabbitmq_up 1.0" in text
+    assert 'trust_queue_messages{queue="trust.ingress"}' in text

@@ -1,0 +1,89 @@
+"""Prometheus metrics of one router: decisions, latency, queues, health, cache."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from urllib.parse import quote
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from broker.config import BrokerConfig
+from broker.decision import Decision
+from broker.errors import ConfigError
+
+log = logging.getLogger("broker.metrics")
+
+
+class RouterMetrics:
+    """One registry per router, so several routers in one process do not collide."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.decisions = Counter(
+            "trust_decisions", "Decisions by action, tier and first reason",
+            ["action", "tier", "reason"], registry=self.registry,
+        )  # fmt: skip
+        self.latency = Histogram(
+            "trust_decision_seconds", "From receiving a message to committing its outcome",
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0),
+            registry=self.registry,
+        )  # fmt: skip
+        self.queue_depth = Gauge(
+            "trust_queue_messages", "Messages waiting, by queue", ["queue"], registry=self.registry
+        )
+        self.redis_up = Gauge("trust_redis_up", "1 when Redis answers", registry=self.registry)
+        self.rabbitmq_up = Gauge(
+            "trust_rabbitmq_up", "1 when the management API answers", registry=self.registry
+        )
+        self.paused = Gauge(
+            "trust_router_paused", "1 while consumption is paused (store down)",
+            registry=self.registry,
+        )  # fmt: skip
+        self.cache_hit_ratio = Gauge(
+            "trust_cache_hit_ratio", "Peer cache hits / lookups", registry=self.registry
+        )
+
+    def observe(self, decision: Decision, seconds: float) -> None:
+        """Count one committed decision."""
+        reason = decision.reasons[0] if decision.reasons else ""
+        self.decisions.labels(decision.action.value, decision.tier.value, reason).inc()
+        self.latency.observe(seconds)
+
+    def serve(self, port: int) -> None:
+        """Expose /metrics on 127.0.0.1:port (a daemon thread)."""
+        start_http_server(port, addr="127.0.0.1", registry=self.registry)
+        log.info("metrics on http://127.0.0.1:%d/metrics", port)
+
+
+async def poll_health(
+    metrics: RouterMetrics,
+    config: BrokerConfig,
+    redis_ping: Callable[[], Awaitable[bool]],
+    cache_stats: Callable[[], tuple[int, int]],
+    stop: asyncio.Event,
+    interval_s: float = 15.0,
+) -> None:
+    """Refresh the health, queue-depth and cache gauges until `stop` is set."""
+    from broker.provision import ManagementAPI
+
+    api = ManagementAPI(config.management_url)
+    topology = config.topology
+    queues = (topology.ingress_queue, topology.escalations_queue, topology.blocked_stream)
+    while not stop.is_set():
+        metrics.redis_up.set(1 if await redis_ping() else 0)
+        hits, misses = cache_stats()
+        metrics.cache_hit_ratio.set(hits / (hits + misses) if hits + misses else 0.0)
+        up = 1
+        for name in queues:
+            path = f"/api/queues/{quote(config.vhost, safe='')}/{quote(name, safe='')}"
+            try:
+                info = await asyncio.to_thread(api.request, "GET", path)
+                metrics.queue_depth.labels(name).set(info.get("messages", 0) or 0)
+            except ConfigError:
+                up = 0
+        metrics.rabbitmq_up.set(up)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval_s)
