@@ -205,6 +205,13 @@ class VouchModel(BaseModel):
     liability: float = Field(1.0, ge=0.0)
 
 
+class EscalationModel(BaseModel):
+    """How long an escalated message waits for a human before it expires to blocked."""
+
+    model_config = _FROZEN
+    expire_after_ms: int = Field(3_600_000, ge=60_000)
+
+
 class StakeModel(BaseModel):
     """Stake = bond / max(full_coverage, exposure), capped at 1 (major units)."""
 
@@ -231,6 +238,7 @@ class Policy(BaseModel):
     stake: StakeModel = Field(default_factory=StakeModel)
     reports: ReportModel = Field(default_factory=ReportModel)
     vouching: VouchModel = Field(default_factory=VouchModel)
+    escalations: EscalationModel = Field(default_factory=EscalationModel)
 
 
 def load_policy(data: dict[str, Any]) -> Policy:
