@@ -120,6 +120,21 @@ def _validity(document: dict[str, Any], now_ms: int) -> None:
         raise EvidenceError("document has expired", code="evidence_expired")
 
 
+def _two_parties(
+    document: dict[str, Any], doc_type: str, first: str, second: str, now_ms: int
+) -> tuple[str, str]:
+    """Common checks of a two-party document: its type, two different DIDs, validity."""
+    if document.get("type") != doc_type:
+        raise EvidenceError(
+            f"not a {doc_type.removeprefix('trust-broker/')}", code="evidence_wrong_type"
+        )
+    a, b = _did(document, first), _did(document, second)
+    if a == b:
+        raise _malformed(f"{first} and {second} must be different agents")
+    _validity(document, now_ms)
+    return a, b
+
+
 def _strings(value: Any, name: str, allowed: frozenset[str] | None = None) -> frozenset[str]:
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
         raise _malformed(f"{name} must be a list of strings")
@@ -226,12 +241,7 @@ def _narrow(
 
 def verify_pact(document: dict[str, Any], now_ms: int) -> PactTerms:
     """Check a pact signed by both parties; return its terms."""
-    if document.get("type") != PACT_TYPE:
-        raise EvidenceError("not a pact", code="evidence_wrong_type")
-    sender, recipient = _did(document, "sender"), _did(document, "recipient")
-    if sender == recipient:
-        raise _malformed("a pact needs two different agents")
-    _validity(document, now_ms)
+    sender, recipient = _two_parties(document, PACT_TYPE, "sender", "recipient", now_ms)
     if document.get("monitoring") not in MONITORING_TERMS:
         raise EvidenceError(
             "monitoring must be full, metadata or hashes", code="evidence_malformed"
@@ -260,12 +270,7 @@ def verify_pact(document: dict[str, Any], now_ms: int) -> PactTerms:
 
 def verify_rotation(document: dict[str, Any], now_ms: int) -> tuple[str, str]:
     """Check a rotation signed by the old key and by the new key; return (old, new)."""
-    if document.get("type") != ROTATION_TYPE:
-        raise EvidenceError("not a key rotation", code="evidence_wrong_type")
-    old, new = _did(document, "old"), _did(document, "new")
-    if old == new:
-        raise _malformed("a rotation needs a new key")
-    _validity(document, now_ms)
+    old, new = _two_parties(document, ROTATION_TYPE, "old", "new", now_ms)
     if not signed_by(document, old):
         raise EvidenceError("rotation is not signed by the old key", code="evidence_bad_signature")
     if not signed_by(document, new, field="new_signature"):
@@ -288,12 +293,7 @@ async def _apply_rotation(store: RedisStore, link: tuple[str, str]) -> None:
 
 def verify_vouch(document: dict[str, Any], now_ms: int) -> tuple[str, Vouch]:
     """Check a vouch signed by the voucher; return (vouchee, vouch)."""
-    if document.get("type") != VOUCH_TYPE:
-        raise EvidenceError("not a vouch", code="evidence_wrong_type")
-    voucher, vouchee = _did(document, "voucher"), _did(document, "vouchee")
-    if voucher == vouchee:
-        raise _malformed("an agent cannot vouch for itself")
-    _validity(document, now_ms)
+    voucher, vouchee = _two_parties(document, VOUCH_TYPE, "voucher", "vouchee", now_ms)
     share = document.get("share")
     if not isinstance(share, int | float) or isinstance(share, bool) or not 0 < share <= 1:
         raise _malformed("share must be a number in (0, 1]")

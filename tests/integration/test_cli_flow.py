@@ -83,7 +83,9 @@ async def test_bad_input_gives_a_clear_error_and_a_non_zero_exit(
 ) -> None:
     bad_policy = tmp_path / "policy.json"
     bad_policy.write_text('{"thresholds": {"probation": 0.9, "established": 0.6, "trusted": 0.8}}')
-    done = await cli(config, "policy", "load", str(bad_policy), check=False)
+    done = await cli(
+        config, "policy", "load", str(bad_policy), "--why", "x", "--who", "y", check=False
+    )
     assert done.returncode == 1 and "thresholds must rise strictly" in done.stderr
     done = await cli(config, "peer", "did:key:zNotADid", check=False)
     assert done.returncode == 1 and "did:key" in done.stderr
@@ -100,7 +102,8 @@ async def test_policy_load_bumps_the_version_and_routers_follow(
     shown["thresholds"] = {"probation": 0.55, "established": 0.65, "trusted": 0.85}
     path = tmp_path / "p.json"
     path.write_bytes(orjson.dumps(shown))
-    loaded = as_json(await cli(config, "policy", "load", str(path)))
+    await cli(config, "policy", "load", str(path), "--who", "ops-test", "--why", "stricter tiers")
+    loaded = as_json(await cli(config, "policy", "show"))
     assert loaded["version"] == shown["version"] + 1
     for _ in range(50):
         if router.policy.version == loaded["version"]:
