@@ -319,6 +319,10 @@ class RedisStore:
             cache_size, cache_ttl_ms
         )
         self._globals: TTLCache[str, Globals] = TTLCache(1, cache_ttl_ms)
+        # Most sender/recipient pairs have no pact: cache that too (False), not only hits.
+        self._pacts: TTLCache[tuple[str, str], PactTerms | bool] = TTLCache(
+            cache_size, cache_ttl_ms
+        )
         self._claim = self._redis.register_script(_CLAIM)
         self._finish = self._redis.register_script(_FINISH)
         self._add_decayed = self._redis.register_script(_ADD_DECAYED)
@@ -462,7 +466,7 @@ class RedisStore:
             peer = _with_spent(peer, env.payment.currency, spent)
         recipient = await self.recipient(env.recipient, now_ms)
         shared = await self.globals(now_ms)
-        pact = await self.pact(env.sender, env.recipient)
+        pact = await self.pact(env.sender, env.recipient, now_ms)
         return TrustContext(
             peer=peer,
             recipient=recipient,
@@ -536,8 +540,16 @@ class RedisStore:
         self._globals.put("globals", shared, now_ms)
         return shared
 
-    async def pact(self, sender: str, recipient: str) -> PactTerms | None:
-        """The stored pact from sender to recipient, if any."""
+    async def pact(self, sender: str, recipient: str, now_ms: int = 0) -> PactTerms | None:
+        """The stored pact from sender to recipient, if any (cached, invalidated on change)."""
+        hit = self._pacts.get((sender, recipient), now_ms)
+        if hit is not None:
+            return hit or None
+        terms = await self._load_pact(sender, recipient)
+        self._pacts.put((sender, recipient), terms or False, now_ms)
+        return terms
+
+    async def _load_pact(self, sender: str, recipient: str) -> PactTerms | None:
         raw = await self._call(self._redis.get(self.keys.pact(sender, recipient)))
         if raw is None:
             return None
@@ -671,6 +683,7 @@ class RedisStore:
         stored = {"terms": data, "monitoring": document.get("monitoring"), "document": document}
         # The key expires with the pact, so an expired pact cannot linger in Redis.
         await self._call(self._redis.set(key, orjson.dumps(stored), pxat=pact.expires_at_ms))
+        await self.invalidate(f"pact:{pact.sender}|{pact.recipient}")
 
     async def record_declared_trust(self, did: str, level: str) -> None:
         """Keep a self-declared trust level for the record; scoring never reads it."""
@@ -860,7 +873,11 @@ class RedisStore:
             self._recipients.discard(did)
         elif kind == "globals":
             self._globals.clear()
+        elif kind == "pact":
+            sender, _, recipient = did.partition("|")
+            self._pacts.discard((sender, recipient))
         elif kind == "all":
+            self._pacts.clear()
             self._peers.clear()
             self._recipients.clear()
             self._globals.clear()
@@ -884,6 +901,68 @@ class RedisStore:
             with contextlib.suppress(RedisError, OSError):
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
 
+    # -- review records (broker/workflow.py) ------------------------------------------------
+
+    async def claim_review(
+        self, trace_id: str, record: dict[str, Any], *, take_over_pending: bool
+    ) -> dict[str, Any] | None:
+        """Record the one final review decision on a trace: None when this call claimed it,
+        else the decision already recorded. `take_over_pending` lets a claim left 'pending'
+        by an interrupted reviewer be replaced (only safe while holding the message)."""
+        script = self._redis.register_script(_CLAIM_REVIEW)
+        args: list[str | int] = [orjson.dumps(record).decode(), int(take_over_pending), _REVIEW_MS]
+        current = await self._call(script(keys=[self.keys.review(trace_id)], args=args))
+        return None if current is None else dict(orjson.loads(current))
+
+    async def finish_review(self, trace_id: str, record: dict[str, Any]) -> None:
+        """Overwrite a claimed review with its final state (the action was committed)."""
+        key = self.keys.review(trace_id)
+        await self._call(self._redis.set(key, orjson.dumps(record), px=_REVIEW_MS))
+
+    async def abandon_review(self, trace_id: str, token: str) -> None:
+        """Drop a claim whose action never happened, unless another claim replaced it."""
+        script = self._redis.register_script(_ABANDON_REVIEW)
+        await self._call(script(keys=[self.keys.review(trace_id)], args=[token]))
+
+    async def review(self, trace_id: str) -> dict[str, Any] | None:
+        """The final review decision recorded on a trace, if any."""
+        raw = await self._call(self._redis.get(self.keys.review(trace_id)))
+        return None if raw is None else dict(orjson.loads(raw))
+
+    async def log_review(self, trace_id: str, entry: dict[str, Any]) -> None:
+        """Append one entry to a trace's review log (the newest 100 are kept)."""
+        key = self.keys.review_log(trace_id)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.rpush(key, orjson.dumps(entry))
+            pipe.ltrim(key, -100, -1)
+            pipe.pexpire(key, _REVIEW_MS)
+            await self._call(pipe.execute())
+
+    async def review_log(self, trace_id: str) -> list[dict[str, Any]]:
+        """Every logged review action on a trace, oldest first."""
+        raw = await self._call(self._redis.lrange(self.keys.review_log(trace_id), 0, -1))
+        return [dict(orjson.loads(item)) for item in raw]
+
+    async def await_evidence(self, trace_id: str, request: dict[str, Any]) -> None:
+        """Mark an escalation as waiting for evidence from its sender."""
+        key = self.keys.awaiting_evidence
+        await self._call(self._redis.hset(key, trace_id, orjson.dumps(request)))
+
+    async def awaiting_evidence(self) -> dict[str, dict[str, Any]]:
+        """Escalations waiting for evidence: trace id -> the request."""
+        raw = await self._call(self._redis.hgetall(self.keys.awaiting_evidence))
+        return {k.decode(): dict(orjson.loads(v)) for k, v in _as_bytes(raw).items()}
+
+    async def stop_awaiting_evidence(self, *trace_ids: str) -> None:
+        """The escalations were decided: stop re-scoring them."""
+        if trace_ids:
+            await self._call(self._redis.hdel(self.keys.awaiting_evidence, *trace_ids))
+
+    async def try_lock(self, name: str, ttl_ms: int) -> bool:
+        """True for the one caller that takes `name` until it expires after `ttl_ms`."""
+        key = self.keys.lock(name)
+        return bool(await self._call(self._redis.set(key, b"1", nx=True, px=ttl_ms)))
+
 
 def _as_bytes(fields: dict[Any, Any]) -> dict[bytes, bytes]:
     # The client is created without decode_responses, so keys and values are bytes.
@@ -902,3 +981,29 @@ async def wait_until_available(store: RedisStore, retry_ms: int, stop: asyncio.E
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(stop.wait(), retry_ms / 1000)
     return False
+
+
+# -- review records (used by the methods at the end of RedisStore) ---------------------------
+
+# Review records are the audit trail of human decisions: kept 400 days.
+_REVIEW_MS = 400 * DAY_MS
+
+# KEYS: review. ARGV: record JSON, take over a pending claim ('1'/'0'), ttl ms.
+# Returns false when claimed, else the record already there.
+_CLAIM_REVIEW = """
+local current = redis.call('GET', KEYS[1])
+if current and (ARGV[2] ~= '1' or cjson.decode(current)['state'] ~= 'pending') then
+  return current
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
+return false
+"""
+
+# KEYS: review. ARGV: token of the claim to drop.
+_ABANDON_REVIEW = """
+local current = redis.call('GET', KEYS[1])
+if current and cjson.decode(current)['token'] == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+end
+return 0
+"""
