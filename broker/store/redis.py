@@ -544,7 +544,7 @@ class RedisStore:
         """The stored pact from sender to recipient, if any (cached, invalidated on change)."""
         hit = self._pacts.get((sender, recipient), now_ms)
         if hit is not None:
-            return hit or None
+            return hit if isinstance(hit, PactTerms) else None
         terms = await self._load_pact(sender, recipient)
         self._pacts.put((sender, recipient), terms or False, now_ms)
         return terms
