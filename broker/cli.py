@@ -494,7 +494,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_ops_commands(sub)
     from broker.cli_review import add_review_commands
 
-    add_review_commands(sub)
+    add_review_commands(sub, default_reviewer=os.environ.get("USER") or os.environ.get("LOGNAME"))
+    from broker.console.cli import add_console_commands
+
+    add_console_commands(sub)
     return parser
 
 

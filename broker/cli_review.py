@@ -1,84 +1,553 @@
-"""Security's commands: the blocked-message stream and the escalation queue."""
+"""Security's commands: read the blocked stream, decide blocks and escalations.
+
+Every decision needs a reviewer name (--reviewer; cli.py may supply a default from the
+environment) and a reason (--why); both are kept on record with the time.
+"""
 
 from __future__ import annotations
 
 import argparse
+import base64
+import contextlib
+import re
 import sys
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import orjson
 
+from broker.clock import wall_clock_ms
 from broker.config import BrokerConfig
+from broker.envelope import decode_envelope, signature_valid
+from broker.errors import ConfigError, EnvelopeError
+from broker.review import BlockedFilter, StreamEntry, iso_ms, start_offset
+
+# `escalations rescore` exits with this when the escalation stays pending.
+STILL_PENDING = 3
+_TRACE_ID = re.compile(r"[0-9a-f]{32}")
 
 
 def _print_json(value: Any) -> None:
     sys.stdout.write(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode() + "\n")
 
 
-async def cmd_blocked(args: argparse.Namespace, config: BrokerConfig) -> int:
-    """Read the blocked-message stream."""
-    from broker.review import read_blocked
+def parse_time(text: str, flag: str) -> int:
+    """ISO-8601 time as Unix milliseconds; a time without an offset is UTC."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(
+            f"{flag}: {text!r} is not an ISO-8601 time, e.g. 2025-06-15T15:06:40Z"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)
 
-    offset: int | str = int(args.offset) if args.offset.isdigit() else args.offset
-    entries = await read_blocked(config, offset=offset, limit=args.limit)
-    rows = [
-        {"offset": e.offset, **{k: v for k, v in e.record.items() if k != "raw_b64"}}
-        for e in entries
-        if _matches(e.record, args)
-    ]
+
+def _filter(args: argparse.Namespace) -> BlockedFilter:
+    return BlockedFilter(
+        sender=args.sender,
+        recipient=args.recipient,
+        reason=args.reason,
+        since_ms=None if args.since is None else parse_time(args.since, "--since"),
+        until_ms=None if args.until is None else parse_time(args.until, "--until"),
+    )
+
+
+def _row(entry: StreamEntry) -> dict[str, Any]:
+    return {"offset": entry.offset, **{k: v for k, v in entry.record.items() if k != "raw_b64"}}
+
+
+def _line(row: dict[str, Any]) -> str:
+    at = row.get("received_ms")
+    when = iso_ms(at) if isinstance(at, int) else "-" * 24
+    sender = (row.get("sender") or "?")[:28]
+    remediation = str(row["decision"].get("remediation") or "")[:60]
+    return (
+        f"{when} #{row['offset']:<6} {row['trace_id']} {row['reason']:<24} from {sender:<28} "
+        f"msg {row['message_id']}  {remediation}"
+    )
+
+
+def _reviewer(args: argparse.Namespace) -> str:
+    if not args.reviewer:
+        raise ConfigError("say who is deciding: --reviewer NAME (it is kept on record)")
+    return str(args.reviewer)
+
+
+# -- blocked ---------------------------------------------------------------------------------
+
+
+async def cmd_blocked_tail(args: argparse.Namespace, config: BrokerConfig) -> int:
+    """Print the last --limit matching records from --offset or --since to the end."""
+    from broker.review import tail_blocked
+
+    wanted = _filter(args)
+    offset = start_offset(args.offset, wanted.since_ms)
+    entries = await tail_blocked(config, wanted, offset=offset, limit=args.limit)
+    rows = [_row(entry) for entry in entries]
     if args.json:
         _print_json(rows)
         return 0
     for row in rows:
-        sender = (row["sender"] or "?")[:28]
-        print(
-            f"#{row['offset']:<6} {row['reason']:<24} from {sender:<28} "
-            f"msg {row['message_id']}  {row['decision']['remediation'][:60]}"
-        )
+        print(_line(row))
     print(f"{len(rows)} record(s)", file=sys.stderr)
     return 0
 
 
-def _matches(record: dict[str, Any], args: argparse.Namespace) -> bool:
-    if args.reason and record.get("reason") != args.reason:
-        return False
-    return not (args.sender and record.get("sender") != args.sender)
+async def cmd_blocked_follow(args: argparse.Namespace, config: BrokerConfig) -> int:
+    """Print matching records as they arrive, until Ctrl-C (or --count records)."""
+    from broker.review import stream_blocked
+
+    wanted = _filter(args)
+    offset = start_offset(args.offset, wanted.since_ms)
+    seen = 0
+    stream = stream_blocked(config, offset=offset, idle_timeout=None, prefetch=100)
+    async with contextlib.aclosing(stream) as records:
+        async for entry in records:
+            if not wanted.matches(entry.record):
+                continue
+            row = _row(entry)
+            print(orjson.dumps(row).decode() if args.json else _line(row), flush=True)
+            seen += 1
+            if args.count and seen >= args.count:
+                break
+    return 0
 
 
-async def cmd_escalations(args: argparse.Namespace, config: BrokerConfig) -> int:
-    """List pending escalations (left in the queue)."""
+async def cmd_blocked_show(args: argparse.Namespace, config: BrokerConfig) -> int:
+    """One record with its full explanation, its envelope and what reviewers did with it."""
+    from broker.app import open_store
+    from broker.review import find_blocked
+
+    store = open_store(config)
+    try:
+        trace_id = args.trace_id
+        if not _TRACE_ID.fullmatch(trace_id):
+            # A message id: the flight recorder knows its trace for a week.
+            trace_id = await store.trace_id_of(trace_id) or trace_id
+        entry = await find_blocked(config, trace_id, offset=start_offset(args.offset, None))
+        if entry is None:
+            raise ConfigError(f"no blocked record {args.trace_id} on the stream")
+        review = await store.review(trace_id)
+        history = await store.review_log(trace_id)
+    finally:
+        await store.close()
+    shown = {
+        **_row(entry),
+        "envelope": _envelope_view(entry.record, with_body=args.body),
+        "review": review,
+        "review_log": history,
+    }
+    if args.json:
+        _print_json(shown)
+    else:
+        _print_explanation(shown)
+    return 0
+
+
+def _envelope_view(record: dict[str, Any], *, with_body: bool) -> dict[str, Any]:
+    raw = base64.b64decode(record.get("raw_b64") or "")
+    try:
+        decoded = decode_envelope(raw, max(len(raw), 1))
+    except EnvelopeError as exc:
+        return {"valid": False, "error": str(exc), "bytes": len(raw)}
+    env = decoded.envelope
+    view = env.model_dump(mode="json", exclude={"body", "signature"}, exclude_none=True)
+    view.update(valid=True, signature_valid=signature_valid(decoded), bytes=len(raw))
+    if with_body:
+        view["body"] = env.body
+    return view
+
+
+def _print_explanation(shown: dict[str, Any]) -> None:
+    decision = shown["decision"]
+    at = shown.get("received_ms")
+    print(f"trace        {shown['trace_id']}  (stream offset {shown['offset']})")
+    print(f"received     {iso_ms(at) if isinstance(at, int) else 'unknown'}")
+    print(f"reason       {shown['reason']}  (gate: {decision.get('gate') or 'none'})")
+    score = decision.get("composite")
+    print(
+        f"decision     {decision['action']}  tier {decision['tier']}  "
+        f"composite {'-' if score is None else f'{score:.4f}'}  "
+        f"policy v{decision.get('policy_version')}"
+    )
+    for name, value in (decision.get("dimensions") or {}).items():
+        weakest = "  <- weakest" if name == decision.get("weakest") else ""
+        print(f"  {name:<11} {value:5.3f} {'#' * round(value * 20):<20}{weakest}")
+    print(f"reasons      {', '.join(decision.get('reasons') or [])}")
+    print(f"remediation  {decision.get('remediation')}")
+    _print_envelope(shown["envelope"])
+    review = shown["review"]
+    print(f"review       {_describe(review) if review else 'not reviewed'}")
+    for item in shown["review_log"]:
+        print(
+            f"  {iso_ms(int(item['at']))} {item['action']} by {item['reviewer']}: "
+            f"{item['outcome']} {item.get('message', '')}".rstrip()
+        )
+
+
+def _print_envelope(view: dict[str, Any]) -> None:
+    if not view.get("valid"):
+        print(f"envelope     not an envelope ({view.get('error')}), {view['bytes']} bytes")
+        return
+    signature = "valid" if view["signature_valid"] else "INVALID (not what the sender signed)"
+    print(f"envelope     {view['id']} ({view['kind']}, {view['bytes']} bytes)")
+    print(f"  from       {view['sender']}")
+    print(f"  to         {view['recipient']}")
+    print(f"  created    {iso_ms(view['created_at'])}")
+    for name in ("expires_at", "payment", "data_classes"):
+        if view.get(name):
+            value = iso_ms(view[name]) if name == "expires_at" else view[name]
+            print(f"  {name:<10} {value}")
+    print(f"  signature  {signature}")
+    if "body" in view:
+        print(f"  body       {orjson.dumps(view['body']).decode()}")
+    else:
+        print("  body       (hidden: it may be sensitive; --body shows it)")
+
+
+def _describe(review: dict[str, Any]) -> str:
+    from broker.workflow import describe_review
+
+    return describe_review(review)
+
+
+async def cmd_blocked_release(args: argparse.Namespace, config: BrokerConfig) -> int:
+    """Deliver a blocked message a reviewer judged a false positive (at most once)."""
+    from broker.app import open_store
+    from broker.workflow import release_blocked
+
+    reviewer = _reviewer(args)
+    store = open_store(config)
+    try:
+        offset = start_offset(args.offset, None)
+        review = await release_blocked(
+            config, store, args.trace_id, reviewer, args.why, wall_clock_ms(), offset=offset
+        )
+    finally:
+        await store.close()
+    return _report(args, review, f"released {review['message_id']} to {review['recipient']}")
+
+
+async def cmd_blocked_confirm(args: argparse.Namespace, config: BrokerConfig) -> int:
+    """Confirm a block; --penalise also counts it as a verified failure of the sender."""
+    from broker.app import open_store
+    from broker.workflow import confirm_blocked
+
+    reviewer = _reviewer(args)
+    store = open_store(config)
+    try:
+        review = await confirm_blocked(
+            config, store, args.trace_id, reviewer, args.why, wall_clock_ms(),
+            penalise=args.penalise, offset=start_offset(args.offset, None),
+        )  # fmt: skip
+    finally:
+        await store.close()
+    penalised = f"; failure recorded for {review['penalised']}" if review.get("penalised") else ""
+    return _report(args, review, f"confirmed block {review['trace_id']}{penalised}")
+
+
+def _report(args: argparse.Namespace, review: dict[str, Any], text: str) -> int:
+    if args.json:
+        _print_json(review)
+    else:
+        print(f"{text} (by {review['reviewer']}: {review['why']})")
+    return 0
+
+
+# -- escalations -------------------------------------------------------------------------------
+
+
+async def cmd_escalations_list(args: argparse.Namespace, config: BrokerConfig) -> int:
+    """List pending escalations (left in the queue) with their explanation."""
+    from broker.app import open_store
     from broker.review import read_escalations
 
     records = await read_escalations(config, limit=args.limit)
-    rows = [{k: v for k, v in r.items() if k != "raw_b64"} for r in records]
+    store = open_store(config)
+    try:
+        awaiting = await store.awaiting_evidence()
+    finally:
+        await store.close()
+    rows = [
+        {
+            **{k: v for k, v in record.items() if k != "raw_b64"},
+            "awaiting_evidence": awaiting.get(str(record.get("trace_id"))),
+        }
+        for record in records
+    ]
     if args.json:
         _print_json(rows)
         return 0
+    now = wall_clock_ms()
     for row in rows:
-        print(
-            f"{row['message_id']}  {row['reason']:<22} from {row['sender'][:28]}  "
-            f"score {row['decision']['composite']}"
-        )
+        _print_escalation(row, now)
     print(f"{len(rows)} pending escalation(s)", file=sys.stderr)
     return 0
 
 
-def add_review_commands(sub: Any) -> None:
-    """Register `blocked` and `escalations` on the trust-broker parser."""
+def _print_escalation(row: dict[str, Any], now: int) -> None:
+    decision = row["decision"]
+    age = (now - row["received_ms"]) // 1000 if isinstance(row.get("received_ms"), int) else "?"
+    print(
+        f"{row['trace_id']}  {row['reason']:<22} from {row['sender'][:28]}  "
+        f"score {decision['composite']}  tier {decision['tier']}  waiting {age} s"
+    )
+    print(f"    message {row['message_id']} to {row['recipient'][:28]}")
+    print(f"    reasons {', '.join(decision['reasons'])}; weakest {decision['weakest']}")
+    print(f"    remediation: {decision['remediation']}")
+    request = row.get("awaiting_evidence")
+    if request:
+        print(f"    awaiting evidence since {iso_ms(request['requested_at'])} ({request['why']})")
+
+
+async def cmd_escalations_decide(args: argparse.Namespace, config: BrokerConfig) -> int:
+    """Approve (deliver) or reject (block, failure recorded) one escalation."""
+    from broker.app import open_store
+    from broker.workflow import approve_escalation, reject_escalation
+
+    reviewer = _reviewer(args)
+    decide = approve_escalation if args.escalation_command == "approve" else reject_escalation
+    store = open_store(config)
+    try:
+        review = await decide(config, store, args.trace_id, reviewer, args.why, wall_clock_ms())
+    finally:
+        await store.close()
+    verb = "approved" if args.escalation_command == "approve" else "rejected"
+    return _report(args, review, f"{verb} {review['message_id']} from {review['sender']}")
+
+
+async def cmd_escalations_request_evidence(args: argparse.Namespace, config: BrokerConfig) -> int:
+    """Ask the sender for more evidence; the escalation is re-scored on every sweep."""
+    from broker.app import open_store
+    from broker.keyfile import load_key
+    from broker.workflow import request_evidence
+
+    reviewer = _reviewer(args)
+    try:
+        broker_key = load_key(Path(config.broker_key_file))
+    except ConfigError as exc:
+        raise ConfigError(f"the request is signed with the broker's own key: {exc}") from None
+    store = open_store(config)
+    try:
+        request = await request_evidence(
+            config, store, broker_key, args.trace_id, reviewer, args.why, wall_clock_ms()
+        )
+    finally:
+        await store.close()
+    if args.json:
+        _print_json({"request_id": request.id, "sent_to": request.recipient, "body": request.body})
+    else:
+        print(f"asked {request.recipient} for more evidence (request {request.id})")
+    return 0
+
+
+async def cmd_escalations_rescore(args: argparse.Namespace, config: BrokerConfig) -> int:
+    """Decide one escalation again with the sender's current standing."""
+    from broker.app import open_store
+    from broker.workflow import rescore_escalation
+
+    reviewer = _reviewer(args)
+    store = open_store(config)
+    try:
+        result = await rescore_escalation(
+            config, store, args.trace_id, wall_clock_ms(), reviewer=reviewer
+        )
+    finally:
+        await store.close()
+    decision = result.decision
+    if args.json:
+        _print_json(
+            {"trace_id": result.trace_id, "delivered": result.delivered,
+             "decision": decision.to_dict(), "review": result.review}
+        )  # fmt: skip
+    elif result.delivered:
+        print(f"delivered: {', '.join(decision.reasons)} (score {decision.composite})")
+    else:
+        print(
+            f"still pending: now {decision.action.value} ({', '.join(decision.reasons)}); "
+            f"{decision.remediation}"
+        )
+    return 0 if result.delivered else STILL_PENDING
+
+
+async def cmd_escalations_expire(args: argparse.Namespace, config: BrokerConfig) -> int:
+    """Move escalations older than the limit to the blocked stream now."""
+    from broker.app import open_store
+    from broker.workflow import expire_escalations
+
+    reviewer = _reviewer(args)
+    older_than_ms = None if args.older_than is None else int(args.older_than * 1000)
+    store = open_store(config)
+    try:
+        expired = await expire_escalations(
+            config, store, wall_clock_ms(), older_than_ms, reviewer=reviewer
+        )
+    finally:
+        await store.close()
+    if args.json:
+        _print_json(expired)
+    else:
+        for review in expired:
+            print(f"expired {review['trace_id']} (message {review['message_id']})")
+        print(f"{len(expired)} escalation(s) expired", file=sys.stderr)
+    return 0
+
+
+# -- parser ----------------------------------------------------------------------------------
+
+
+def add_review_commands(sub: Any, *, default_reviewer: str | None = None) -> None:
+    """Register `blocked` and `escalations` on the trust-broker parser; decisions are
+    attributed to `default_reviewer` unless --reviewer says otherwise."""
+    _add_blocked(sub, default_reviewer)
+    _add_escalations(sub, default_reviewer)
+
+
+def _filter_flags(parser: argparse.ArgumentParser, *, inherited: bool) -> None:
+    # `inherited`: the bare `blocked` command takes these flags too (so `blocked --reason X`
+    # keeps working); on its subcommands an absent flag must not hide the parent's value.
+    def default(value: Any) -> Any:
+        return argparse.SUPPRESS if inherited else value
+
+    parser.add_argument("--offset", default=default("first"), help="first, last, next or a number")
+    parser.add_argument("--since", default=default(None), help="ISO-8601 time (UTC without offset)")
+    parser.add_argument("--until", default=default(None), help="ISO-8601 time (UTC without offset)")
+    parser.add_argument("--reason", default=default(None), help="only this reason code")
+    parser.add_argument("--sender", default=default(None), help="only this sender DID")
+    parser.add_argument("--recipient", default=default(None), help="only this recipient DID")
+    parser.add_argument("--json", action="store_true", default=default(False), help="JSON output")
+
+
+def _decision_flags(parser: argparse.ArgumentParser, reviewer: str | None, *, why: bool) -> None:
+    parser.add_argument("trace_id", help="trace id of the record (32 hex characters)")
+    parser.add_argument("--reviewer", default=reviewer, help="who decides (default $USER)")
+    if why:
+        parser.add_argument("--why", required=True, help="why: kept on record with the decision")
+    parser.add_argument("--json", action="store_true", help="print the review record as JSON")
+
+
+def _add_blocked(sub: Any, reviewer: str | None) -> None:
     p = sub.add_parser(
         "blocked",
-        help="read the blocked-message stream",
-        description="Read trust.blocked from an offset (first, last, next or a number) "
-        "with optional filters.",
+        help="read the blocked-message stream; release or confirm a block",
+        description="Read trust.blocked (a stream: reading never removes anything) and "
+        "decide blocks. Without an action: the same as `blocked tail`.",
     )
-    p.add_argument("--offset", default="first")
-    p.add_argument("--limit", type=int, default=50)
-    p.add_argument("--reason", help="only this reason code")
-    p.add_argument("--sender", help="only this sender DID")
-    p.add_argument("--json", action="store_true", help="machine-readable JSON output")
-    p.set_defaults(handler=cmd_blocked)
+    _filter_flags(p, inherited=False)
+    p.add_argument("--limit", type=int, default=50, help="records to print (default 50)")
+    p.set_defaults(handler=cmd_blocked_tail)
+    actions = p.add_subparsers(dest="blocked_command", metavar="ACTION")
 
-    p = sub.add_parser("escalations", help="list pending escalations")
+    a = actions.add_parser(
+        "tail",
+        help="the last --limit matching records",
+        description="The last --limit records matching the filters, from --offset (default "
+        "first) or --since to the end of the stream.",
+    )
+    _filter_flags(a, inherited=True)
+    a.add_argument("--limit", type=int, default=argparse.SUPPRESS, help="records to print")
+    a.set_defaults(handler=cmd_blocked_tail)
+
+    a = actions.add_parser(
+        "follow",
+        help="print matching records as they arrive, until Ctrl-C",
+        description="Print records matching the filters as they arrive (from --offset, "
+        "default next, or --since), until Ctrl-C or --count records.",
+    )
+    _filter_flags(a, inherited=True)
+    a.add_argument("--count", type=int, default=0, help="stop after N records (0 = never)")
+    a.set_defaults(handler=cmd_blocked_follow, offset="next")
+
+    a = actions.add_parser(
+        "show",
+        help="one record with its full explanation",
+        description="One record: decision, dimension scores, reasons, remediation, the "
+        "envelope decoded from its original bytes (signature checked), and its reviews.",
+    )
+    a.add_argument("trace_id", help="trace id (or message id, while its trace is kept)")
+    a.add_argument("--body", action="store_true", help="also print the body (may be sensitive)")
+    a.add_argument("--offset", default="first", help="where to start searching")
+    a.add_argument("--json", action="store_true", help="machine-readable JSON output")
+    a.set_defaults(handler=cmd_blocked_show)
+
+    a = actions.add_parser(
+        "release",
+        help="deliver a false positive to its recipient (at most once)",
+        description="Deliver the original bytes to the recipient after verifying their "
+        "signature again. Refused for replays, revoked senders, expired envelopes, records "
+        "whose bytes are not what the sender signed, and anything already decided.",
+    )
+    _decision_flags(a, reviewer, why=True)
+    a.add_argument("--offset", default="first", help="where to start searching")
+    a.set_defaults(handler=cmd_blocked_release)
+
+    a = actions.add_parser(
+        "confirm",
+        help="confirm a block was right",
+        description="Record that the block was right. --penalise also counts it as a "
+        "verified failure of the sender (only if the signature proves who sent it).",
+    )
+    _decision_flags(a, reviewer, why=True)
+    a.add_argument("--penalise", action="store_true", help="record a failure for the sender")
+    a.add_argument("--offset", default="first", help="where to start searching")
+    a.set_defaults(handler=cmd_blocked_confirm)
+
+
+def _add_escalations(sub: Any, reviewer: str | None) -> None:
+    p = sub.add_parser(
+        "escalations",
+        help="list and decide messages waiting for a human",
+        description="Escalated messages wait in trust.escalations until approved, rejected "
+        "or expired (policy escalations.expire_after_ms). Without an action: list them.",
+    )
     p.add_argument("--limit", type=int, default=50)
     p.add_argument("--json", action="store_true", help="machine-readable JSON output")
-    p.set_defaults(handler=cmd_escalations)
+    p.set_defaults(handler=cmd_escalations_list)
+    actions = p.add_subparsers(dest="escalation_command", metavar="ACTION")
+
+    a = actions.add_parser("list", help="pending escalations with their explanation")
+    a.add_argument("--limit", type=int, default=argparse.SUPPRESS)
+    a.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="JSON output")
+    a.set_defaults(handler=cmd_escalations_list)
+
+    a = actions.add_parser("approve", help="deliver it to its recipient (at most once)")
+    _decision_flags(a, reviewer, why=True)
+    a.set_defaults(handler=cmd_escalations_decide)
+
+    a = actions.add_parser("reject", help="block it and record a failure for the sender")
+    _decision_flags(a, reviewer, why=True)
+    a.set_defaults(handler=cmd_escalations_decide)
+
+    a = actions.add_parser(
+        "request-evidence",
+        help="ask the sender for more evidence",
+        description="Send the sender a broker-signed request (kind request, body type "
+        "trust-broker/evidence-request) naming the message and --why, which the sender "
+        "reads. The escalation is re-scored on every sweep until decided.",
+    )
+    _decision_flags(a, reviewer, why=True)
+    a.set_defaults(handler=cmd_escalations_request_evidence)
+
+    a = actions.add_parser(
+        "rescore",
+        help="decide it again with the sender's current standing",
+        description=f"Deliver it if the decision now says deliver; else it stays pending "
+        f"and the exit status is {STILL_PENDING}.",
+    )
+    _decision_flags(a, reviewer, why=False)
+    a.set_defaults(handler=cmd_escalations_rescore)
+
+    a = actions.add_parser(
+        "expire",
+        help="move escalations older than the limit to the blocked stream now",
+        description="What the routers' sweeper does on its own: escalations older than "
+        "--older-than seconds (default: the policy's escalations.expire_after_ms) move to "
+        "the blocked stream as escalation_expired.",
+    )
+    a.add_argument("--older-than", type=float, help="seconds")
+    a.add_argument("--reviewer", default=reviewer, help="who decides (default $USER)")
+    a.add_argument("--json", action="store_true", help="machine-readable JSON output")
+    a.set_defaults(handler=cmd_escalations_expire)

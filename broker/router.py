@@ -119,6 +119,10 @@ class Router:
                 lambda: self._store.cache_stats, self._stopping,
             )
         )  # fmt: skip
+        # Local import: broker.workflow imports this module (trust_headers, outcome_record).
+        from broker.workflow import run_sweeper
+
+        self._spawn(run_sweeper(self._config, self._store, self._stopping, clock=self._clock))
         await self._consume()
         log.info("router started: %r, policy version %d", self._config, self.policy.version)
 
@@ -300,7 +304,7 @@ class Router:
         else:
             ctx = TrustContext(peer=PeerState(did=env.sender), recipient=None)
         decision = decide(decoded, ctx, policy, received_ms, signature_ok=signature_ok)
-        decision = await self._apply_daily_cap(env, decision, policy, received_ms)
+        decision = await reserve_payment(self._store, env, decision, policy, received_ms)
         if env.kind == "report" and decision.gate in _REPORTABLE_DESPITE:
             decision = await self._apply_report(env, ctx, decision, policy, received_ms)
         currency = env.payment.currency if env.payment is not None else ""
@@ -350,26 +354,6 @@ class Router:
             report.outcome, env.recipient, env.sender, weight,
         )  # fmt: skip
         return replace(decision, reasons=(*decision.reasons, "report_applied"))
-
-    async def _apply_daily_cap(
-        self, env: Envelope, decision: Decision, policy: Policy, now_ms: int
-    ) -> Decision:
-        """Reserve a delivered payment against the rolling 24 h cap, atomically."""
-        if decision.action is not Action.DELIVER or env.payment is None:
-            return decision
-        caps = policy.caps
-        per_day = (
-            caps.trusted_per_day if decision.tier is Tier.TRUSTED else caps.established_per_day
-        )
-        payment = env.payment
-        cap_minor = to_minor(per_day, payment.currency)
-        if await self._store.reserve_spend(
-            env.sender, payment.currency, payment.minor_units, cap_minor, env.id, now_ms
-        ):
-            return decision
-        # Another router's payment landed first: the snapshot was stale, the cap is not.
-        reasons = ("daily_cap_exceeded", *decision.reasons[1:])
-        return replace(decision, action=Action.ESCALATE, reasons=reasons)
 
     async def _record_finish(self, env: Envelope, digest: str, outcome: Outcome, size: int) -> None:
         decision, now_ms = outcome.decision, outcome.received_ms
@@ -425,10 +409,7 @@ class Router:
         action = outcome.decision.action
         queue = topology.escalations_queue if action is Action.ESCALATE else topology.blocked_stream
         record = outcome_record(raw, outcome)
-        headers = trust_headers(outcome)
-        if outcome.envelope is not None:
-            headers["x-trust-sender"] = outcome.envelope.sender
-            headers["x-trust-recipient"] = outcome.envelope.recipient
+        headers = record_headers(outcome)
         message = aio_pika.Message(
             orjson.dumps(record),
             headers=headers,
@@ -474,6 +455,34 @@ def trust_headers(outcome: Outcome) -> dict[str, Any]:
         "x-trust-policy-version": decision.policy_version,
         "x-trust-trace-id": outcome.trace_id,
     }
+
+
+def record_headers(outcome: Outcome) -> dict[str, Any]:
+    """Headers of a blocked or escalation record: the trust headers plus who and whom."""
+    headers = trust_headers(outcome)
+    if outcome.envelope is not None:
+        headers["x-trust-sender"] = outcome.envelope.sender
+        headers["x-trust-recipient"] = outcome.envelope.recipient
+    return headers
+
+
+async def reserve_payment(
+    store: RedisStore, env: Envelope, decision: Decision, policy: Policy, now_ms: int
+) -> Decision:
+    """Reserve a delivered payment against the rolling 24 h cap, atomically; a payment
+    that no longer fits (another router's landed first) is escalated instead."""
+    if decision.action is not Action.DELIVER or env.payment is None:
+        return decision
+    caps = policy.caps
+    per_day = caps.trusted_per_day if decision.tier is Tier.TRUSTED else caps.established_per_day
+    payment = env.payment
+    cap_minor = to_minor(per_day, payment.currency)
+    if await store.reserve_spend(
+        env.sender, payment.currency, payment.minor_units, cap_minor, env.id, now_ms
+    ):
+        return decision
+    reasons = ("daily_cap_exceeded", *decision.reasons[1:])
+    return replace(decision, action=Action.ESCALATE, reasons=reasons)
 
 
 def outcome_record(raw: bytes, outcome: Outcome) -> dict[str, Any]:

@@ -904,13 +904,20 @@ class RedisStore:
     # -- review records (broker/workflow.py) ------------------------------------------------
 
     async def claim_review(
-        self, trace_id: str, record: dict[str, Any], *, take_over_pending: bool
+        self,
+        trace_id: str,
+        record: dict[str, Any],
+        *,
+        take_over_pending: bool,
+        replaces: str = "",
     ) -> dict[str, Any] | None:
         """Record the one final review decision on a trace: None when this call claimed it,
         else the decision already recorded. `take_over_pending` lets a claim left 'pending'
-        by an interrupted reviewer be replaced (only safe while holding the message)."""
+        by an interrupted reviewer be replaced (only safe while holding the message);
+        `replaces` names an action a new decision may supersede (e.g. 'expire')."""
         script = self._redis.register_script(_CLAIM_REVIEW)
-        args: list[str | int] = [orjson.dumps(record).decode(), int(take_over_pending), _REVIEW_MS]
+        payload = orjson.dumps(record).decode()
+        args: list[str | int] = [payload, int(take_over_pending), _REVIEW_MS, replaces]
         current = await self._call(script(keys=[self.keys.review(trace_id)], args=args))
         return None if current is None else dict(orjson.loads(current))
 
@@ -988,12 +995,16 @@ async def wait_until_available(store: RedisStore, retry_ms: int, stop: asyncio.E
 # Review records are the audit trail of human decisions: kept 400 days.
 _REVIEW_MS = 400 * DAY_MS
 
-# KEYS: review. ARGV: record JSON, take over a pending claim ('1'/'0'), ttl ms.
+# KEYS: review. ARGV: record JSON, take over a pending claim ('1'/'0'), ttl ms, an action
+# the new decision may supersede once done ('' for none).
 # Returns false when claimed, else the record already there.
 _CLAIM_REVIEW = """
 local current = redis.call('GET', KEYS[1])
-if current and (ARGV[2] ~= '1' or cjson.decode(current)['state'] ~= 'pending') then
-  return current
+if current then
+  local earlier = cjson.decode(current)
+  local stale = ARGV[2] == '1' and earlier['state'] == 'pending'
+  local superseded = ARGV[4] ~= '' and earlier['action'] == ARGV[4] and earlier['state'] == 'done'
+  if not (stale or superseded) then return current end
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
 return false
