@@ -62,7 +62,8 @@ def broker_config(env: Mapping[str, str], args: argparse.Namespace) -> BrokerCon
     )
 
 
-def _print_json(value: Any) -> None:
+def print_json(value: Any) -> None:
+    """Pretty JSON on stdout, for --json output."""
     sys.stdout.write(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode() + "\n")
 
 
@@ -88,7 +89,7 @@ async def cmd_keygen(args: argparse.Namespace, config: BrokerConfig) -> int:
     key = AgentKey.generate()
     save_key(Path(args.out), key, overwrite=args.force)
     if args.json:
-        _print_json({"did": key.did, "key_file": args.out})
+        print_json({"did": key.did, "key_file": args.out})
     else:
         print(key.did)
     return 0
@@ -165,7 +166,7 @@ async def cmd_peer(args: argparse.Namespace, config: BrokerConfig) -> int:
     finally:
         await store.close()
     if args.json:
-        _print_json(view)
+        print_json(view)
         return 0
     print(f"peer      {args.did}")
     version = view["policy_version"]
@@ -200,7 +201,7 @@ async def cmd_provision(args: argparse.Namespace, config: BrokerConfig) -> int:
         path.write_text(creds.password + "\n")
         path.chmod(0o600)
     if args.json:
-        _print_json({"did": args.did, "username": creds.username, "amqp_url": url})
+        print_json({"did": args.did, "username": creds.username, "amqp_url": url})
     else:
         print(f"provisioned {args.did}")
         print(f"  AMQP user: {creds.username}")
@@ -222,7 +223,7 @@ async def cmd_issuer(args: argparse.Namespace, config: BrokerConfig) -> int:
     finally:
         await store.close()
     if args.json:
-        _print_json({"issuers": issuers})
+        print_json({"issuers": issuers})
     else:
         print("\n".join(issuers) if issuers else "(no trusted issuers)")
     return 0
@@ -260,7 +261,7 @@ async def cmd_evidence(args: argparse.Namespace, config: BrokerConfig) -> int:
         view = await describe_evidence(store, args.subject, now)
     finally:
         await store.close()
-    _print_json(view)
+    print_json(view)
     return 0
 
 
@@ -309,7 +310,7 @@ async def cmd_policy(args: argparse.Namespace, config: BrokerConfig) -> int:
     try:
         current = await store.load_policy()
         if args.action == "show":
-            _print_json(current.model_dump(mode="json"))
+            print_json(current.model_dump(mode="json"))
             return 0
         if args.action == "history":
             _print_history(await store.policy_history(limit=args.limit), args.json)
@@ -364,7 +365,7 @@ def _print_changes(changes: list[tuple[str, Any, Any]]) -> None:
 
 def _print_history(history: list[dict[str, Any]], as_json: bool) -> None:
     if as_json:
-        _print_json(history)
+        print_json(history)
         return
     for entry in history:
         print(f"v{entry['version']:<4} {entry['at_ms']}  {entry['who']:<12} {entry['why']}")
@@ -384,7 +385,7 @@ async def _preview(
     )
     result = replay(entries, current, proposed).to_dict()
     if args.json:
-        _print_json({**result, "policy_changes": [list(c) for c in changes]})
+        print_json({**result, "policy_changes": [list(c) for c in changes]})
         return 0
     _print_changes(changes)
     print(f"replayed {result['replayed']} decisions: {result['unchanged']} unchanged, "
@@ -417,7 +418,7 @@ async def cmd_trace(args: argparse.Namespace, config: BrokerConfig) -> int:
         await store.close()
     if record is None:
         raise ConfigError(f"no trace {trace_id} (traces are kept for 7 days)")
-    _print_json(record)
+    print_json(record)
     return 0
 
 
@@ -435,7 +436,7 @@ async def cmd_servers(args: argparse.Namespace, config: BrokerConfig) -> int:
         await asyncio.to_thread(servers.stop, cfg, progress)
     status = servers.status(cfg)
     if args.json or args.action == "status":
-        _print_json(status)
+        print_json(status)
     return 0
 
 

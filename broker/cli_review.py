@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from broker.cli import print_json
 from broker.clock import wall_clock_ms
 from broker.config import BrokerConfig
 from broker.envelope import decode_envelope, signature_valid
@@ -26,10 +27,6 @@ from broker.review import BlockedFilter, StreamEntry, iso_ms, start_offset
 # `escalations rescore` exits with this when the escalation stays pending.
 STILL_PENDING = 3
 _TRACE_ID = re.compile(r"[0-9a-f]{32}")
-
-
-def _print_json(value: Any) -> None:
-    sys.stdout.write(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode() + "\n")
 
 
 def parse_time(text: str, flag: str) -> int:
@@ -88,7 +85,7 @@ async def cmd_blocked_tail(args: argparse.Namespace, config: BrokerConfig) -> in
     entries = await tail_blocked(config, wanted, offset=offset, limit=args.limit)
     rows = [_row(entry) for entry in entries]
     if args.json:
-        _print_json(rows)
+        print_json(rows)
         return 0
     for row in rows:
         print(_line(row))
@@ -141,7 +138,7 @@ async def cmd_blocked_show(args: argparse.Namespace, config: BrokerConfig) -> in
         "review_log": history,
     }
     if args.json:
-        _print_json(shown)
+        print_json(shown)
     else:
         _print_explanation(shown)
     return 0
@@ -251,7 +248,7 @@ async def cmd_blocked_confirm(args: argparse.Namespace, config: BrokerConfig) ->
 
 def _report(args: argparse.Namespace, review: dict[str, Any], text: str) -> int:
     if args.json:
-        _print_json(review)
+        print_json(review)
     else:
         print(f"{text} (by {review['reviewer']}: {review['why']})")
     return 0
@@ -279,7 +276,7 @@ async def cmd_escalations_list(args: argparse.Namespace, config: BrokerConfig) -
         for record in records
     ]
     if args.json:
-        _print_json(rows)
+        print_json(rows)
         return 0
     now = wall_clock_ms()
     for row in rows:
@@ -338,7 +335,7 @@ async def cmd_escalations_request_evidence(args: argparse.Namespace, config: Bro
     finally:
         await store.close()
     if args.json:
-        _print_json({"request_id": request.id, "sent_to": request.recipient, "body": request.body})
+        print_json({"request_id": request.id, "sent_to": request.recipient, "body": request.body})
     else:
         print(f"asked {request.recipient} for more evidence (request {request.id})")
     return 0
@@ -359,7 +356,7 @@ async def cmd_escalations_rescore(args: argparse.Namespace, config: BrokerConfig
         await store.close()
     decision = result.decision
     if args.json:
-        _print_json(
+        print_json(
             {"trace_id": result.trace_id, "delivered": result.delivered,
              "decision": decision.to_dict(), "review": result.review}
         )  # fmt: skip
@@ -388,7 +385,7 @@ async def cmd_escalations_expire(args: argparse.Namespace, config: BrokerConfig)
     finally:
         await store.close()
     if args.json:
-        _print_json(expired)
+        print_json(expired)
     else:
         for review in expired:
             print(f"expired {review['trace_id']} (message {review['message_id']})")
