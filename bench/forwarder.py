@@ -28,7 +28,7 @@ import aio_pika
 import orjson
 from aio_pika.abc import AbstractExchange, AbstractIncomingMessage
 
-from broker.committer import TransactionalCommitter
+from broker.committer import Outbound, TransactionalCommitter
 from broker.config import Topology
 from broker.topology import declare_router_topology
 
@@ -77,12 +77,8 @@ def _confirming(deliver: AbstractExchange):  # type: ignore[no-untyped-def]
 
 def _transactional(deliver: AbstractExchange, committer: TransactionalCommitter):  # type: ignore[no-untyped-def]
     async def on_message(message: AbstractIncomingMessage) -> None:
-        recipient = _recipient(message.body)
-
-        async def publish() -> None:
-            await deliver.publish(_outgoing(message), routing_key=recipient)
-
-        await committer.commit(message, publish)
+        out = Outbound(deliver.name, _recipient(message.body), _outgoing(message))
+        await committer.commit(message, out)
 
     return on_message
 

@@ -520,6 +520,13 @@ def _add_core_commands(sub: Any) -> None:
         help="Prometheus /metrics on 127.0.0.1:PORT (env TRUST_METRICS_PORT; default 9108; "
         "0 turns it off)",
     )
+    p.add_argument(
+        "--loop",
+        choices=["auto", "uvloop", "asyncio"],
+        default=None,
+        help="event loop (env TRUST_EVENT_LOOP; default auto: uvloop when installed, "
+        "else asyncio's own)",
+    )
     p.set_defaults(handler=cmd_router)
 
     p = sub.add_parser(
@@ -708,6 +715,30 @@ def _add_ops_commands(sub: Any) -> None:
     p.set_defaults(handler=cmd_demo)
 
 
+def event_loop_factory(
+    args: argparse.Namespace, env: Mapping[str, str]
+) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop for the router (when installed, or when asked for), asyncio's own loop for
+    everything else; None means asyncio's default."""
+    choice = getattr(args, "loop", False)
+    if choice is False:  # not the router: short commands gain nothing from uvloop
+        return None
+    choice = choice or env.get("TRUST_EVENT_LOOP", "auto")
+    if choice not in ("auto", "uvloop", "asyncio"):
+        raise ConfigError(f"TRUST_EVENT_LOOP must be auto, uvloop or asyncio, not {choice!r}")
+    if choice == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if choice == "uvloop":
+            raise ConfigError(
+                "--loop uvloop: uvloop is not installed (pip install uvloop)"
+            ) from None
+        return None
+    return uvloop.new_event_loop
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the trust-broker console script."""
     parser = build_parser()
@@ -718,7 +749,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = broker_config(os.environ, args)
     handler: Handler = args.handler
     try:
-        return asyncio.run(handler(args, config))
+        with asyncio.Runner(loop_factory=event_loop_factory(args, os.environ)) as runner:
+            return runner.run(handler(args, config))
     except KeyboardInterrupt:
         return 130
     except (TrustBrokerError, servers.ServersError, ValueError, OSError) as exc:

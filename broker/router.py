@@ -22,7 +22,6 @@ import aio_pika
 import orjson
 from aio_pika.abc import (
     AbstractChannel,
-    AbstractExchange,
     AbstractIncomingMessage,
     AbstractQueue,
     AbstractRobustConnection,
@@ -30,7 +29,7 @@ from aio_pika.abc import (
 from aio_pika.exceptions import AMQPError, ChannelInvalidStateError
 
 from broker.clock import wall_clock_ms
-from broker.committer import TransactionalCommitter
+from broker.committer import Outbound, TransactionalCommitter
 from broker.config import BrokerConfig
 from broker.currency import to_minor
 from broker.decision import Action, Decision, Tier
@@ -84,7 +83,6 @@ class Router:
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractChannel | None = None
         self._queue: AbstractQueue | None = None
-        self._deliver: AbstractExchange | None = None
         self._consumer_tag: str | None = None
         self._committer: TransactionalCommitter | None = None
         self._paused = asyncio.Event()
@@ -103,9 +101,7 @@ class Router:
         self._channel = await self._connection.channel(publisher_confirms=False)
         self._committer = TransactionalCommitter(self._channel)
         await self._channel.set_qos(prefetch_count=self._config.prefetch)
-        self._queue, self._deliver = await declare_router_topology(
-            self._channel, self._config.topology
-        )
+        self._queue, _ = await declare_router_topology(self._channel, self._config.topology)
         self.policy = await self._store.load_policy()
         if self._broker_key is not None:
             negotiation = NegotiationService(
@@ -240,10 +236,7 @@ class Router:
         """Publish the outcome and ack the ingress message in one transaction; with
         `record`, also write the decision log and trace (paths without a finish step)."""
 
-        async def publish() -> None:
-            await self._publish(message.body, outcome)
-
-        await self._committer_or_fail().commit(message, publish)
+        await self._committer_or_fail().commit(message, self._outbound(message.body, outcome))
         action = outcome.decision.action.value
         self.counts[action] += 1
         self.metrics.observe(outcome.decision, (self._clock() - outcome.received_ms) / 1000)
@@ -381,15 +374,14 @@ class Router:
 
     # -- publishing ---------------------------------------------------------------------
 
-    async def _publish(self, raw: bytes, outcome: Outcome) -> None:
-        """Publish the outcome inside the current transaction."""
+    def _outbound(self, raw: bytes, outcome: Outcome) -> Outbound:
+        """The message that carries the outcome, to publish inside the commit."""
         if outcome.decision.action is Action.DELIVER:
-            await self._deliver_message(raw, outcome)
-        else:
-            await self._publish_record(raw, outcome)
+            return self._delivery(raw, outcome)
+        return self._record(raw, outcome)
 
-    async def _deliver_message(self, raw: bytes, outcome: Outcome) -> None:
-        assert self._deliver is not None and outcome.envelope is not None
+    def _delivery(self, raw: bytes, outcome: Outcome) -> Outbound:
+        assert outcome.envelope is not None
         env = outcome.envelope
         message = aio_pika.Message(
             raw,
@@ -400,11 +392,10 @@ class Router:
         )
         # No queue bound for the recipient: trust.deliver's alternate exchange puts the
         # message on the blocked stream (reported there as `undeliverable`).
-        await self._deliver.publish(message, routing_key=env.recipient)
+        return Outbound(self._config.topology.deliver_exchange, env.recipient, message)
 
-    async def _publish_record(self, raw: bytes, outcome: Outcome) -> None:
-        """Publish a block or escalation record (the original bytes kept verbatim)."""
-        assert self._channel is not None
+    def _record(self, raw: bytes, outcome: Outcome) -> Outbound:
+        """A block or escalation record (the original bytes kept verbatim)."""
         topology = self._config.topology
         action = outcome.decision.action
         queue = topology.escalations_queue if action is Action.ESCALATE else topology.blocked_stream
@@ -417,7 +408,7 @@ class Router:
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             message_id=outcome.trace_id,
         )
-        await self._channel.default_exchange.publish(message, routing_key=queue)
+        return Outbound("", queue, message)
 
     def _log(self, outcome: Outcome) -> None:
         if not log.isEnabledFor(logging.DEBUG):

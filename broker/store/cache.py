@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Generic, TypeVar
 
 K = TypeVar("K")
@@ -39,6 +40,12 @@ class TTLCache(Generic[K, V]):
         self._entries.move_to_end(key)
         while len(self._entries) > self._max_size:
             self._entries.popitem(last=False)
+
+    def update(self, key: K, change: Callable[[V], V]) -> None:
+        """Replace a present entry's value with `change(value)`, keeping its expiry."""
+        entry = self._entries.get(key)
+        if entry is not None:
+            self._entries[key] = (entry[0], change(entry[1]))
 
     def discard(self, key: K) -> None:
         """Forget one entry."""

@@ -405,12 +405,13 @@ class RedisStore:
         ]  # fmt: skip
         raw = await self._call(self._finish(keys=keys, args=args))
         anomaly = raw.decode() if isinstance(raw, bytes) else str(raw or "")
-        # Our own cached copy is now behind (clean streak, maybe an anomaly); other routers
-        # catch up when their entry expires, or at once for an anomaly (invalidation).
+        # An anomaly reaches every router at once (invalidation). Otherwise only the clean
+        # streak moved: bump our cached copy as Redis did rather than read the peer again
+        # on its next message; other routers catch up when their entry expires.
         if anomaly:
             await self.invalidate(f"peer:{env.sender}")
-        else:
-            self._peers.discard(env.sender)
+        elif result.clean:
+            self._peers.update(env.sender, _one_more_clean)
         return anomaly
 
     async def record_decision(
@@ -984,6 +985,10 @@ class RedisStore:
 def _as_bytes(fields: dict[Any, Any]) -> dict[bytes, bytes]:
     # The client is created without decode_responses, so keys and values are bytes.
     return fields
+
+
+def _one_more_clean(peer: PeerState) -> PeerState:
+    return replace(peer, clean_streak=peer.clean_streak + 1)
 
 
 def _with_spent(peer: PeerState, currency: str, spent: int) -> PeerState:

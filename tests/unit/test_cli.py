@@ -70,3 +70,23 @@ def test_keygen_prints_the_did_and_errors_exit_non_zero(
     assert did.startswith("did:key:z6Mk") and load_key(tmp_path / "k").did == did
     assert main(["keygen", "--out", str(tmp_path / "k")]) == 1
     assert "exists" in capsys.readouterr().err
+
+
+def test_the_router_runs_on_uvloop_unless_told_otherwise() -> None:
+    import uvloop
+
+    from broker.cli import event_loop_factory
+
+    def router(*flags: str) -> object:
+        return build_parser().parse_args(["router", *flags])
+
+    assert event_loop_factory(router(), {}) is uvloop.new_event_loop
+    assert event_loop_factory(router("--loop", "asyncio"), {}) is None
+    assert event_loop_factory(router(), {"TRUST_EVENT_LOOP": "asyncio"}) is None
+    assert event_loop_factory(router("--loop", "uvloop"), {"TRUST_EVENT_LOOP": "asyncio"}) is (
+        uvloop.new_event_loop
+    )
+    # Short commands keep asyncio's own loop, whatever the environment says.
+    assert event_loop_factory(build_parser().parse_args(["keygen", "--out", "k"]), {}) is None
+    with pytest.raises(ConfigError, match="TRUST_EVENT_LOOP"):
+        event_loop_factory(router(), {"TRUST_EVENT_LOOP": "trio"})

@@ -29,6 +29,16 @@ def test_cache_evicts_the_least_recently_used_entry() -> None:
     assert len(cache) == 2
 
 
+def test_cache_update_changes_a_present_entry_and_keeps_its_expiry() -> None:
+    cache: TTLCache[str, int] = TTLCache(max_size=10, ttl_ms=100)
+    cache.put("a", 1, now_ms=1_000)
+    cache.update("a", lambda v: v + 1)
+    cache.update("absent", lambda v: v + 1)
+    assert cache.get("a", 1_099) == 2
+    assert cache.get("a", 1_100) is None  # still expires when first stored + ttl
+    assert cache.get("absent", 1_000) is None  # update never creates an entry
+
+
 def test_cache_refuses_a_nonsense_size() -> None:
     with pytest.raises(ValueError):
         TTLCache(max_size=0, ttl_ms=1)
