@@ -246,9 +246,12 @@ def process_env(world: World) -> dict[str, str]:
     }
 
 
-def router_argv(prefetch: int, variant: Sequence[str] = ()) -> list[str]:
-    """`python -m broker router`, or bench/router_variant.py with patches when given."""
-    cli = ["--log-level", "WARNING", "router", "--prefetch", str(prefetch)]
+def router_argv(
+    prefetch: int, variant: Sequence[str] = (), options: Sequence[str] = ()
+) -> list[str]:
+    """`python -m broker router [options]`, or through bench/router_variant.py (another
+    revision of the code) when `variant` is given."""
+    cli = ["--log-level", "WARNING", "router", "--prefetch", str(prefetch), *options]
     if not variant:
         return [sys.executable, "-m", "broker", *cli]
     return [sys.executable, str(BENCH / "router_variant.py"), *variant, "--", *cli]

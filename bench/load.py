@@ -293,17 +293,19 @@ async def run_rounds(
     return segments
 
 
-# bench/router_variant.py flags of each prototype optimisation.
-POOL = ("--patch", "redis-pool")
-NODRAIN = ("--patch", "no-drain-wait")
-CACHE = ("--patch", "keep-peer-cache")
+# The router before session 2's optimisations (no-wait commit frames, cached peer kept
+# after finish, uvloop, automatic Redis pipelining): the "before" of docs/PERFORMANCE.md.
+BEFORE_REV = "7690714"
 
 
-def path_catalog(world: World, prefetch: int) -> dict[str, Path]:
+def path_catalog(world: World, prefetch: int, before: str = BEFORE_REV) -> dict[str, Path]:
     """Every path a benchmark can name: raw forwarders, the router, and router variants."""
 
-    def router(*variant: str) -> tuple[str, tuple[str, ...]]:
-        return ("router", tuple(router_argv(prefetch, variant)))
+    def router(*options: str) -> tuple[str, tuple[str, ...]]:
+        return ("router", tuple(router_argv(prefetch, (), options)))
+
+    def router_at(rev: str) -> tuple[str, tuple[str, ...]]:
+        return ("router", tuple(router_argv(prefetch, ("--rev", rev))))
 
     def raw(mode: str, loop: str = "asyncio") -> tuple[str, tuple[str, ...]]:
         return ("forwarder", tuple(forwarder_argv(world, mode, prefetch, loop)))
@@ -314,14 +316,12 @@ def path_catalog(world: World, prefetch: int) -> dict[str, Path]:
         "router": Path("router", (router(),)),
         "raw-confirm-uvloop": Path("raw-confirm-uvloop", (raw("confirm", "uvloop"),)),
         "raw-tx-uvloop": Path("raw-tx-uvloop", (raw("tx", "uvloop"),)),
-        "router-pool": Path("router-pool", (router(*POOL),)),
-        "router-pool-nodrain": Path("router-pool-nodrain", (router(*POOL, *NODRAIN),)),
-        "router-pool-cache": Path("router-pool-cache", (router(*POOL, *CACHE),)),
-        "router-pool-uvloop": Path("router-pool-uvloop", (router(*POOL, "--uvloop"),)),
-        "router-best": Path("router-best", (router(*POOL, *NODRAIN, *CACHE, "--uvloop"),)),
+        "router-asyncio": Path("router-asyncio", (router("--loop", "asyncio"),)),
+        "router-before": Path("router-before", (router_at(before),)),
         "router-x2": Path("router-x2", (("router-1", router()[1]), ("router-2", router()[1]))),
-        "router-pool-x2": Path(
-            "router-pool-x2", (("router-1", router(*POOL)[1]), ("router-2", router(*POOL)[1]))
+        "router-before-x2": Path(
+            "router-before-x2",
+            (("router-1", router_at(before)[1]), ("router-2", router_at(before)[1])),
         ),
         "raw-tx-x2": Path(
             "raw-tx-x2", (("forwarder-1", raw("tx")[1]), ("forwarder-2", raw("tx")[1]))

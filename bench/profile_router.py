@@ -207,7 +207,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = parse(argv, __doc__ or "")
     parser.add_argument("--profiler", choices=["auto", "py-spy", "cprofile"], default="auto")
     parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
-    parser.add_argument("--variant", default="", help="router_variant.py flags, e.g. --uvloop")
+    parser.add_argument(
+        "--variant", default="", help='router_variant.py flags, e.g. "--rev 7690714"'
+    )
     parser.set_defaults(messages=20_000, sizes="1024")
     args = apply_quick(parser.parse_args(argv))
     with contextlib.suppress(KeyboardInterrupt):

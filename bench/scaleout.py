@@ -4,7 +4,8 @@ The throughput benchmark's load (same producers, consumers, sizes, persistent co
 publishes) through `router` (one process) and `router-x2` (two processes competing for
 `trust.ingress`), alternating A B A B. Reports msg/s for each, the ratio, and the CPU
 each process used, which shows what saturates. Any path of bench/load.py can be given,
-e.g. `--paths router-pool,router-pool-x2` for the routers with the Redis pool fix.
+e.g. `--paths router-before,router-before-x2` for the router as it was before the
+optimisations of docs/PERFORMANCE.md section 7.
 
     python bench/scaleout.py --json bench/results/scaleout.json
     python bench/scaleout.py --quick             # a few seconds: the CI smoke run

@@ -40,7 +40,7 @@ from harness import (
     trusted_senders,
     write_json,
 )
-from load import Load, Path, Segment, path_catalog, run_rounds
+from load import BEFORE_REV, Load, Path, Segment, path_catalog, run_rounds
 
 DEFAULT_PATHS = "raw-confirm,raw-tx,router"
 
@@ -61,6 +61,11 @@ def parse(argv: Sequence[str] | None, doc: str = __doc__ or "") -> argparse.Argu
     parser.add_argument("--window", type=int, default=32, help="unconfirmed per producer")
     parser.add_argument("--prefetch", type=int, default=128, help="router/forwarder prefetch")
     parser.add_argument("--paths", default=DEFAULT_PATHS, help="comma-separated, see load.py")
+    parser.add_argument(
+        "--before",
+        default=BEFORE_REV,
+        help=f"git revision the router-before paths run (default {BEFORE_REV})",
+    )
     parser.add_argument(
         "--redis-appendfsync",
         choices=["always", "everysec", "no"],
@@ -108,7 +113,7 @@ async def _appendfsync(world: World, args: argparse.Namespace) -> AsyncIterator[
 
 def select_paths(world: World, args: argparse.Namespace) -> list[Path]:
     """The paths named by --paths."""
-    catalog = path_catalog(world, args.prefetch)
+    catalog = path_catalog(world, args.prefetch, args.before)
     names = [name.strip() for name in args.paths.split(",") if name.strip()]
     unknown = [name for name in names if name not in catalog]
     if unknown:

@@ -34,6 +34,7 @@ from broker.state import (
     Vouch,
 )
 from broker.store import codec
+from broker.store.batch import AutoPipeline, Command
 from broker.store.cache import TTLCache
 from broker.store.keys import Keys
 
@@ -333,6 +334,9 @@ class RedisStore:
         self._pacts: TTLCache[tuple[str, str], PactTerms | bool] = TTLCache(
             cache_size, cache_ttl_ms
         )
+        # The per-message commands (claim, peer reads, finish, decision records) of
+        # concurrent decisions share pipelines: one round trip per batch, not per command.
+        self._auto = AutoPipeline(self._redis)
         self._claim = self._redis.register_script(_CLAIM)
         self._finish = self._redis.register_script(_FINISH)
         self._add_decayed = self._redis.register_script(_ADD_DECAYED)
@@ -353,7 +357,19 @@ class RedisStore:
         try:
             return await operation
         except (RedisError, OSError) as exc:
-            raise StoreUnavailable(f"Redis unavailable: {type(exc).__name__}") from exc
+            raise _unavailable(exc) from exc
+
+    async def _together(self, *commands: Command) -> list[Any]:
+        """Several commands in the next shared pipeline; their replies in order."""
+        replies = await asyncio.gather(
+            *(self._auto.run(command) for command in commands), return_exceptions=True
+        )
+        for reply in replies:
+            if isinstance(reply, (RedisError, OSError)):
+                raise _unavailable(reply) from reply
+            if isinstance(reply, BaseException):
+                raise reply
+        return replies
 
     async def ping(self) -> bool:
         """True when Redis answers."""
@@ -373,7 +389,7 @@ class RedisStore:
         """Claim a message id and nonce atomically (dedup after crashes, replay defence)."""
         keys = [self.keys.seen(env.id), self.keys.nonce(env.sender, env.nonce)]
         args: list[str | int] = [digest, self._dedup_ttl_ms, "1" if redelivered else "0"]
-        result = await self._call(self._claim(keys=keys, args=args))
+        result = await self._call(self._auto.run(Command.eval(self._claim, keys, args)))
         return Claim(result.decode() if isinstance(result, bytes) else result)
 
     async def finish(
@@ -403,7 +419,7 @@ class RedisStore:
             result.entry, result.trace, self._trace_ttl_ms, self._decision_log_max,
             result.trace_id,
         ]  # fmt: skip
-        raw = await self._call(self._finish(keys=keys, args=args))
+        raw = await self._call(self._auto.run(Command.eval(self._finish, keys, args)))
         anomaly = raw.decode() if isinstance(raw, bytes) else str(raw or "")
         # An anomaly reaches every router at once (invalidation). Otherwise only the clean
         # streak moved: bump our cached copy as Redis did rather than read the peer again
@@ -419,10 +435,13 @@ class RedisStore:
     ) -> None:
         """Decision log and flight recorder for a decision that had no finish step
         (undecodable, forged or replayed messages)."""
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.xadd(self.keys.decisions, {"e": entry}, maxlen=self._decision_log_max)
-            pipe.set(self.keys.trace(trace_id), trace, px=self._trace_ttl_ms)
-            await self._call(pipe.execute())
+        await self._together(
+            Command.plain(
+                "XADD", self.keys.decisions, "MAXLEN", "~", self._decision_log_max, "*",
+                "e", entry,
+            ),
+            Command.plain("SET", self.keys.trace(trace_id), trace, "PX", self._trace_ttl_ms),
+        )  # fmt: skip
 
     async def recent_decisions(
         self, *, limit: int = 1000, since_ms: int | None = None, until_ms: int | None = None
@@ -493,10 +512,10 @@ class RedisStore:
         hit = self._peers.get(did, now_ms) if cached else None
         if hit is not None:
             return hit
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.hgetall(self.keys.peer(did))
-            pipe.hgetall(self.keys.vouches(did))
-            fields, vouch_fields = await self._call(pipe.execute())
+        fields, vouch_fields = await self._together(
+            Command.plain("HGETALL", self.keys.peer(did)),
+            Command.plain("HGETALL", self.keys.vouches(did)),
+        )
         state = codec.peer_from_hash(did, _as_bytes(fields), {})
         if vouch_fields:
             state = replace(state, vouches=await self._vouch_facts(_as_bytes(vouch_fields)))
@@ -985,6 +1004,10 @@ class RedisStore:
 def _as_bytes(fields: dict[Any, Any]) -> dict[bytes, bytes]:
     # The client is created without decode_responses, so keys and values are bytes.
     return fields
+
+
+def _unavailable(exc: BaseException) -> StoreUnavailable:
+    return StoreUnavailable(f"Redis unavailable: {type(exc).__name__}")
 
 
 def _one_more_clean(peer: PeerState) -> PeerState:
