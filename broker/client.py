@@ -14,7 +14,12 @@ from typing import Any
 
 import aio_pika
 import orjson
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractRobustConnection,
+)
 
 from broker.clock import wall_clock_ms
 from broker.config import Topology
@@ -89,6 +94,67 @@ def _check_result(result: dict[str, Any], agent: str, expected_broker: str | Non
     return Proof(agent, int(result["verified_at"]), int(result["expires_at"]))
 
 
+class _RequestLine:
+    """Requests to one exchange over a single channel, each answered on RabbitMQ's direct
+    reply-to and matched by correlation id. Opening a channel and a consumer per request
+    cost more than the broker's whole warm-handshake check (bench/handshake.py)."""
+
+    def __init__(self, connection: AbstractRobustConnection, exchange: str) -> None:
+        self._connection = connection
+        self._exchange_name = exchange
+        self._channel: AbstractChannel | None = None
+        self._exchange: AbstractExchange | None = None
+        self._pending: dict[str, asyncio.Future[bytes]] = {}
+        self._opening = asyncio.Lock()
+
+    async def request(self, body: bytes, timeout: float) -> bytes:
+        """Publish `body` and wait up to `timeout` seconds for its reply."""
+        exchange = await self._open()
+        correlation_id = uuid.uuid4().hex
+        reply: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._pending[correlation_id] = reply
+        try:
+            message = aio_pika.Message(
+                body, reply_to=_DIRECT_REPLY_TO, correlation_id=correlation_id
+            )
+            await exchange.publish(message, routing_key="", mandatory=True)
+            return await asyncio.wait_for(reply, timeout)
+        finally:
+            self._pending.pop(correlation_id, None)
+
+    async def _open(self) -> AbstractExchange:
+        async with self._opening:
+            if self._channel is None or self._channel.is_closed or self._exchange is None:
+                # No confirms: the reply is the confirmation, and an unroutable request
+                # comes back as a basic.return at once (see _on_return).
+                channel = await self._connection.channel(publisher_confirms=False)
+                channel.return_callbacks.add(self._on_return)
+                replies = await channel.get_queue(_DIRECT_REPLY_TO, ensure=False)
+                await replies.consume(self._on_reply, no_ack=True)
+                self._exchange = await channel.get_exchange(self._exchange_name, ensure=False)
+                self._channel = channel
+            return self._exchange
+
+    def _resolve(self, correlation_id: str | None) -> asyncio.Future[bytes] | None:
+        waiting = self._pending.get(correlation_id or "")
+        return None if waiting is None or waiting.done() else waiting
+
+    async def _on_reply(self, message: AbstractIncomingMessage) -> None:
+        waiting = self._resolve(message.correlation_id)
+        if waiting is not None:  # a late reply to a request that timed out is dropped
+            waiting.set_result(message.body)
+
+    def _on_return(self, _channel: Any, message: AbstractIncomingMessage) -> None:
+        waiting = self._resolve(message.correlation_id)
+        if waiting is not None:
+            waiting.set_exception(
+                EvidenceError(
+                    f"nothing serves {self._exchange_name}: is a router with a broker key running?",
+                    code="handshake_unavailable",
+                )
+            )
+
+
 class AgentClient:
     """An agent's connection to the broker (async context manager)."""
 
@@ -107,6 +173,7 @@ class AgentClient:
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractChannel | None = None
         self._recent: OrderedDict[str, None] = OrderedDict()
+        self._handshakes: _RequestLine | None = None
 
     @property
     def did(self) -> str:
@@ -124,6 +191,7 @@ class AgentClient:
         if self._connection is not None:
             await self._connection.close()
             self._connection = None
+            self._handshakes = None
 
     async def __aenter__(self) -> AgentClient:
         return await self.connect()
@@ -241,25 +309,11 @@ class AgentClient:
         return reply
 
     async def _negotiate(self, request: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
-        """One request/reply on trust.handshake using RabbitMQ direct reply-to."""
+        """One request/reply on trust.handshake (RabbitMQ direct reply-to)."""
         assert self._connection is not None, "call connect() first"
-        channel = await self._connection.channel()
-        try:
-            replies: asyncio.Queue[bytes] = asyncio.Queue()
-
-            async def on_reply(message: AbstractIncomingMessage) -> None:
-                await replies.put(message.body)
-
-            reply_queue = await channel.get_queue(_DIRECT_REPLY_TO, ensure=False)
-            await reply_queue.consume(on_reply, no_ack=True)
-            exchange = await channel.get_exchange(self._topology.handshake_exchange, ensure=False)
-            message = aio_pika.Message(
-                orjson.dumps(request), reply_to=_DIRECT_REPLY_TO, correlation_id=uuid.uuid4().hex
-            )
-            await exchange.publish(message, routing_key="")
-            body = await asyncio.wait_for(replies.get(), timeout)
-        finally:
-            await channel.close()
+        if self._handshakes is None:
+            self._handshakes = _RequestLine(self._connection, self._topology.handshake_exchange)
+        body = await self._handshakes.request(orjson.dumps(request), timeout)
         reply: dict[str, Any] = orjson.loads(body)
         return reply
 

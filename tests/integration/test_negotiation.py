@@ -178,6 +178,25 @@ async def test_a_warm_handshake_resumes_the_session_without_a_challenge(
     assert (warm.verified_ms, warm.expires_ms) == (cold.verified_ms, cold.expires_ms)
 
 
+async def test_concurrent_requests_of_one_agent_each_get_their_own_reply(
+    router: Router, store: RedisStore, agents: AgentFactory, broker_key: AgentKey
+) -> None:
+    agent = await agents()
+    issuer = AgentKey.generate()
+    await store.add_issuer(issuer.did)
+    await agent.client.handshake(expected_broker=broker_key.did)
+    documents = [credential(issuer, agent.did) for _ in range(3)]
+    # One channel carries every request; replies are matched by correlation id, so a
+    # mix-up would hand a handshake a "presented" reply (or the other way round).
+    results = await asyncio.gather(
+        *(agent.client.present(document) for document in documents),
+        *(agent.client.handshake(expected_broker=broker_key.did, resume=True) for _ in range(3)),
+    )
+    presented, proofs = results[:3], results[3:]
+    assert [r["accepted"] for r in presented] == [[d["id"]] for d in documents]
+    assert {proof.agent for proof in proofs} == {agent.did}
+
+
 async def test_the_agent_refuses_a_broker_it_did_not_expect(
     router: Router, agents: AgentFactory
 ) -> None:
