@@ -27,6 +27,7 @@ def open_store(config: BrokerConfig) -> RedisStore:
         cache_size=config.cache_size,
         cache_ttl_ms=config.cache_ttl_ms,
         dedup_ttl_ms=config.dedup_ttl_ms,
+        trace_ttl_ms=config.trace_ttl_ms,
     )
 
 

@@ -59,7 +59,19 @@ def broker_config(env: Mapping[str, str], args: argparse.Namespace) -> BrokerCon
         vhost=args.vhost or env.get("TRUST_VHOST", "/"),
         key_prefix=args.key_prefix or env.get("TRUST_KEY_PREFIX", "tb:"),
         broker_key_file=env.get("TRUST_BROKER_KEY", str(ports.run_dir / "broker.key")),
+        trace_ttl_ms=_hours_ms(env, "TRUST_TRACE_TTL_HOURS", 24),
     )
+
+
+def _hours_ms(env: Mapping[str, str], name: str, default: float) -> int:
+    raw = env.get(name, "")
+    try:
+        hours = float(raw) if raw else default
+    except ValueError:
+        hours = -1
+    if not 0 < hours <= 24 * 365:
+        raise ConfigError(f"{name} must be a number of hours above 0 (up to a year), not {raw!r}")
+    return int(hours * 3_600_000)
 
 
 def print_json(value: Any) -> None:
@@ -417,7 +429,10 @@ async def cmd_trace(args: argparse.Namespace, config: BrokerConfig) -> int:
     finally:
         await store.close()
     if record is None:
-        raise ConfigError(f"no trace {trace_id} (traces are kept for 7 days)")
+        hours = config.trace_ttl_ms / 3_600_000
+        raise ConfigError(
+            f"no trace {trace_id} (traces are kept for {hours:g} h: TRUST_TRACE_TTL_HOURS)"
+        )
     print_json(record)
     return 0
 
@@ -746,9 +761,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
-    config = broker_config(os.environ, args)
     handler: Handler = args.handler
     try:
+        config = broker_config(os.environ, args)
         with asyncio.Runner(loop_factory=event_loop_factory(args, os.environ)) as runner:
             return runner.run(handler(args, config))
     except KeyboardInterrupt:

@@ -55,6 +55,9 @@ class BrokerConfig:
     topology: Topology = field(default_factory=Topology)
     prefetch: int = 128
     dedup_ttl_ms: int = 3_600_000
+    # Flight-recorder traces (about 1.1 KB per routed message) live this long in Redis;
+    # blocked and escalated messages keep their full record on their streams regardless.
+    trace_ttl_ms: int = 86_400_000
     cache_size: int = 100_000
     cache_ttl_ms: int = 2_000
     store_retry_ms: int = 500

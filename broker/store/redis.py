@@ -305,7 +305,7 @@ class RedisStore:
         cache_size: int = 100_000,
         cache_ttl_ms: int = 2_000,
         dedup_ttl_ms: int = 3_600_000,
-        trace_ttl_ms: int = 7 * 86_400_000,
+        trace_ttl_ms: int = 86_400_000,
         decision_log_max: int = 100_000,
     ) -> None:
         # A blocking pool: with 128 decisions in flight, a plain pool runs out of

@@ -131,7 +131,7 @@ async def test_the_flight_recorder_honours_the_pacts_monitoring_terms(
 
 
 async def test_a_trace_tells_the_whole_story_including_later_reports(
-    router: Router, store: RedisStore, agents: AgentFactory
+    router: Router, config: BrokerConfig, store: RedisStore, agents: AgentFactory
 ) -> None:
     sender, recipient = await agents(), await agents()
     issuer = AgentKey.generate()
@@ -155,6 +155,9 @@ async def test_a_trace_tells_the_whole_story_including_later_reports(
         ("report", "success", recipient.did)
     ]
     assert await store.trace_id_of(received.envelope.id) == received.trust.trace_id
+    # Kept for the configured retention (TRUST_TRACE_TTL_HOURS), not forever.
+    ttl_ms = await store._redis.pttl(store.keys.trace(received.trust.trace_id))
+    assert config.trace_ttl_ms - 60_000 < ttl_ms <= config.trace_ttl_ms
 
 
 async def test_the_metrics_endpoint_counts_decisions_and_reports_health(
@@ -192,3 +195,17 @@ async def test_the_metrics_endpoint_counts_decisions_and_reports_health(
     assert "trust_decision_seconds_count 2.0" in text
     assert "trust_redis_up 1.0" in text and "trust_rabbitmq_up 1.0" in text
     assert 'trust_queue_messages{queue="trust.ingress"}' in text
+
+
+async def test_trace_retention_follows_the_configuration(config: BrokerConfig) -> None:
+    from dataclasses import replace
+
+    from broker.app import open_store
+
+    store = open_store(replace(config, trace_ttl_ms=3_600_000))
+    try:
+        await store.record_decision(b"{}", b"{}", "ab" * 16, None)
+        ttl_ms = await store._redis.pttl(store.keys.trace("ab" * 16))
+    finally:
+        await store.close()
+    assert 3_540_000 < ttl_ms <= 3_600_000

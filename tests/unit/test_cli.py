@@ -40,6 +40,15 @@ def test_flags_beat_environment_and_urls_follow_local_ports() -> None:
     assert config.vhost == "v1"
 
 
+def test_trace_retention_comes_from_the_environment_and_nonsense_is_refused() -> None:
+    args = build_parser().parse_args(["peer", "x"])
+    assert broker_config({}, args).trace_ttl_ms == 24 * 3_600_000
+    assert broker_config({"TRUST_TRACE_TTL_HOURS": "1.5"}, args).trace_ttl_ms == 5_400_000
+    for bad in ("0", "-3", "a day", "9000"):
+        with pytest.raises(ConfigError, match="TRUST_TRACE_TTL_HOURS"):
+            broker_config({"TRUST_TRACE_TTL_HOURS": bad}, args)
+
+
 def test_passwords_never_appear_in_repr() -> None:
     config = BrokerConfig(amqp_url="amqp://u:s3cret@h:1/", redis_url="redis://:pw@h:2/0")
     assert "s3cret" not in repr(config) and "pw@" not in repr(config)
