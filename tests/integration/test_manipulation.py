@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import replace
+from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
 
 from broker.agreements import make_vouch
 from broker.clock import wall_clock_ms
@@ -15,6 +17,7 @@ from broker.config import BrokerConfig
 from broker.evidence import sign_evidence
 from broker.identity import AgentKey
 from broker.peerview import describe_peer
+from broker.policy import BehaviorModel, Gates, Policy
 from broker.review import read_blocked, read_escalations
 from broker.router import Router
 from broker.store.redis import RedisStore
@@ -22,6 +25,7 @@ from tests.integration.conftest import Agent, AgentFactory
 from tests.integration.trust import add_history, make_level, post_bond, verify_identity
 
 DAY_MS = 86_400_000
+MINUTE_MS = 60_000
 
 
 async def reputation(store: RedisStore, did: str) -> float:
@@ -272,3 +276,86 @@ async def test_success_reports_raise_reputation_with_diminishing_returns(
         gains.append(await reputation(store, subject.did) - before)
     assert gains[0] > gains[1] > gains[2] > 0
     await add_history(store, subject.did, 0)
+
+
+async def send_many(sender: Agent, recipient: Agent, n: int) -> list[str]:
+    """n messages from sender; returns their ids."""
+    return [(await sender.send(recipient, {"i": i})).id for i in range(n)]
+
+
+async def decision_log(store: RedisStore, count: int, timeout: float = 6.0) -> dict[str, Any]:
+    """Decision log entries by message id, once `count` are written (each message's
+    finish step, which also runs the behaviour detectors, has then run)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        entries = await store.recent_decisions(limit=count + 20)
+        if len(entries) >= count or time.monotonic() > deadline:
+            return {entry["id"]: entry for entry in entries}
+        await asyncio.sleep(0.05)
+
+
+async def test_a_burst_far_above_the_senders_own_per_minute_rate_puts_it_under_observation(
+    config: BrokerConfig, store: RedisStore, agents: AgentFactory, broker_key: AgentKey
+) -> None:
+    from broker.app import open_store
+
+    # A lower floor keeps the burst small. Agents stamp envelopes with the wall clock while
+    # the router's clock jumps ahead by whole minutes, so the skew gate must allow that.
+    behavior = BehaviorModel(rate_floor_per_minute=10, baseline_minutes=2)
+    await store.save_policy(Policy(behavior=behavior, gates=Gates(max_clock_skew_ms=3_600_000)))
+    now = [-(-wall_clock_ms() // MINUTE_MS) * MINUTE_MS]  # the start of the next minute
+    router_store = open_store(config)
+    router = Router(config, router_store, clock=lambda: now[0], broker_key=broker_key)
+    await router.start()
+    raw = aioredis.Redis.from_url(config.redis_url)
+    try:
+        spiker, edge, newcomer, recipient = [await agents() for _ in range(4)]
+        issuer = AgentKey.generate()
+        for agent in (spiker, edge, newcomer):
+            await make_level(store, agent.client, issuer, "established")
+        # A burst before baseline_minutes of history is not judged: no baseline yet.
+        sent = await send_many(newcomer, recipient, 16)
+        for _ in range(behavior.baseline_minutes):  # the baseline: 3 a minute each
+            baseline = await send_many(spiker, recipient, 3)
+            sent += baseline + await send_many(edge, recipient, 3)
+            await decision_log(store, len(sent))
+            now[0] += MINUTE_MS
+        # The limit is now max(floor 10, factor 5 x EWMA 3) = 15 in a minute: `edge` sends
+        # exactly that many, `spiker` one more. All of them were decided before the finish
+        # step that trips the detector, so all still go out at the earlier tier.
+        spike_minute = now[0]
+        at_limit = await send_many(edge, recipient, 15)
+        burst = await send_many(spiker, recipient, 16)
+        sent += at_limit + burst
+        log = await decision_log(store, len(sent))
+        assert {(log[i]["action"], log[i]["tier"]) for i in at_limit + burst} == {
+            ("deliver", "established")
+        }
+
+        now[0] += MINUTE_MS
+        [after_burst] = await send_many(spiker, recipient, 1)
+        [after_limit] = await send_many(edge, recipient, 1)
+        log = await decision_log(store, len(sent) + 2)
+        spiked, at_edge, unjudged = [
+            await raw.hgetall(store.keys.peer(agent.did)) for agent in (spiker, edge, newcomer)
+        ]
+    finally:
+        await raw.aclose()
+        await router.stop()
+        await router_store.close()
+
+    assert spiked.get(b"anomaly_reason") == b"velocity_spike"
+    assert int(spiked[b"anomaly"]) == spike_minute
+    assert b"anomaly" not in at_edge
+    assert b"anomaly" not in unjudged
+    # Under observation the behavioral dimension is 0, and the anomaly voids the earlier
+    # proof of key possession too: the spiker falls from established to blocked.
+    before, after = log[baseline[-1]], log[after_burst]
+    assert (before["action"], before["tier"]) == ("deliver", "established")
+    assert before["dims"]["behavioral"] > 0.9
+    assert (after["action"], after["tier"]) == ("block", "blocked")
+    assert after["dims"]["behavioral"] == 0.0
+    assert after["dims"]["identity"] == pytest.approx(0.2)
+    assert "under_observation" in after["reasons"]
+    assert (log[after_limit]["action"], log[after_limit]["tier"]) == ("deliver", "established")
+    assert log[after_limit]["dims"]["behavioral"] > 0.9
