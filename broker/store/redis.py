@@ -90,9 +90,11 @@ local function num(field) return tonumber(redis.call('HGET', peer, field) or '0'
 if ARGV[3] == '1' then redis.call('HINCRBY', peer, 'clean', 1) end
 local anomaly = false
 
--- velocity against the sender's own per-minute baseline
+-- velocity against the sender's own per-minute baseline. Windows only move forward:
+-- concurrent decisions (and several routers) finish slightly out of order around a
+-- boundary, and a late one counts in the current window instead of reopening the last.
 local minute = math.floor(now / 60000)
-if num('rate_min') ~= minute then
+if minute > num('rate_min') then
   local minutes = num('rate_minutes')
   if num('rate_min') > 0 then
     local ewma = num('rate_ewma')
@@ -110,7 +112,7 @@ end
 
 -- fan-out to recipients never messaged before
 local hour = math.floor(now / 3600000)
-if num('fan_hour') ~= hour then redis.call('HSET', peer, 'fan_hour', hour, 'fan_new', 0) end
+if hour > num('fan_hour') then redis.call('HSET', peer, 'fan_hour', hour, 'fan_new', 0) end
 if redis.call('SADD', KEYS[4], ARGV[8]) == 1 then
   if redis.call('HINCRBY', peer, 'fan_new', 1) > tonumber(ARGV[14]) then anomaly = 'fan_out' end
 end
@@ -127,7 +129,7 @@ redis.call('HSET', peer, 'size_ewma', tostring(ewma_size), 'size_n', n + 1)
 
 -- repeated gate failures and capability drift in a window
 local window = math.floor(now / tonumber(ARGV[20]))
-if num('win') ~= window then redis.call('HSET', peer, 'win', window, 'gf_n', 0, 'od_n', 0) end
+if window > num('win') then redis.call('HSET', peer, 'win', window, 'gf_n', 0, 'od_n', 0) end
 if ARGV[9] == '1' and redis.call('HINCRBY', peer, 'gf_n', 1) >= tonumber(ARGV[18]) then
   anomaly = 'gate_failures'
 end

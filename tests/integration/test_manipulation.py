@@ -359,3 +359,32 @@ async def test_a_burst_far_above_the_senders_own_per_minute_rate_puts_it_under_o
     assert "under_observation" in after["reasons"]
     assert (log[after_limit]["action"], log[after_limit]["tier"]) == ("deliver", "established")
     assert log[after_limit]["dims"]["behavioral"] > 0.9
+
+
+async def test_a_late_finish_from_the_previous_minute_does_not_reopen_it(
+    store: RedisStore,
+) -> None:
+    """Concurrent decisions finish slightly out of order around a minute boundary: the
+    straggler counts in the current minute; it must not fold a partial minute into the
+    baseline, add a minute of history or reset the current count."""
+    from broker.store.redis import Finish
+    from tests.unit.factories import sign_envelope
+
+    sender = AgentKey.generate()
+    policy = Policy()
+    minute = (wall_clock_ms() // 60_000 + 1) * 60_000
+
+    async def finish(at_ms: int) -> None:
+        env = sign_envelope(sender)
+        result = Finish("deliver|x", True, True, 100, False, False, trace_id="ab" * 16)
+        await store.finish(env, "d", result, policy, at_ms)
+
+    for _ in range(3):
+        await finish(minute + 1_000)
+    await finish(minute + 60_001)  # the next minute starts
+    await finish(minute + 59_999)  # a straggler from the one before
+    await finish(minute + 60_002)
+    fields = await store._redis.hgetall(store.keys.peer(sender.did))
+    assert fields[b"rate_minutes"] == b"1"  # one completed minute, not three
+    assert float(fields[b"rate_ewma"]) == 3.0  # that minute's full count
+    assert fields[b"rate_n"] == b"3"  # the current minute kept counting (straggler included)
