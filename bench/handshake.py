@@ -9,8 +9,8 @@ this process call the SDK's `AgentClient.handshake()` exactly as an agent would:
   cold+connect     the same, on a freshly opened AMQP connection (a just-started agent)
   warm             handshake(resume=True) for an agent whose session is live: one
                    request/reply, answered from the router's cache or one Redis read
-  warm-reused-ch   the same request on one long-lived channel instead of the SDK's
-                   channel per request (a prototype of an SDK change, not the SDK)
+  warm-ch-per-request  the same request the way the SDK sent it before db557af: a
+                   channel and reply consumer opened per request (the "before")
 
 Every request/reply uses RabbitMQ direct reply-to. Rounds alternate cold and warm.
 
@@ -30,7 +30,7 @@ from typing import Any
 
 import aio_pika
 import orjson
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
+from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 from harness import (
     add_server_args,
     latency_summary,
@@ -59,35 +59,34 @@ class SharedConnectionClient(AgentClient):
         self._connection = connection
 
 
-class ReusedChannelClient(SharedConnectionClient):
-    """Prototype: one channel and one reply consumer for every request."""
-
-    def __init__(self, key: AgentKey, url: str, connection: AbstractRobustConnection) -> None:
-        super().__init__(key, url, connection)
-        self._rpc: AbstractChannel | None = None
-        self._waiting: dict[str, asyncio.Future[bytes]] = {}
+class ChannelPerRequestClient(SharedConnectionClient):
+    """The SDK as it was before one channel carried every request (commit db557af): a
+    channel and a reply consumer opened and closed for each request. Kept to show, in
+    the same run, what that change bought."""
 
     async def _negotiate(self, request: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
-        if self._rpc is None:
-            assert self._connection is not None
-            self._rpc = await self._connection.channel()
-            replies = await self._rpc.get_queue("amq.rabbitmq.reply-to", ensure=False)
-            await replies.consume(self._on_reply, no_ack=True)
-        correlation = uuid.uuid4().hex
-        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-        self._waiting[correlation] = future
-        message = aio_pika.Message(
-            orjson.dumps(request), reply_to="amq.rabbitmq.reply-to", correlation_id=correlation
-        )
-        exchange = await self._rpc.get_exchange("trust.handshake", ensure=False)
-        await exchange.publish(message, routing_key="")
-        reply: dict[str, Any] = orjson.loads(await asyncio.wait_for(future, timeout))
-        return reply
+        assert self._connection is not None
+        channel = await self._connection.channel()
+        try:
+            replies: asyncio.Queue[bytes] = asyncio.Queue()
 
-    async def _on_reply(self, message: AbstractIncomingMessage) -> None:
-        future = self._waiting.pop(message.correlation_id or "", None)
-        if future is not None and not future.done():
-            future.set_result(message.body)
+            async def on_reply(message: AbstractIncomingMessage) -> None:
+                await replies.put(message.body)
+
+            reply_queue = await channel.get_queue("amq.rabbitmq.reply-to", ensure=False)
+            await reply_queue.consume(on_reply, no_ack=True)
+            exchange = await channel.get_exchange("trust.handshake", ensure=False)
+            message = aio_pika.Message(
+                orjson.dumps(request),
+                reply_to="amq.rabbitmq.reply-to",
+                correlation_id=uuid.uuid4().hex,
+            )
+            await exchange.publish(message, routing_key="")
+            body = await asyncio.wait_for(replies.get(), timeout)
+        finally:
+            await channel.close()
+        reply: dict[str, Any] = orjson.loads(body)
+        return reply
 
 
 async def _timed(samples: list[float], call: Callable[[], Awaitable[Any]]) -> None:
@@ -101,12 +100,12 @@ async def measure(
 ) -> dict[str, list[float]]:
     """Alternate cold and warm handshakes for `args.rounds` rounds."""
     samples: dict[str, list[float]] = {
-        "cold": [], "cold+connect": [], "warm": [], "warm-reused-ch": [],
+        "cold": [], "cold+connect": [], "warm": [], "warm-ch-per-request": [],
     }  # fmt: skip
     warm_agent = SharedConnectionClient(AgentKey.generate(), url, shared)
     await warm_agent.handshake()
-    reused = ReusedChannelClient(warm_agent.key, url, shared)
-    await reused.handshake(resume=True)
+    before = ChannelPerRequestClient(warm_agent.key, url, shared)
+    await before.handshake(resume=True)
     for _ in range(args.rounds):
         for _ in range(args.handshakes):
             agent = SharedConnectionClient(AgentKey.generate(), url, shared)
@@ -116,7 +115,7 @@ async def measure(
         for _ in range(args.handshakes):
             await _timed(samples["warm"], lambda: warm_agent.handshake(resume=True))
         for _ in range(args.handshakes):
-            await _timed(samples["warm-reused-ch"], lambda: reused.handshake(resume=True))
+            await _timed(samples["warm-ch-per-request"], lambda: before.handshake(resume=True))
     return samples
 
 
