@@ -88,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--amqp-url", required=True, help="URL including the vhost")
     parser.add_argument("--mode", choices=["confirm", "tx"], default="confirm")
-    parser.add_argument("--prefetch", type=int, default=128)
+    parser.add_argument("--prefetch", type=int, default=512)
     parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
     args = parser.parse_args(argv)
     if args.loop == "uvloop":

@@ -129,7 +129,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     async with private_world(server_config(args), "handshake") as world:
         machine = await machine_info(world)
         print_machine(machine)
-        procs = await start_procs(world, [("router", router_argv(128))])
+        procs = await start_procs(world, [("router", router_argv(512))])
         try:
             # Warm-up: first use of every code path and connection pool in the router.
             warm = SharedConnectionClient(AgentKey.generate(), world.amqp_url, world.connection)

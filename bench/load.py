@@ -305,7 +305,8 @@ def path_catalog(world: World, prefetch: int, before: str = BEFORE_REV) -> dict[
         return ("router", tuple(router_argv(prefetch, (), options)))
 
     def router_at(rev: str) -> tuple[str, tuple[str, ...]]:
-        return ("router", tuple(router_argv(prefetch, ("--rev", rev))))
+        # As that revision shipped: its default prefetch was 128.
+        return ("router", tuple(router_argv(prefetch, ("--rev", rev), ("--prefetch", "128"))))
 
     def raw(mode: str, loop: str = "asyncio") -> tuple[str, tuple[str, ...]]:
         return ("forwarder", tuple(forwarder_argv(world, mode, prefetch, loop)))
@@ -317,6 +318,7 @@ def path_catalog(world: World, prefetch: int, before: str = BEFORE_REV) -> dict[
         "raw-confirm-uvloop": Path("raw-confirm-uvloop", (raw("confirm", "uvloop"),)),
         "raw-tx-uvloop": Path("raw-tx-uvloop", (raw("tx", "uvloop"),)),
         "router-asyncio": Path("router-asyncio", (router("--loop", "asyncio"),)),
+        "router-prefetch128": Path("router-prefetch128", (router("--prefetch", "128"),)),
         "router-before": Path("router-before", (router_at(before),)),
         "router-x2": Path("router-x2", (("router-1", router()[1]), ("router-2", router()[1]))),
         "router-before-x2": Path(

@@ -217,7 +217,7 @@ async def per_message_bytes(
     through a real router process, INFO used_memory before and after."""
     load = Load(world, senders, list(to))
     await load.open(1)
-    procs = await start_procs(world, [("router", router_argv(128))])
+    procs = await start_procs(world, [("router", router_argv(512))])
     try:
         await load.blast(load.batch(200, 1024), 16, 120)
         await asyncio.sleep(1)  # the last finish() lands just after its delivery

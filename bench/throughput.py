@@ -59,7 +59,7 @@ def parse(argv: Sequence[str] | None, doc: str = __doc__ or "") -> argparse.Argu
     parser.add_argument("--recipients", type=int, default=8)
     parser.add_argument("--producers", type=int, default=4, help="producer connections")
     parser.add_argument("--window", type=int, default=32, help="unconfirmed per producer")
-    parser.add_argument("--prefetch", type=int, default=128, help="router/forwarder prefetch")
+    parser.add_argument("--prefetch", type=int, default=512, help="router/forwarder prefetch")
     parser.add_argument("--paths", default=DEFAULT_PATHS, help="comma-separated, see load.py")
     parser.add_argument(
         "--before",

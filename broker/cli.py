@@ -528,7 +528,7 @@ def _add_core_commands(sub: Any) -> None:
         description="Run one router until SIGINT/SIGTERM. Start several for "
         "more throughput: they compete for the same ingress queue.",
     )
-    p.add_argument("--prefetch", type=int, help="unacked messages in flight (default 128)")
+    p.add_argument("--prefetch", type=int, help="unacked messages in flight (default 512)")
     p.add_argument(
         "--metrics-port",
         type=int,
