@@ -539,8 +539,8 @@ def _add_core_commands(sub: Any) -> None:
         "--loop",
         choices=["auto", "uvloop", "asyncio"],
         default=None,
-        help="event loop (env TRUST_EVENT_LOOP; default auto: uvloop when installed, "
-        "else asyncio's own)",
+        help="event loop (env TRUST_EVENT_LOOP; default asyncio; auto: uvloop when "
+        "installed; uvloop needs pip install 'trust-broker[uvloop]')",
     )
     p.set_defaults(handler=cmd_router)
 
@@ -733,12 +733,12 @@ def _add_ops_commands(sub: Any) -> None:
 def event_loop_factory(
     args: argparse.Namespace, env: Mapping[str, str]
 ) -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop for the router (when installed, or when asked for), asyncio's own loop for
-    everything else; None means asyncio's default."""
+    """The router's event loop: asyncio's own unless uvloop is asked for (`auto` takes
+    it when installed); other commands always run on asyncio's. None means asyncio's."""
     choice = getattr(args, "loop", False)
     if choice is False:  # not the router: short commands gain nothing from uvloop
         return None
-    choice = choice or env.get("TRUST_EVENT_LOOP", "auto")
+    choice = choice or env.get("TRUST_EVENT_LOOP", "asyncio")
     if choice not in ("auto", "uvloop", "asyncio"):
         raise ConfigError(f"TRUST_EVENT_LOOP must be auto, uvloop or asyncio, not {choice!r}")
     if choice == "asyncio":
@@ -748,7 +748,7 @@ def event_loop_factory(
     except ImportError:
         if choice == "uvloop":
             raise ConfigError(
-                "--loop uvloop: uvloop is not installed (pip install uvloop)"
+                "--loop uvloop: uvloop is not installed (pip install 'trust-broker[uvloop]')"
             ) from None
         return None
     return uvloop.new_event_loop

@@ -54,8 +54,8 @@ class BrokerConfig:
     key_prefix: str = "tb:"
     topology: Topology = field(default_factory=Topology)
     # Unacked ingress messages a router decides at once. Commits are grouped (one AMQP
-    # transaction in flight), so a deeper window means bigger groups: 512 measured
-    # +18-35 % over 128 (docs/PERFORMANCE.md section 7).
+    # transaction in flight), so a deeper window means bigger groups: 512 measured a
+    # median +15 % over 128 (docs/PERFORMANCE.md section 7).
     prefetch: int = 512
     dedup_ttl_ms: int = 3_600_000
     # Flight-recorder traces (about 1.1 KB per routed message) live this long in Redis;

@@ -81,21 +81,20 @@ def test_keygen_prints_the_did_and_errors_exit_non_zero(
     assert "exists" in capsys.readouterr().err
 
 
-def test_the_router_runs_on_uvloop_unless_told_otherwise() -> None:
-    import uvloop
+def test_the_router_runs_on_asyncio_unless_uvloop_is_asked_for() -> None:
+    import uvloop  # in the dev extra; optional for users
 
     from broker.cli import event_loop_factory
 
     def router(*flags: str) -> object:
         return build_parser().parse_args(["router", *flags])
 
-    assert event_loop_factory(router(), {}) is uvloop.new_event_loop
-    assert event_loop_factory(router("--loop", "asyncio"), {}) is None
-    assert event_loop_factory(router(), {"TRUST_EVENT_LOOP": "asyncio"}) is None
-    assert event_loop_factory(router("--loop", "uvloop"), {"TRUST_EVENT_LOOP": "asyncio"}) is (
-        uvloop.new_event_loop
-    )
+    assert event_loop_factory(router(), {}) is None
+    assert event_loop_factory(router(), {"TRUST_EVENT_LOOP": "auto"}) is uvloop.new_event_loop
+    assert event_loop_factory(router("--loop", "uvloop"), {}) is uvloop.new_event_loop
+    assert event_loop_factory(router("--loop", "asyncio"), {"TRUST_EVENT_LOOP": "uvloop"}) is None
     # Short commands keep asyncio's own loop, whatever the environment says.
-    assert event_loop_factory(build_parser().parse_args(["keygen", "--out", "k"]), {}) is None
+    keygen = build_parser().parse_args(["keygen", "--out", "k"])
+    assert event_loop_factory(keygen, {"TRUST_EVENT_LOOP": "uvloop"}) is None
     with pytest.raises(ConfigError, match="TRUST_EVENT_LOOP"):
         event_loop_factory(router(), {"TRUST_EVENT_LOOP": "trio"})
