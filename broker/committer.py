@@ -17,7 +17,6 @@ without it, docs/PERFORMANCE.md section 7).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass
@@ -26,6 +25,8 @@ import aiormq
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractMessage
 from aio_pika.exceptions import ChannelInvalidStateError
 from aiormq.abc import AbstractChannel as UnderlayChannel
+
+from broker.grouping import GroupQueue
 
 log = logging.getLogger("broker.committer")
 
@@ -39,12 +40,11 @@ class Outbound:
     message: AbstractMessage
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class _Pending:
     message: AbstractIncomingMessage
     publish: Outbound | None
     requeue: bool
-    done: asyncio.Future[None]
 
 
 class TransactionalCommitter:
@@ -52,45 +52,19 @@ class TransactionalCommitter:
 
     def __init__(self, channel: AbstractChannel) -> None:
         self._channel = channel
-        self._pending: list[_Pending] = []
-        self._flusher: asyncio.Task[None] | None = None
+        self._groups: GroupQueue[_Pending] = GroupQueue(self._commit_batch)
         self._tx_channel: UnderlayChannel | None = None
         self.commits = 0
 
     async def commit(self, message: AbstractIncomingMessage, publish: Outbound | None) -> None:
         """Publish (if given) and ack `message` atomically; returns once committed."""
-        await self._enqueue(message, publish, requeue=False)
+        await self._groups.submit(_Pending(message, publish, requeue=False))
 
     async def requeue(self, message: AbstractIncomingMessage) -> None:
         """Return `message` to its queue (nack with requeue), committed."""
-        await self._enqueue(message, None, requeue=True)
+        await self._groups.submit(_Pending(message, None, requeue=True))
 
-    async def _enqueue(
-        self, message: AbstractIncomingMessage, publish: Outbound | None, *, requeue: bool
-    ) -> None:
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Pending(message, publish, requeue, done))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush())
-        await done
-
-    async def _flush(self) -> None:
-        while self._pending:
-            batch, self._pending = self._pending, []
-            try:
-                await self._commit_batch(batch)
-            except BaseException as exc:
-                for item in batch:
-                    if not item.done.done():
-                        error = exc if isinstance(exc, Exception) else RuntimeError("cancelled")
-                        item.done.set_exception(error)
-                if not isinstance(exc, Exception):
-                    raise
-            else:
-                for item in batch:
-                    item.done.set_result(None)
-
-    async def _commit_batch(self, batch: list[_Pending]) -> None:
+    async def _commit_batch(self, batch: list[_Pending]) -> list[None]:
         underlay = await self._channel.get_underlay_channel()
         # The concrete channel: its basic_publish takes `wait` (the abstract one does not).
         assert isinstance(underlay, aiormq.Channel)
@@ -121,6 +95,7 @@ class TransactionalCommitter:
                     await underlay.basic_ack(tag, wait=False)
             await underlay.tx_commit()
             self.commits += 1
+            return [None] * len(batch)
         except Exception:
             # Never let a half-built batch ride along with the next commit.
             with contextlib.suppress(Exception):

@@ -24,6 +24,8 @@ import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
 
+from broker.grouping import GroupQueue
+
 EncodableArg = bytes | str | int | float
 
 
@@ -47,12 +49,6 @@ class Command:
         return cls(args)
 
 
-@dataclass(slots=True)
-class _Queued:
-    command: Command
-    done: asyncio.Future[Any]
-
-
 class AutoPipeline:
     """Coalesces the commands of concurrent callers into pipelines, one in flight at a
     time, at most `max_batch` commands each. Errors come back to each caller as the
@@ -60,53 +56,35 @@ class AutoPipeline:
 
     def __init__(self, redis: aioredis.Redis, *, max_batch: int = 512) -> None:
         self._redis = redis
-        self._max_batch = max_batch
-        self._queue: list[_Queued] = []
-        self._flusher: asyncio.Task[None] | None = None
+        self._groups: GroupQueue[Command] = GroupQueue(self._send, max_group=max_batch)
         self.batches = 0
         self.commands = 0
 
     async def run(self, command: Command) -> Any:
         """Send `command` in the next pipeline and return its reply."""
-        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Queued(command, done))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush())
-        return await done
+        return await self._groups.submit(command)
 
-    async def _flush(self) -> None:
-        while self._queue:
-            batch = self._queue[: self._max_batch]
-            del self._queue[: self._max_batch]
-            try:
-                await self._send(batch)
-            except BaseException as exc:
-                for item in batch:
-                    if not item.done.done():
-                        item.done.set_exception(
-                            exc if isinstance(exc, Exception) else RuntimeError("cancelled")
-                        )
-                if not isinstance(exc, Exception):
-                    raise
+    async def run_all(self, commands: Sequence[Command]) -> list[Any]:
+        """Several commands in the next pipeline; their replies in order. Raises the first
+        error among them (after every reply is in, so none goes unretrieved)."""
+        replies = await asyncio.gather(*map(self.run, commands), return_exceptions=True)
+        for reply in replies:
+            if isinstance(reply, BaseException):
+                raise reply
+        return replies
 
-    async def _send(self, batch: list[_Queued]) -> None:
-        replies = await self._execute([item.command for item in batch])
+    async def _send(self, batch: list[Command]) -> list[Any]:
+        replies = await self._execute(batch)
         self.batches += 1
         self.commands += len(batch)
         missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
         if missing:
-            for script in {id(s): s for i in missing if (s := batch[i].command.script)}.values():
+            for script in {id(s): s for i in missing if (s := batch[i].script)}.values():
                 script.sha = await self._redis.script_load(script.script)
-            retried = await self._execute([batch[i].command for i in missing])
+            retried = await self._execute([batch[i] for i in missing])
             for i, reply in zip(missing, retried, strict=True):
                 replies[i] = reply
-        for item, reply in zip(batch, replies, strict=True):
-            if item.done.done():  # the caller was cancelled meanwhile
-                continue
-            if isinstance(reply, Exception):
-                item.done.set_exception(reply)
-            else:
-                item.done.set_result(reply)
+        return replies
 
     async def _execute(self, commands: list[Command]) -> list[Any]:
         async with self._redis.pipeline(transaction=False) as pipe:

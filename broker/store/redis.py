@@ -310,7 +310,7 @@ class RedisStore:
         trace_ttl_ms: int = 86_400_000,
         decision_log_max: int = 100_000,
     ) -> None:
-        # A blocking pool: with 128 decisions in flight, a plain pool runs out of
+        # A blocking pool: with `prefetch` decisions in flight, a plain pool runs out of
         # connections and raises, which would read as "Redis down" and pause the router.
         # Here a caller waits for a free connection instead (bench/ found ~100 false
         # pauses per 5,000 messages before this).
@@ -359,19 +359,11 @@ class RedisStore:
         try:
             return await operation
         except (RedisError, OSError) as exc:
-            raise _unavailable(exc) from exc
+            raise StoreUnavailable(f"Redis unavailable: {type(exc).__name__}") from exc
 
     async def _together(self, *commands: Command) -> list[Any]:
         """Several commands in the next shared pipeline; their replies in order."""
-        replies = await asyncio.gather(
-            *(self._auto.run(command) for command in commands), return_exceptions=True
-        )
-        for reply in replies:
-            if isinstance(reply, (RedisError, OSError)):
-                raise _unavailable(reply) from reply
-            if isinstance(reply, BaseException):
-                raise reply
-        return replies
+        return await self._call(self._auto.run_all(commands))
 
     async def ping(self) -> bool:
         """True when Redis answers."""
@@ -1006,10 +998,6 @@ class RedisStore:
 def _as_bytes(fields: dict[Any, Any]) -> dict[bytes, bytes]:
     # The client is created without decode_responses, so keys and values are bytes.
     return fields
-
-
-def _unavailable(exc: BaseException) -> StoreUnavailable:
-    return StoreUnavailable(f"Redis unavailable: {type(exc).__name__}")
 
 
 def _one_more_clean(peer: PeerState) -> PeerState:
