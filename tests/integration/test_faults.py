@@ -304,7 +304,9 @@ async def test_kill_9_mid_stream_loses_nothing_and_delivers_nothing_twice(
 ) -> None:
     """SIGKILL a router with messages in flight; a second router finishes the stream:
     every id arrives once, and the redeliveries are not blocked as replays."""
-    total = 400
+    # Several times the default prefetch (512), so the stream needs many commits and the
+    # kill lands with some committed, some in flight and some not yet taken.
+    total = 2_000
     sender, recipient = await _pair(agents, store)
     await _declare_topology(config)
     sent = await _send(sender, recipient, total, "kill")
