@@ -161,6 +161,8 @@ async def run(args: Any) -> dict[str, Any]:
             await load.blast(load.batch(args.warmup, size), args.window, args.timeout)
             batch = load.batch(args.messages, size)
             spy = _start_py_spy(procs[0].pid, workdir, args.rate) if profiler == "py-spy" else None
+            if spy is not None:
+                await asyncio.sleep(1.0)  # py-spy attaches before the timed batch starts
             seconds = await load.blast(batch, args.window, args.timeout)
             if spy is not None:
                 spy.send_signal(signal.SIGINT)
@@ -212,6 +214,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.set_defaults(messages=20_000, sizes="1024")
     args = apply_quick(parser.parse_args(argv))
+    if args.quick:
+        # A sampler needs the batch to last: 200 messages pass in a fraction of a second.
+        args.messages = 2_000
     with contextlib.suppress(KeyboardInterrupt):
         report = asyncio.run(run(args))
         write_json(args.json, report)
