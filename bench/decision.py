@@ -44,9 +44,11 @@ from broker.state import (
     Bond,
     Credential,
     DecayedCount,
+    Manifest,
     PeerState,
     RecipientProfile,
     TrustContext,
+    TrustList,
 )
 
 HEADER = f"{'scenario':<12} {'n':>8} {'p50 ms':>9} {'p99 ms':>9} {'max ms':>9} {'mean ms':>9}"
@@ -163,13 +165,20 @@ def _warm_peer() -> tuple[AgentKey, TrustContext, Policy]:
         credential=_credential(sender.did, 0),
         successes=DecayedCount(60.0, NOW - DAY_MS),
         clean_streak=60,
-        bond=Bond(10_000_00, "USD"),
-        manifest_kinds=frozenset({"request", "payment"}),
-        spent_24h_minor={"USD": 120_00},
+        bond=_bond(10_000_00, 0),
+        manifest=Manifest(
+            "manifest-1", frozenset({"request", "payment"}), NOW - DAY_MS, NOW + DAY_MS
+        ),
+        spent_24h_ref=120_00,
     )
     profile = RecipientProfile(did=recipient.did, accepted_data_classes=frozenset({"pii"}))
-    ctx = TrustContext(peer=peer, recipient=profile, issuers=frozenset({ISSUER}))
+    trust = TrustList({ISSUER: frozenset({"identity", "stake"})})
+    ctx = TrustContext(peer=peer, recipient=profile, issuers=trust)
     return sender, ctx, Policy()
+
+
+def _bond(amount_minor: int, serial: int) -> Bond:
+    return Bond(f"bond-{serial:08d}", ISSUER, amount_minor, "USD", NOW - DAY_MS, NOW + 30 * DAY_MS)
 
 
 def _credential(subject: str, serial: int) -> Credential:
@@ -255,8 +264,8 @@ def _bytes_per_peer(count: int) -> float:
             successes=DecayedCount(float(serial % 60), NOW - serial),
             failures=DecayedCount(0.0, NOW - serial),
             clean_streak=serial % 60,
-            bond=Bond(1_000_00 + serial, "USD"),
-            spent_24h_minor={"USD": serial},
+            bond=_bond(1_000_00 + serial, serial),
+            spent_24h_ref=serial,
         )
         for serial, key in enumerate(keys)
     ]

@@ -43,7 +43,7 @@ from broker.identity import AgentKey
 from broker.peerview import describe_peer
 from broker.policy import BehaviorModel, Policy
 from broker.provision import ManagementAPI
-from broker.state import Bond, Credential, RecipientProfile
+from broker.state import Bond, Credential, IssuerRole, RecipientProfile
 from broker.store.redis import RedisStore
 from broker.topology import declare_agent_queue, declare_router_topology
 
@@ -134,7 +134,7 @@ async def trusted_senders(store: RedisStore, count: int) -> list[AgentKey]:
     """
     now = wall_clock_ms()
     issuer = AgentKey.generate()
-    await store.add_issuer(issuer.did)
+    await store.add_issuer(issuer.did, {IssuerRole.IDENTITY, IssuerRole.STAKE})
     senders = [AgentKey.generate() for _ in range(count)]
     for n, key in enumerate(senders):
         await store.record_possession(key.did, now - 1_000, now + DAY_MS)
@@ -145,7 +145,8 @@ async def trusted_senders(store: RedisStore, count: int) -> list[AgentKey]:
         for _ in range(60):
             await store.add_outcome(key.did, success=True, weight=1.0, now_ms=now, policy=Policy())
         await store.set_clean_streak(key.did, 60)
-        await store.set_bond(key.did, Bond(20_000_00, "USD"))
+        bond = Bond(f"bond-bench-{n}", issuer.did, 20_000_00, "USD", now - DAY_MS, now + DAY_MS)
+        await store.set_bond(key.did, bond)
     view = await describe_peer(store, senders[0].did, wall_clock_ms())
     if view["tier"] not in ("trusted", "established"):
         raise SystemExit(f"benchmark setup is wrong: sender tier {view['tier']}")

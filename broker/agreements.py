@@ -1,24 +1,36 @@
 """Documents agents present during negotiation, verified and then recorded.
 
-- issuer-signed evidence: credential, attestation, bond (broker/evidence.py);
+Agents present documents inside a presentation they sign themselves (`make_presentation`),
+so every document is bound to its presenter: an agent may present only documents about
+itself (`PARTIES`). Each kind keeps its issuer, issue time and expiry; a newer document of
+the same kind about the same agent supersedes an older one, and the older one presented
+later is refused (`evidence_superseded`), so nobody can roll a peer back.
+
+- issuer-signed evidence: credential, attestation, bond, slash (broker/evidence.py),
+  counted only from an issuer trusted for its role;
 - capability manifest (stage 2), signed by the agent: what it sends and accepts, its
   retention, reversibility, rate limit, whether it may delegate. The IATP
   CapabilityManifest JSON shape is accepted inside the signed wrapper (`iatp` member).
-  A self-declared trust level is recorded and never scored;
+  Self-declared: it narrows what the agent may do and never raises its score; a declared
+  trust level is recorded and never scored;
 - pact (stages 4 and 5), signed by both agents: what the sender may send the recipient,
   for how long, and what the flight recorder may keep;
-- key rotation, signed by the old key and the new key.
+- key rotation, signed by the old key and the new key;
+- vouch, signed by the voucher (counted only from an issuer-verified voucher).
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
 from broker.envelope import MESSAGE_KINDS
 from broker.errors import EvidenceError, IdentityError
 from broker.evidence import (
+    ROLES,
+    EvidenceType,
     attestation_from,
     bond_from,
     credential_from,
@@ -27,7 +39,7 @@ from broker.evidence import (
 from broker.identity import AgentKey, public_key_from_did
 from broker.policy import RETENTION_ORDER
 from broker.signing import countersign, sign_document, signed_by
-from broker.state import PactTerms, Vouch
+from broker.state import Manifest, PactTerms, Vouch
 from broker.store.redis import RedisStore
 
 MANIFEST_TYPE = "trust-broker/manifest"
@@ -38,55 +50,82 @@ MONITORING_TERMS = ("full", "metadata", "hashes")
 REVERSIBILITY = ("full", "partial", "none")
 
 
+# Which fields of each document type name the agents it is about: only those agents may
+# present it. A slash may also be presented by the custodian that issued it.
+PARTIES: dict[str, tuple[str, ...]] = {
+    "credential": ("subject",),
+    "attestation": ("subject",),
+    "bond": ("subject",),
+    "slash": ("subject", "issuer"),
+    "manifest": ("agent",),
+    "pact": ("sender", "recipient"),
+    "rotation": ("old", "new"),
+    "vouch": ("voucher", "vouchee"),
+}
+OPS = None  # the presenter of documents ops load with direct store access (CLI)
+
+
 async def apply_document(
-    store: RedisStore, document: Any, now_ms: int, presenter: str | None = None
+    store: RedisStore, document: Any, now_ms: int, presenter: str | None
 ) -> str:
     """Verify one presented document and record it; return its id.
 
-    With a `presenter`, the document must concern that agent: evidence about someone
-    else (e.g. a credential for another DID) is refused rather than silently stored.
-    """
+    `presenter` is the agent whose signed presentation carried the document: it must be
+    one of the agents the document is about (`PARTIES`), whatever else the document
+    says or omits. `OPS` (None) is ops loading a document with direct store access."""
     if not isinstance(document, dict) or not isinstance(document.get("type"), str):
         raise _malformed("a document is a JSON object with a type")
-    if presenter is not None and presenter not in _parties(document):
+    kind = document["type"].removeprefix("trust-broker/")
+    if kind not in PARTIES:
+        raise EvidenceError(
+            f"unknown document type {document['type']!r}", code="evidence_wrong_type"
+        )
+    if presenter is not OPS and presenter not in {document.get(f) for f in PARTIES[kind]}:
         raise EvidenceError(
             "the document does not concern the agent presenting it",
             code="evidence_subject_mismatch",
         )
-    kind = document["type"].removeprefix("trust-broker/")
-    if kind == "credential":
-        await store.set_credential(credential_from(verify_evidence(document, "credential", now_ms)))
-    elif kind == "attestation":
-        att = verify_evidence(document, "attestation", now_ms)
-        await store.set_attestation(attestation_from(att))
-    elif kind == "bond":
-        bond = verify_evidence(document, "bond", now_ms)
-        await store.set_bond(bond["subject"], bond_from(bond))
-    elif kind == "manifest":
-        await _apply_manifest(store, verify_manifest(document, now_ms), now_ms)
-    elif kind == "pact":
-        await store.set_pact(verify_pact(document, now_ms), document)
-    elif kind == "rotation":
-        await _apply_rotation(store, verify_rotation(document, now_ms))
-    elif kind == "vouch":
-        vouchee, vouch = verify_vouch(document, now_ms)
-        await store.add_vouch(vouchee, vouch)
-    elif kind == "slash":
-        await _apply_slash(store, verify_evidence(document, "slash", now_ms), now_ms)
-    else:
-        raise EvidenceError(
-            f"unknown document type {document['type']!r}", code="evidence_wrong_type"
-        )
+    await _APPLY[kind](store, document, now_ms)
     return str(document.get("id", ""))
 
 
-# -- common checks ---------------------------------------------------------------------
+async def _apply_credential(store: RedisStore, document: dict[str, Any], now_ms: int) -> None:
+    verified = await _trusted_evidence(store, document, "credential", now_ms)
+    _recorded(await store.set_credential(credential_from(verified)))
 
 
-def _parties(document: dict[str, Any]) -> set[Any]:
-    """The agents a document is about, whatever its type."""
-    fields = ("subject", "agent", "sender", "recipient", "old", "new", "voucher", "vouchee")
-    return {document.get(name) for name in fields if name in document}
+async def _apply_attestation(store: RedisStore, document: dict[str, Any], now_ms: int) -> None:
+    verified = await _trusted_evidence(store, document, "attestation", now_ms)
+    _recorded(await store.set_attestation(attestation_from(verified)))
+
+
+async def _apply_bond(store: RedisStore, document: dict[str, Any], now_ms: int) -> None:
+    verified = await _trusted_evidence(store, document, "bond", now_ms)
+    _recorded(await store.set_bond(verified["subject"], bond_from(verified)))
+
+
+async def _trusted_evidence(
+    store: RedisStore, document: dict[str, Any], kind: EvidenceType, now_ms: int
+) -> dict[str, Any]:
+    """Verified issuer-signed evidence whose issuer holds the role for its kind now
+    (checked again on every decision: the trust list can change)."""
+    verified = verify_evidence(document, kind, now_ms)
+    role = ROLES[kind]
+    if not (await store.globals(now_ms)).issuers.trusts(verified["issuer"], role):
+        raise EvidenceError(
+            f"the issuer of this {kind} is not on the trust list for {role.value}",
+            code="slash_issuer_untrusted" if kind == "slash" else "evidence_issuer_untrusted",
+        )
+    return verified
+
+
+def _recorded(outcome: str) -> None:
+    """Raise unless the store recorded the document (or already had this very one)."""
+    if outcome == "superseded":
+        raise EvidenceError(
+            "a newer document of this kind about this agent is already recorded",
+            code="evidence_superseded",
+        )
 
 
 def _malformed(message: str) -> EvidenceError:
@@ -171,8 +210,10 @@ def verify_manifest(document: dict[str, Any], now_ms: int) -> dict[str, Any]:
     if not isinstance(accepts, dict):
         raise _malformed("accepts must be an object")
     return {
-        "id": str(document.get("id", "")),
+        "id": str(_require(document, "id", str)),
         "agent": agent,
+        "issued_at": document["issued_at"],
+        "expires_at": document["expires_at"],
         "kinds": _strings(fields.get("kinds", []), "kinds", MESSAGE_KINDS),
         "accept_kinds": _optional_set(accepts.get("kinds"), "accepts.kinds", MESSAGE_KINDS),
         "accept_classes": _optional_set(accepts.get("data_classes"), "accepts.data_classes"),
@@ -206,8 +247,12 @@ def _from_iatp(iatp: Any) -> dict[str, Any]:
     }
 
 
-async def _apply_manifest(store: RedisStore, manifest: dict[str, Any], now_ms: int) -> None:
-    await store.set_manifest(manifest["agent"], manifest["kinds"])
+async def _apply_manifest(store: RedisStore, document: dict[str, Any], now_ms: int) -> None:
+    manifest = verify_manifest(document, now_ms)
+    declared = Manifest(
+        manifest["id"], manifest["kinds"], manifest["issued_at"], manifest["expires_at"]
+    )
+    _recorded(await store.set_manifest(manifest["agent"], declared))
     if manifest["declared_trust_level"] is not None:
         await store.record_declared_trust(manifest["agent"], str(manifest["declared_trust_level"]))
     profile = await store.recipient(manifest["agent"], now_ms)
@@ -278,8 +323,8 @@ def verify_rotation(document: dict[str, Any], now_ms: int) -> tuple[str, str]:
     return old, new
 
 
-async def _apply_rotation(store: RedisStore, link: tuple[str, str]) -> None:
-    old, new = link
+async def _apply_rotation(store: RedisStore, document: dict[str, Any], now_ms: int) -> None:
+    old, new = verify_rotation(document, now_ms)
     outcome = await store.rotate_key(old, new)
     if outcome == "old_revoked":
         raise EvidenceError("the old key is revoked: it cannot hand over", code="rotation_revoked")
@@ -302,13 +347,35 @@ def verify_vouch(document: dict[str, Any], now_ms: int) -> tuple[str, Vouch]:
     return vouchee, Vouch(voucher, float(share), int(document["expires_at"]))
 
 
+async def _apply_vouch(store: RedisStore, document: dict[str, Any], now_ms: int) -> None:
+    vouchee, vouch = verify_vouch(document, now_ms)
+    issued = (int(document["issued_at"]), str(_require(document, "id", str)))
+    _recorded(await store.add_vouch(vouchee, vouch, issued=issued))
+
+
+async def _apply_pact(store: RedisStore, document: dict[str, Any], now_ms: int) -> None:
+    terms = verify_pact(document, now_ms)
+    _recorded(await store.set_pact(terms, document, issued_at_ms=int(document["issued_at"])))
+
+
 async def _apply_slash(store: RedisStore, document: dict[str, Any], now_ms: int) -> None:
-    # Slashing takes collateral away: only an issuer on the trust list may order it.
-    if document["issuer"] not in (await store.globals(now_ms)).issuers:
-        raise EvidenceError("slash issuer is not on the trust list", code="slash_issuer_untrusted")
-    if not await store.mark_once(f"slash:{document['id']}"):
+    # Slashing takes collateral away: only a custodian (role stake) may order it.
+    verified = await _trusted_evidence(store, document, "slash", now_ms)
+    if not await store.mark_once(f"slash:{verified['id']}"):
         raise EvidenceError("this slash was already applied", code="slash_duplicate")
-    await store.slash_bond(document["subject"], amount_minor=int(document["amount_minor"]))
+    await store.slash_bond(verified["subject"], amount_minor=int(verified["amount_minor"]))
+
+
+_APPLY: dict[str, Callable[[RedisStore, dict[str, Any], int], Awaitable[None]]] = {
+    "credential": _apply_credential,
+    "attestation": _apply_attestation,
+    "bond": _apply_bond,
+    "slash": _apply_slash,
+    "manifest": _apply_manifest,
+    "pact": _apply_pact,
+    "rotation": _apply_rotation,
+    "vouch": _apply_vouch,
+}
 
 
 def make_vouch(

@@ -34,6 +34,7 @@ from broker.envelope import (
 from broker.errors import EnvelopeError, EvidenceError
 from broker.handshake import Proof, answer_challenge
 from broker.identity import AgentKey
+from broker.presentation import make_presentation
 from broker.signing import signed_by
 
 # Recently seen ids: the router suppresses duplicates, and this closes the remaining
@@ -174,6 +175,8 @@ class AgentClient:
         self._channel: AbstractChannel | None = None
         self._recent: OrderedDict[str, None] = OrderedDict()
         self._handshakes: _RequestLine | None = None
+        # The broker's DID, learnt from its signed handshake result; presentations name it.
+        self._broker: str | None = None
 
     @property
     def did(self) -> str:
@@ -297,13 +300,22 @@ class AgentClient:
             reply = await self._negotiate({"op": "prove", "response": response})
         if reply.get("op") not in ("proved", "session"):
             raise EvidenceError(str(reply.get("message")), code=str(reply.get("code")))
-        return _check_result(reply["result"], self.did, expected_broker)
+        proof = _check_result(reply["result"], self.did, expected_broker)
+        self._broker = str(reply["result"]["broker"])
+        return proof
 
     async def present(self, *documents: dict[str, Any]) -> dict[str, Any]:
         """Present signed evidence (credentials, attestations, bonds, manifests, pacts,
-        rotations); returns {"accepted": [ids], "refused": [{index, code, message}]}."""
-        request = {"op": "present", "agent": self.did, "documents": list(documents)}
-        reply = await self._negotiate(request)
+        vouches, rotations) in a presentation this agent signs for the broker; returns
+        {"accepted": [ids], "refused": [{index, code, message}]}. Runs the handshake
+        first when this client has not learnt the broker's DID yet."""
+        if self._broker is None:
+            await self.handshake()
+        assert self._broker is not None
+        presentation = make_presentation(
+            self.key, self._broker, list(documents), now_ms=self._clock()
+        )
+        reply = await self._negotiate({"op": "present", "presentation": presentation})
         if reply.get("op") != "presented":
             raise EvidenceError(str(reply.get("message")), code=str(reply.get("code")))
         return reply

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
 # Active ISO 4217 codes (list of 2024) mapped to their minor-unit exponent. Funds codes and
 # precious metals without a minor unit (XAU, XAG, XPT, XPD, XDR, XSU, XUA) are excluded:
@@ -44,3 +44,14 @@ def to_minor(amount: Decimal | int, currency: str) -> int:
 def to_major(minor: int, currency: str) -> Decimal:
     """Convert integer minor units to an exact major-unit Decimal."""
     return Decimal(minor).scaleb(-MINOR_UNITS[currency])
+
+
+def convert_minor(
+    minor: int, currency: str, rate: Decimal, reference: str, *, round_up: bool
+) -> int:
+    """`minor` units of `currency` in minor units of `reference`, at `rate` reference
+    major units per major unit. Exposure rounds up and collateral down, so rounding never
+    favours the sender."""
+    major = Decimal(minor).scaleb(-MINOR_UNITS[currency]) * rate
+    scaled = major.scaleb(MINOR_UNITS[reference])
+    return int(scaled.to_integral_value(rounding=ROUND_CEILING if round_up else ROUND_FLOOR))

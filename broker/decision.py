@@ -40,6 +40,9 @@ class Decision:
     remediation: str
     policy_version: int
     gate: str | None = None
+    # Whether the sender had an issuer-verified identity: without one the tier is capped
+    # at blocked (what-if replays need it to apply that rule).
+    identity_verified: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready form, as recorded on the blocked stream and decision log."""
@@ -53,4 +56,5 @@ class Decision:
             "remediation": self.remediation,
             "policy_version": self.policy_version,
             "gate": self.gate,
+            "identity_verified": self.identity_verified,
         }

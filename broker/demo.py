@@ -1,8 +1,9 @@
 """The scripted demo: real router, real servers, agents at every trust level.
 
 Each agent earns its level the way a real one does, over AMQP: it answers the broker's
-signed challenge to prove key possession, then presents an issuer-signed credential
-binding it to an organisation and, for stake, an issuer-signed bond. Outcome history
+signed challenge to prove key possession, then presents a credential from an issuer the
+deployment trusts for identity, binding it to an organisation and, for stake, a bond from
+a custodian the deployment trusts for stake. Outcome history
 (successful interactions) is recorded directly. The outcomes are read back from the
 recipients' queues, the blocked stream and the escalation queue, where a user would look.
 """
@@ -26,7 +27,7 @@ from broker.policy import Policy
 from broker.provision import ManagementAPI, agent_amqp_url, provision_agent
 from broker.review import read_blocked, read_escalations
 from broker.router import Router
-from broker.state import RecipientProfile
+from broker.state import IssuerRole, RecipientProfile
 from broker.store.redis import RedisStore
 
 DAY_MS = 86_400_000
@@ -50,7 +51,8 @@ class Step:
 class Cast:
     """The demo's keys."""
 
-    issuer: AgentKey
+    issuer: AgentKey  # trusted for identity credentials
+    custodian: AgentKey  # trusted for stake: holds the trusted agent's collateral
     keys: dict[str, AgentKey]
     urls: dict[str, str]
 
@@ -70,8 +72,10 @@ async def _prepare(config: BrokerConfig, store: RedisStore) -> Cast:
     await asyncio.to_thread(api.set_permissions, config.vhost, router_user, everything)
     await store.purge()
     names = ["analyst", "archive", "newcomer", "verified", "established", "trusted"]
-    cast = Cast(AgentKey.generate(), {name: AgentKey.generate() for name in names}, {})
-    await store.add_issuer(cast.issuer.did)
+    keys = {name: AgentKey.generate() for name in names}
+    cast = Cast(AgentKey.generate(), AgentKey.generate(), keys, {})
+    await store.add_issuer(cast.issuer.did, {IssuerRole.IDENTITY})
+    await store.add_issuer(cast.custodian.did, {IssuerRole.STAKE})
     for name in names:
         profile = RecipientProfile(cast.did(name))
         if name == "archive":
@@ -96,7 +100,7 @@ async def _earn_trust(cast: Cast, store: RedisStore, broker_did: str) -> None:
         if name == "trusted":
             documents.append(
                 sign_evidence(
-                    cast.issuer, "bond", id="bond-trusted", subject=agent.did,
+                    cast.custodian, "bond", id="bond-trusted", subject=agent.did,
                     amount_minor=1_000_000, currency="USD", issued_at=now - 1000,
                     expires_at=now + DAY_MS,
                 )

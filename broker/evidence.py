@@ -2,8 +2,10 @@
 
 Each is a JSON object whose every field, expiry included, is covered by an Ed25519
 signature over its RFC 8785 canonical bytes (the object without ``signature``). The
-signature is checked when the evidence is presented; whether the issuer is trusted, and
-whether the evidence has expired or been revoked, is checked again on every decision.
+signature is checked when the evidence is presented, and so is the issuer's role on the
+trust list (`ROLES`); whether the issuer is still trusted, and whether the evidence has
+expired or been revoked, is checked again on every decision. Evidence an agent issues
+about itself is refused outright (`evidence_self_issued`): anyone can mint that.
 """
 
 from __future__ import annotations
@@ -14,9 +16,16 @@ from broker.currency import is_currency
 from broker.errors import EvidenceError, IdentityError
 from broker.identity import AgentKey, cached_public_key
 from broker.signing import sign_document, signed_by
-from broker.state import Attestation, Bond, Credential
+from broker.state import Attestation, Bond, Credential, IssuerRole
 
 EvidenceType = Literal["credential", "attestation", "bond", "slash"]
+# The role an issuer must hold on the trust list for each kind of evidence to count.
+ROLES: dict[str, IssuerRole] = {
+    "credential": IssuerRole.IDENTITY,
+    "attestation": IssuerRole.ATTESTATION,
+    "bond": IssuerRole.STAKE,
+    "slash": IssuerRole.STAKE,
+}
 SLASH_CONDITIONS = ("fraud", "data_manipulation", "service_denial")
 
 _REQUIRED: dict[str, dict[str, type]] = {
@@ -48,6 +57,11 @@ def verify_evidence(
     if not isinstance(document, dict):
         raise EvidenceError("evidence must be a JSON object", code="evidence_malformed")
     _check_shape(document, evidence_type)
+    if document["issuer"] == document["subject"]:
+        raise EvidenceError(
+            f"a {evidence_type} its own subject signed proves nothing",
+            code="evidence_self_issued",
+        )
     if not signed_by(document, document["issuer"]):
         raise EvidenceError("issuer signature does not verify", code="evidence_bad_signature")
     if not document["issued_at"] <= now_ms:
@@ -83,8 +97,15 @@ def attestation_from(document: dict[str, Any]) -> Attestation:
 
 
 def bond_from(document: dict[str, Any]) -> Bond:
-    """The Bond facts of a verified bond document."""
-    return Bond(amount_minor=document["amount_minor"], currency=document["currency"])
+    """The Bond facts of a verified bond document (who holds it, how much, how long)."""
+    return Bond(
+        bond_id=document["id"],
+        issuer=document["issuer"],
+        amount_minor=document["amount_minor"],
+        currency=document["currency"],
+        issued_at_ms=document["issued_at"],
+        expires_at_ms=document["expires_at"],
+    )
 
 
 def _check_shape(document: dict[str, Any], evidence_type: str) -> None:

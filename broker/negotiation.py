@@ -4,8 +4,10 @@ Requests are JSON objects with an `op`:
 - `hello` {agent, resume?}: a broker-signed challenge, or, with `resume` and a live
   session, a broker-signed session result without a new challenge (the warm path).
 - `prove` {response}: the agent's signed answer; on success possession is recorded.
-- `present` {agent, documents: [...]}: issuer-signed credentials, attestations and bonds,
-  agent-signed capability manifests, pacts signed by both parties, key rotations.
+- `present` {presentation}: a presentation signed by the presenting agent
+  (`broker.agreements.make_presentation`) carrying issuer-signed credentials,
+  attestations and bonds, agent-signed capability manifests, pacts signed by both
+  parties, vouches and key rotations, each about the presenter.
 Replies go to the request's `reply_to` (RabbitMQ direct reply-to) with its
 `correlation_id`. Every failure has a code; nothing here trusts what it cannot verify.
 """
@@ -29,11 +31,11 @@ from broker.config import BrokerConfig
 from broker.errors import EvidenceError, IdentityError, StoreUnavailable
 from broker.handshake import Proof, check_response, make_challenge, make_result
 from broker.identity import AgentKey, public_key_from_did
+from broker.presentation import open_presentation
 from broker.store.redis import RedisStore
 
 log = logging.getLogger("broker.negotiation")
 MAX_REQUEST_BYTES = 64 * 1024
-MAX_DOCUMENTS = 16
 Handler = Callable[[dict[str, Any], int], Awaitable[dict[str, Any]]]
 
 
@@ -147,12 +149,14 @@ class NegotiationService:
         }
 
     async def _present(self, request: dict[str, Any], now: int) -> dict[str, Any]:
-        documents = request.get("documents")
-        if not isinstance(documents, list) or not 0 < len(documents) <= MAX_DOCUMENTS:
-            return _error("malformed", f"present needs 1-{MAX_DOCUMENTS} documents")
-        presenter = request.get("agent")
-        if presenter is not None and not isinstance(presenter, str):
-            return _error("malformed", "agent must be a DID")
+        # Bound to its presenter by the presenter's own signature, so nobody can present
+        # (or replay) documents in another agent's name.
+        skew = (await self._store.load_policy()).gates.max_clock_skew_ms
+        presentation_id, presenter, documents = open_presentation(
+            request.get("presentation"), self.broker_key.did, now, skew
+        )
+        if not await self._store.mark_presentation(presentation_id, 2 * skew):
+            return _error("presentation_replay", "this presentation was already presented")
         accepted: list[str] = []
         refused: list[dict[str, Any]] = []
         for index, document in enumerate(documents):

@@ -6,9 +6,9 @@ from dataclasses import asdict
 from typing import Any
 
 from broker.envelope import Envelope
-from broker.scoring import score_dimensions
-from broker.scoring.tiers import REMEDIATION, composite, tier_of, weakest_dimension
-from broker.state import Attestation, Credential
+from broker.scoring import identity_verified, score_dimensions
+from broker.scoring.tiers import REMEDIATION, capped_tier, composite, weakest_dimension
+from broker.state import Attestation, Bond, Credential, IssuerRole
 from broker.store.redis import Globals, RedisStore
 
 # A placeholder recipient: compliance is judged without any particular recipient's rules.
@@ -28,11 +28,13 @@ async def describe_peer(store: RedisStore, did: str, now_ms: int) -> dict[str, A
     scored = score_dimensions(probe, probe_ctx, policy, now_ms)
     scores = {name: result.score for name, result in scored.items()}
     total = composite(scores, policy)
-    weakest = weakest_dimension(scores, policy)
+    verified = identity_verified(probe_ctx, now_ms)
+    tier, capped = capped_tier(total, policy, identity_verified=verified)
+    weakest = "identity" if capped else weakest_dimension(scores, policy)
     return {
         "did": did,
         "composite": total,
-        "tier": "revoked" if probe_ctx.peer.revoked else tier_of(total, policy).value,
+        "tier": "revoked" if probe_ctx.peer.revoked else tier.value,
         "dimensions": scores,
         "reasons": {name: list(result.reasons) for name, result in scored.items()},
         "weakest": weakest,
@@ -55,22 +57,30 @@ async def describe_evidence(store: RedisStore, did: str, now_ms: int) -> dict[st
             "expires_ms": peer.possession_expires_ms,
             "live": bool(peer.possession_expires_ms and peer.possession_expires_ms > now_ms),
         },
-        "credential": credential and _view(credential, credential.credential_id, shared, now_ms),
+        "credential": credential
+        and _view(credential, credential.credential_id, IssuerRole.IDENTITY, shared, now_ms),
         "attestation": attestation
-        and _view(attestation, attestation.attestation_id, shared, now_ms),
-        "bond": None if peer.bond is None else asdict(peer.bond),
-        "manifest_kinds": None if peer.manifest_kinds is None else sorted(peer.manifest_kinds),
+        and _view(attestation, attestation.attestation_id, IssuerRole.ATTESTATION, shared, now_ms),
+        "bond": peer.bond and _view(peer.bond, peer.bond.bond_id, IssuerRole.STAKE, shared, now_ms),
+        "manifest": None if peer.manifest is None else {
+            **asdict(peer.manifest), "kinds": sorted(peer.manifest.kinds),
+            "standing": "valid" if now_ms < peer.manifest.expires_at_ms else "expired",
+        },
         "pacts_as_sender": await store.pacts_from(did),
     }
 
 
 def _view(
-    item: Credential | Attestation, item_id: str, shared: Globals, now_ms: int
+    item: Credential | Attestation | Bond,
+    item_id: str,
+    role: IssuerRole,
+    shared: Globals,
+    now_ms: int,
 ) -> dict[str, Any]:
     if item_id in shared.revoked_evidence:
         standing = "revoked"
-    elif item.issuer not in shared.issuers:
-        standing = "issuer not trusted"
+    elif not shared.issuers.trusts(item.issuer, role):
+        standing = f"issuer not trusted for {role.value}"
     elif item.issued_at_ms <= now_ms < item.expires_at_ms:
         standing = "valid"
     else:

@@ -4,10 +4,12 @@ constants in one validated, versioned object. A bad policy is refused, never rep
 from __future__ import annotations
 
 import math
+from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from broker.currency import is_currency
 from broker.errors import PolicyError
 
 DIMENSIONS = ("identity", "reputation", "compliance", "behavioral", "stake")
@@ -66,7 +68,8 @@ class Thresholds(BaseModel):
 
 
 class PaymentCaps(BaseModel):
-    """Per-message and rolling 24 h caps, in major units of the payment's currency."""
+    """Per-message and rolling 24 h caps, in major units of the reference currency; the
+    daily cap counts every currency together."""
 
     model_config = _FROZEN
     established_per_message: int = Field(100, ge=0)
@@ -82,6 +85,39 @@ class PaymentCaps(BaseModel):
         if self.established_per_message > self.trusted_per_message:
             raise ValueError("the established tier cannot have a higher cap than trusted")
         return self
+
+
+class CurrencyModel(BaseModel):
+    """The unit money is judged in: caps, the daily sum and stake coverage are in the
+    `reference` currency; `rates` give the worth of one major unit of each currency in
+    reference major units, as decimal strings that ops set. A payment in a currency
+    without a rate is escalated, never delivered under a cap."""
+
+    model_config = _FROZEN
+    reference: str = "USD"
+    rates: dict[str, str] = Field(default_factory=lambda: {"USD": "1"})
+
+    @model_validator(mode="after")
+    def _valid_rates(self) -> CurrencyModel:
+        if not is_currency(self.reference):
+            raise ValueError(f"reference {self.reference!r} is not an ISO 4217 currency")
+        for code, text in self.rates.items():
+            if not is_currency(code):
+                raise ValueError(f"rates: {code!r} is not an ISO 4217 currency")
+            try:
+                rate = Decimal(text)
+            except InvalidOperation:
+                raise ValueError(f"rates.{code}: {text!r} is not a decimal number") from None
+            if not rate.is_finite() or rate <= 0 or len(text) > 24:
+                raise ValueError(f"rates.{code}: must be a positive decimal string")
+        if Decimal(self.rates.get(self.reference, "0")) != 1:
+            raise ValueError(f"rates.{self.reference}: the reference currency's rate must be 1")
+        return self
+
+    def rate(self, currency: str) -> Decimal | None:
+        """Reference major units per major unit of `currency`, or None without a rate."""
+        text = self.rates.get(currency)
+        return None if text is None else Decimal(text)
 
 
 class Gates(BaseModel):
@@ -158,18 +194,36 @@ class BehaviorModel(BaseModel):
 
 
 class ComplianceLevels(BaseModel):
-    """Compliance dimension score by the evidence about the sender's conduct."""
+    """Compliance dimension score by the evidence about the sender's conduct.
+
+    A manifest is self-declared: it may narrow what a peer may do, never raise its score,
+    so `manifest` cannot exceed `no_evidence`. A pact is the recipient's own signed
+    consent, which is why it may raise compliance for messages to that recipient."""
 
     model_config = _FROZEN
     violation: float = Field(0.0, ge=0.0, le=1.0)
     outside_manifest: float = Field(0.20, ge=0.0, le=1.0)
     no_evidence: float = Field(0.50, ge=0.0, le=1.0)
-    manifest: float = Field(0.75, ge=0.0, le=1.0)
+    manifest: float = Field(0.50, ge=0.0, le=1.0)
     pact: float = Field(1.00, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _self_declared_never_raises(self) -> ComplianceLevels:
+        if self.manifest > self.no_evidence:
+            raise ValueError("compliance.manifest cannot exceed no_evidence: a self-declared "
+                             "manifest never raises a score")
+        return self
 
 
 class ReportModel(BaseModel):
-    """Outcome reports: who may move a peer's reputation, and by how much."""
+    """Outcome reports: who may move a peer's reputation, and by how much.
+
+    A reporter's weight comes from its own non-report evidence only (its *standing*:
+    issuer-verified identity, behaviour and stake), never from the reputation that
+    reports gave it, so a ring cannot raise its own voice. Reporters without a valid
+    issuer-verified identity, or under observation, count for nothing. Praise and blame
+    are both capped per counterparty organisation (issuer + organisation of the
+    reporter's identity credential)."""
 
     model_config = _FROZEN
     window_ms: int = Field(86_400_000, gt=0)
@@ -177,12 +231,21 @@ class ReportModel(BaseModel):
     severity_units: dict[str, float] = Field(
         default_factory=lambda: {"low": 1.0, "medium": 2.0, "high": 4.0, "critical": 8.0}
     )
-    # Reporters below `reporter_floor` composite count for nothing; at `reporter_full`
-    # and above they count fully; linear in between.
+    # Reporters whose standing is below `reporter_floor` count for nothing; at
+    # `reporter_full` and above they count fully; linear in between.
     reporter_floor: float = Field(0.50, ge=0.0, le=1.0)
     reporter_full: float = Field(0.80, ge=0.0, le=1.0)
-    # Most success weight one reporter can add to one peer (decays like successes).
+    # Most success weight one counterparty organisation can add to one peer (decays like
+    # successes), and most failure units it can take away (decays like failures).
     pair_success_cap: float = Field(3.0, gt=0.0)
+    pair_failure_cap: float = Field(3.0, gt=0.0)
+    # A high or critical report puts its subject under observation (and a critical one
+    # slashes its bond) only when this many independent organisations reported such
+    # misbehaviour within `corroboration_window_ms`, or a security reviewer confirms it.
+    corroboration: int = Field(2, ge=1)
+    corroboration_window_ms: int = Field(7 * 86_400_000, gt=0)
+    # Serious reports one reporter may have waiting for review at once.
+    max_open_reviews_per_reporter: int = Field(20, ge=1)
 
     @model_validator(mode="after")
     def _ordered(self) -> ReportModel:
@@ -213,7 +276,7 @@ class EscalationModel(BaseModel):
 
 
 class StakeModel(BaseModel):
-    """Stake = bond / max(full_coverage, exposure), capped at 1 (major units)."""
+    """Stake = bond / max(full_coverage, exposure), capped at 1 (reference major units)."""
 
     model_config = _FROZEN
     full_coverage: int = Field(1_000, gt=0)
@@ -230,6 +293,7 @@ class Policy(BaseModel):
     weights: Weights = Field(default_factory=Weights)
     thresholds: Thresholds = Field(default_factory=Thresholds)
     caps: PaymentCaps = Field(default_factory=PaymentCaps)
+    currency: CurrencyModel = Field(default_factory=CurrencyModel)
     gates: Gates = Field(default_factory=Gates)
     identity: IdentityLevels = Field(default_factory=IdentityLevels)
     reputation: ReputationModel = Field(default_factory=ReputationModel)

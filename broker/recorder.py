@@ -34,7 +34,11 @@ def check_trace_id(trace_id: str) -> str:
 
 
 def decision_entry(
-    decision: Decision, trace_id: str, received_ms: int, env: Envelope | None, spent_minor: int
+    decision: Decision,
+    trace_id: str,
+    received_ms: int,
+    env: Envelope | None,
+    spent_ref_minor: int,
 ) -> dict[str, Any]:
     """The decision log entry: enough to replay the routing under another policy."""
     payment = env.payment if env is not None else None
@@ -48,7 +52,8 @@ def decision_entry(
         "pay": env.is_payment if env else False,
         "amount": payment.minor_units if payment else None,
         "cur": payment.currency if payment else "",
-        "spent": spent_minor,
+        "spent": spent_ref_minor,  # reference minor units, every currency together
+        "idv": decision.identity_verified,
         "dims": decision.dimensions,
         "gate": decision.gate,
         "reasons": list(decision.reasons),

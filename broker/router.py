@@ -40,9 +40,11 @@ from broker.metrics import RouterMetrics, poll_health
 from broker.negotiation import NegotiationService
 from broker.policy import Policy
 from broker.recorder import DEFAULT_MONITORING, decision_entry, trace_record
+from broker.report_review import act_on_serious_report
 from broker.reports import REFUSALS, parse_report, reporter_weight
-from broker.scoring import blocked, decide, reject_undecodable, sender_composite
-from broker.state import PeerState, TrustContext
+from broker.scoring import blocked, decide, reject_undecodable, reporter_standing
+from broker.scoring.stake import reference_minor
+from broker.state import PeerState, TrustContext, organisation_of
 from broker.store.redis import Claim, Finish, RedisStore, wait_until_available
 from broker.topology import declare_router_topology
 
@@ -60,7 +62,7 @@ class Outcome:
     received_ms: int
     envelope: Envelope | None
     error_field: str = ""
-    spent_minor: int = 0
+    spent_ref_minor: int = 0
     monitoring: str = DEFAULT_MONITORING
 
 
@@ -253,7 +255,7 @@ class Router:
     def _records(self, outcome: Outcome, size: int) -> tuple[bytes, bytes]:
         entry = decision_entry(
             outcome.decision, outcome.trace_id, outcome.received_ms, outcome.envelope,
-            outcome.spent_minor,
+            outcome.spent_ref_minor,
         )  # fmt: skip
         trace = trace_record(
             entry, outcome.decision, outcome.envelope, size, outcome.monitoring, self._clock()
@@ -300,10 +302,9 @@ class Router:
         decision = await reserve_payment(self._store, env, decision, policy, received_ms)
         if env.kind == "report" and decision.gate in _REPORTABLE_DESPITE:
             decision = await self._apply_report(env, ctx, decision, policy, received_ms)
-        currency = env.payment.currency if env.payment is not None else ""
         outcome = Outcome(
             decision, _trace_id(), received_ms, env,
-            spent_minor=ctx.peer.spent_24h_minor.get(currency, 0),
+            spent_ref_minor=ctx.peer.spent_24h_ref,
             monitoring=ctx.pact.monitoring if ctx.pact is not None else DEFAULT_MONITORING,
         )  # fmt: skip
         finishes = signature_ok and claim is not Claim.REPLAY
@@ -315,7 +316,8 @@ class Router:
         self, env: Envelope, ctx: TrustContext, decision: Decision, policy: Policy, now_ms: int
     ) -> Decision:
         """Apply an outcome report once, from the recipient of a delivered message only,
-        weighted by the reporter's own trust (its composite on this very message).
+        weighted by the reporter's standing (its own non-report evidence) and capped per
+        counterparty organisation.
 
         The report is applied even when the reported peer's own gates (unknown recipient,
         privacy, pact) then block its delivery: a peer must not be able to refuse the
@@ -328,19 +330,25 @@ class Router:
         accepted, _, domain = code.partition("|")
         if accepted != "ok":
             return blocked(code, REFUSALS.get(code, code), policy)
-        score = decision.composite
-        if score is None:
-            score = sender_composite(env, ctx, policy, now_ms)
-        weight = reporter_weight(score, policy)
-        await self._store.apply_report(
-            env.recipient, env.sender, report, weight, policy, now_ms, domain=domain
-        )
+        weight = reporter_weight(reporter_standing(env, ctx, policy, now_ms), policy)
+        subject = await self._store.peer(env.recipient, now_ms)
+        reporter_org = organisation_of(ctx.peer.credential) or env.sender
+        effect = await self._store.apply_report(
+            env.recipient, env.sender, report, weight, policy, now_ms, domain=domain,
+            reporter_org=reporter_org, subject_org=organisation_of(subject.credential),
+        )  # fmt: skip
+        if effect.serious:
+            await act_on_serious_report(
+                self._store, env, report, reporter_org, weight, effect, policy, now_ms
+            )
         traced = await self._store.trace_id_of(report.message_id)
         if traced is not None:
             await self._store.add_trace_event(
                 traced,
                 {"event": "report", "outcome": report.outcome, "severity": report.severity,
-                 "reporter": env.sender, "weight": round(weight, 4), "at_ms": now_ms},
+                 "reporter": env.sender, "weight": round(weight, 4),
+                 "applied": round(effect.added, 4), "serious": effect.serious or None,
+                 "at_ms": now_ms},
             )  # fmt: skip
         log.info(
             "report %s on %s from %s applied with weight %.2f",
@@ -460,17 +468,18 @@ def record_headers(outcome: Outcome) -> dict[str, Any]:
 async def reserve_payment(
     store: RedisStore, env: Envelope, decision: Decision, policy: Policy, now_ms: int
 ) -> Decision:
-    """Reserve a delivered payment against the rolling 24 h cap, atomically; a payment
-    that no longer fits (another router's landed first) is escalated instead."""
+    """Reserve a delivered payment against the rolling 24 h cap (every currency together,
+    in reference units), atomically; a payment that no longer fits (another router's
+    landed first) is escalated instead."""
     if decision.action is not Action.DELIVER or env.payment is None:
         return decision
     caps = policy.caps
     per_day = caps.trusted_per_day if decision.tier is Tier.TRUSTED else caps.established_per_day
     payment = env.payment
-    cap_minor = to_minor(per_day, payment.currency)
-    if await store.reserve_spend(
-        env.sender, payment.currency, payment.minor_units, cap_minor, env.id, now_ms
-    ):
+    amount = reference_minor(payment.minor_units, payment.currency, policy.currency, round_up=True)
+    assert amount is not None, "a payment without a rate is escalated, never delivered"
+    cap_minor = to_minor(per_day, policy.currency.reference)
+    if await store.reserve_spend(env.sender, amount, cap_minor, env.id, now_ms):
         return decision
     reasons = ("daily_cap_exceeded", *decision.reasons[1:])
     return replace(decision, action=Action.ESCALATE, reasons=reasons)

@@ -7,9 +7,35 @@ core re-checks what can change with time (expiry, trust list, revocation) on eve
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from broker.policy import Retention
+
+
+class IssuerRole(StrEnum):
+    """What the deployment trusts an issuer to sign; evidence of a kind counts only from
+    an issuer trusted for its role."""
+
+    IDENTITY = "identity"  # identity credentials (and so who may vouch and report)
+    ATTESTATION = "attestation"  # code attestations
+    STAKE = "stake"  # bonds and slashes: a custodian of collateral
+    FEDERATION = "federation"  # other brokers' trust credentials (imported priors)
+
+
+@dataclass(frozen=True, slots=True)
+class TrustList:
+    """The deployment's issuer trust list: issuer DID -> the roles it is trusted for."""
+
+    roles: Mapping[str, frozenset[str]] = field(default_factory=dict)
+
+    def trusts(self, did: str, role: IssuerRole) -> bool:
+        """True when `did` is on the list for `role`."""
+        return role.value in self.roles.get(did, frozenset())
+
+    def __contains__(self, did: object) -> bool:
+        return did in self.roles
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,10 +83,31 @@ class Attestation:
 
 @dataclass(frozen=True, slots=True)
 class Bond:
-    """Collateral posted for an agent by a trusted issuer, in minor units."""
+    """Collateral a custodian (an issuer trusted for stake) holds for an agent, in minor
+    units, less what was slashed since this bond was recorded."""
 
+    bond_id: str
+    issuer: str
     amount_minor: int
     currency: str
+    issued_at_ms: int
+    expires_at_ms: int
+    slashed_minor: int = 0
+
+    @property
+    def held_minor(self) -> int:
+        """What is still at stake."""
+        return max(0, self.amount_minor - self.slashed_minor)
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    """The message kinds an agent declared it sends (self-declared: it only narrows)."""
+
+    manifest_id: str
+    kinds: frozenset[str]
+    issued_at_ms: int
+    expires_at_ms: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,8 +139,9 @@ class PeerState:
     clean_streak: int = 0
     last_anomaly_ms: int | None = None
     bond: Bond | None = None
-    manifest_kinds: frozenset[str] | None = None
-    spent_24h_minor: dict[str, int] = field(default_factory=dict)
+    manifest: Manifest | None = None
+    # Payments of the last 24 h, all currencies together, in reference minor units.
+    spent_24h_ref: int = 0
     vouches: tuple[Vouch, ...] = ()
     # Failures by the kind of message they happened in (per-domain reputation).
     domain_failures: dict[str, DecayedCount] = field(default_factory=dict)
@@ -131,7 +179,15 @@ class TrustContext:
 
     peer: PeerState
     recipient: RecipientProfile | None
-    issuers: frozenset[str] = frozenset()
+    issuers: TrustList = field(default_factory=TrustList)
     revoked_evidence: frozenset[str] = frozenset()
     pact: PactTerms | None = None
     replayed: bool = False
+
+
+def organisation_of(credential: Credential | None) -> str | None:
+    """Who stands behind an identity: its issuer and the organisation it names. Reports
+    are capped, and counterparties counted as independent, per organisation."""
+    if credential is None:
+        return None
+    return f"{credential.issuer}|{credential.organisation}"

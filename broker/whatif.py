@@ -14,11 +14,15 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from broker.currency import is_currency
 from broker.decision import Tier
 from broker.policy import Policy
-from broker.scoring.tiers import composite, route_inputs, tier_of
+from broker.scoring.stake import reference_minor
+from broker.scoring.tiers import capped_tier, composite, route_inputs
 
 _SCORING_SECTIONS = ("identity", "reputation", "behavior", "compliance", "stake", "vouching")
+# Entries record whether the sender had a verified identity ("idv"): without one the
+# tier is capped at blocked whatever the proposed weights and thresholds.
 
 
 @dataclass
@@ -86,13 +90,18 @@ def outcome_under(entry: dict[str, Any], policy: Policy) -> tuple[str, str, str]
         reasons = entry.get("reasons") or ["blocked"]
         return entry["action"], reasons[0], Tier.BLOCKED.value
     total = composite(entry["dims"], policy)
-    tier = tier_of(total, policy)
+    tier, capped = capped_tier(total, policy, identity_verified=entry.get("idv") is True)
+    amount, currency = entry.get("amount"), entry.get("cur") or ""
+    amount_ref = None
+    if isinstance(amount, int) and is_currency(currency):
+        # The proposed policy's rates: a rate change is what-if'd like any other change.
+        amount_ref = reference_minor(amount, currency, policy.currency, round_up=True)
     action, reason = route_inputs(
         tier,
         is_payment=bool(entry.get("pay")),
-        amount_minor=entry.get("amount"),
-        currency=entry.get("cur") or "",
-        spent_minor=int(entry.get("spent") or 0),
+        has_amount=amount is not None,
+        amount_ref_minor=amount_ref,
+        spent_ref_minor=int(entry.get("spent") or 0),
         policy=policy,
     )
-    return action.value, reason, tier.value
+    return action.value, capped or reason, tier.value

@@ -52,6 +52,7 @@ from broker.policy import Policy
 from broker.review import Offset, ReviewError, amqp_errors, find_blocked, iso_ms
 from broker.router import Outcome, outcome_record, record_headers, reserve_payment, trust_headers
 from broker.scoring import decide
+from broker.scoring.stake import reference_minor
 from broker.state import TrustContext
 from broker.store.redis import RedisStore
 
@@ -177,6 +178,7 @@ def recorded_decision(record: dict[str, Any]) -> Decision:
         remediation=str(data.get("remediation") or ""),
         policy_version=int(data.get("policy_version") or 0),
         gate=data.get("gate"),
+        identity_verified=data.get("identity_verified") is True,
     )
 
 
@@ -459,12 +461,17 @@ async def _check_not_revoked(store: RedisStore, env: Envelope, now_ms: int) -> N
 
 async def _count_payment(store: RedisStore, env: Envelope, now_ms: int) -> None:
     """A payment a reviewer let through still counts in the sender's rolling 24 h total
-    (keyed by message id: a retry does not count it twice)."""
-    if env.payment is not None:
-        payment = env.payment
-        await store.reserve_spend(
-            env.sender, payment.currency, payment.minor_units, _NO_CAP, env.id, now_ms
-        )
+    (keyed by message id: a retry does not count it twice), in reference units."""
+    if env.payment is None:
+        return
+    payment = env.payment
+    money = (await store.load_policy()).currency
+    amount = reference_minor(payment.minor_units, payment.currency, money, round_up=True)
+    if amount is None:
+        log.warning("approved payment %s in %s has no rate: not counted in the daily sum",
+                    env.id, payment.currency)  # fmt: skip
+        return
+    await store.reserve_spend(env.sender, amount, _NO_CAP, env.id, now_ms)
 
 
 def _now(now_ms: int | None) -> int:

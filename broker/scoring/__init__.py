@@ -10,19 +10,20 @@ from broker.scoring.base import DimensionScore
 from broker.scoring.behavioral import score_behavioral, under_observation
 from broker.scoring.compliance import score_compliance
 from broker.scoring.gates import first_failed_gate
-from broker.scoring.identity import score_identity
+from broker.scoring.identity import identity_verified, score_identity
 from broker.scoring.reputation import score_reputation
 from broker.scoring.stake import score_stake
-from broker.scoring.tiers import REMEDIATION, composite, route, tier_of, weakest_dimension
+from broker.scoring.tiers import REMEDIATION, capped_tier, composite, route, weakest_dimension
 from broker.state import TrustContext
 
 __all__ = [
     "DimensionScore",
     "blocked",
     "decide",
+    "identity_verified",
     "reject_undecodable",
+    "reporter_standing",
     "score_dimensions",
-    "sender_composite",
     "under_observation",
 ]
 
@@ -63,22 +64,40 @@ def decide(
     scored = score_dimensions(env, ctx, policy, now_ms)
     scores = {name: result.score for name, result in scored.items()}
     total = composite(scores, policy)
-    tier = tier_of(total, policy)
+    verified = identity_verified(ctx, now_ms)
+    tier, capped = capped_tier(total, policy, identity_verified=verified)
     action, route_reason = route(env, tier, ctx, policy)
-    weakest = weakest_dimension(scores, policy)
-    reasons = (route_reason, *(r for result in scored.values() for r in result.reasons))
+    # Without a verified identity nothing else helps: say so, whatever scores lowest.
+    weakest = "identity" if capped else weakest_dimension(scores, policy)
+    reasons = (capped or route_reason, *(r for result in scored.values() for r in result.reasons))
     remediation = (
         "none needed"
         if action is Action.DELIVER and tier is not Tier.PROBATION
         else (REMEDIATION[weakest])
     )
-    return Decision(action, tier, total, scores, weakest, reasons, remediation, policy.version)
+    return Decision(
+        action, tier, total, scores, weakest, reasons, remediation, policy.version,
+        identity_verified=verified,
+    )  # fmt: skip
 
 
-def sender_composite(env: Envelope, ctx: TrustContext, policy: Policy, now_ms: int) -> float:
-    """The sender's composite for this message, whether or not a gate blocked it."""
-    scored = score_dimensions(env, ctx, policy, now_ms)
-    return composite({name: result.score for name, result in scored.items()}, policy)
+def reporter_standing(env: Envelope, ctx: TrustContext, policy: Policy, now_ms: int) -> float:
+    """What a reporter's word rests on: its own non-report evidence alone (identity,
+    behaviour and stake, weighted as in the composite and renormalised), 0 without an
+    issuer-verified identity or while under observation. Reputation, the one dimension
+    reports move, is left out, so reporters cannot raise each other's voices."""
+    if ctx.peer.revoked or not identity_verified(ctx, now_ms):
+        return 0.0
+    if under_observation(ctx.peer, policy, now_ms):
+        return 0.0
+    weights = policy.weights
+    parts = (
+        (weights.identity, score_identity(env, ctx, policy, now_ms).score),
+        (weights.behavioral, score_behavioral(env, ctx, policy, now_ms).score),
+        (weights.stake, score_stake(env, ctx, policy, now_ms).score),
+    )
+    total = sum(weight for weight, _ in parts)
+    return 0.0 if total <= 0 else sum(weight * score for weight, score in parts) / total
 
 
 def blocked(code: str, explanation: str, policy: Policy) -> Decision:

@@ -1,8 +1,10 @@
 """Compliance: does this message stay within what the sender declared and agreed?
 
-Evidence, strongest first: an active pact covering the message; a verified capability
-manifest that lists the message kind. A message outside the sender's own manifest, or one
-the recipient does not accept, scores low. Nothing known scores the neutral middle.
+Evidence, strongest first: an active pact covering the message (the recipient's own signed
+consent). A capability manifest is self-declared, so it only narrows: a message outside
+the sender's own unexpired manifest scores low, one inside it scores no higher than
+nothing known (`compliance.manifest` <= `no_evidence`). A message the recipient does not
+accept scores lowest.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ def score_compliance(
     accepted = recipient.accepted_kinds if recipient is not None else None
     if accepted is not None and env.kind not in accepted:
         return DimensionScore(levels.violation, ("kind_not_accepted",))
-    manifest = ctx.peer.manifest_kinds
+    declared = ctx.peer.manifest
+    manifest = declared.kinds if declared is not None and now_ms < declared.expires_at_ms else None
     if manifest is not None and env.kind not in manifest:
         return DimensionScore(levels.outside_manifest, ("kind_outside_manifest",))
     if ctx.pact is not None and pact_covers(ctx.pact, env, now_ms):

@@ -16,6 +16,7 @@ from __future__ import annotations
 from broker.envelope import Envelope
 from broker.policy import Policy, ReputationModel
 from broker.scoring.base import DimensionScore
+from broker.scoring.identity import credential_problem
 from broker.state import DecayedCount, TrustContext, Vouch
 
 
@@ -68,11 +69,10 @@ def vouch_boost(
     for vouch in vouches:
         if vouch.expires_at_ms <= now_ms or vouch.voucher_revoked:
             continue
-        credential = vouch.voucher_credential
-        if credential is None or credential.issuer not in ctx.issuers:
+        if vouch.voucher == ctx.peer.did:
+            continue  # nobody vouches for itself
+        if credential_problem(vouch.voucher_credential, vouch.voucher, ctx, now_ms) is not None:
             continue  # only issuer-verified peers can vouch
-        if credential.credential_id in ctx.revoked_evidence or credential.expires_at_ms <= now_ms:
-            continue
         standing = earned(vouch.voucher_successes, vouch.voucher_failures, model, now_ms)
         if standing < rules.min_voucher_reputation:
             continue

@@ -6,14 +6,15 @@ from broker.currency import to_minor
 from broker.decision import Action, Tier
 from broker.envelope import Envelope
 from broker.policy import DIMENSIONS, Policy
+from broker.scoring.stake import reference_minor
 from broker.state import TrustContext
 
 REMEDIATION = {
     "identity": "peer must complete identity verification (handshake and issuer credential)",
     "reputation": "peer must build reputation through verified successful interactions",
-    "compliance": "peer must publish a capability manifest or agree a pact with the recipient",
+    "compliance": "peer must agree a pact with the recipient (a manifest only narrows)",
     "behavioral": "peer is under observation; only clean behaviour over time restores trust",
-    "stake": "peer must post a stake bond covering its payment exposure",
+    "stake": "peer must post a bond from a trusted custodian covering its payment exposure",
 }
 
 
@@ -48,16 +49,35 @@ def tier_of(score: float, policy: Policy) -> Tier:
     return Tier.BLOCKED
 
 
+VERIFIED_IDENTITY_REQUIRED = "verified_identity_required"
+
+
+def capped_tier(
+    score: float, policy: Policy, *, identity_verified: bool
+) -> tuple[Tier, str | None]:
+    """The tier for `score`, except that a sender without an issuer-verified identity is
+    blocked whatever its score (with the reason `verified_identity_required`): free
+    evidence, however much of it, never buys delivery."""
+    tier = tier_of(score, policy)
+    if tier is not Tier.BLOCKED and not identity_verified:
+        return Tier.BLOCKED, VERIFIED_IDENTITY_REQUIRED
+    return tier, None
+
+
 def route(env: Envelope, tier: Tier, ctx: TrustContext, policy: Policy) -> tuple[Action, str]:
     """Action and its reason code for a message from a sender in `tier`."""
     payment = env.payment
-    currency = payment.currency if payment is not None else ""
+    amount = None
+    if payment is not None:
+        amount = reference_minor(
+            payment.minor_units, payment.currency, policy.currency, round_up=True
+        )
     return route_inputs(
         tier,
         is_payment=env.is_payment,
-        amount_minor=payment.minor_units if payment is not None else None,
-        currency=currency,
-        spent_minor=ctx.peer.spent_24h_minor.get(currency, 0),
+        has_amount=payment is not None,
+        amount_ref_minor=amount,
+        spent_ref_minor=ctx.peer.spent_24h_ref,
         policy=policy,
     )
 
@@ -66,29 +86,35 @@ def route_inputs(
     tier: Tier,
     *,
     is_payment: bool,
-    amount_minor: int | None,
-    currency: str,
-    spent_minor: int,
+    has_amount: bool,
+    amount_ref_minor: int | None,
+    spent_ref_minor: int,
     policy: Policy,
 ) -> tuple[Action, str]:
-    """`route` from recorded inputs alone (what-if replays use this too)."""
+    """`route` from recorded inputs alone (what-if replays use this too). Amounts are in
+    reference minor units; `amount_ref_minor` is None when the payment's currency has no
+    rate in the policy."""
     if tier is Tier.BLOCKED:
         return Action.BLOCK, "insufficient_trust"
     if not is_payment:
         return Action.DELIVER, "probation" if tier is Tier.PROBATION else "trust_sufficient"
     if tier is Tier.PROBATION:
         return Action.BLOCK, "payment_trust_threshold"
-    if amount_minor is None:
+    if not has_amount:
         # A `payment` kind without an intent names no amount, so no cap can vouch for it.
         return Action.ESCALATE, "payment_amount_missing"
+    if amount_ref_minor is None:
+        # Nor can a cap vouch for an amount it cannot convert into its own unit.
+        return Action.ESCALATE, "currency_unrated"
     caps = policy.caps
     per_message, per_day = (
         (caps.trusted_per_message, caps.trusted_per_day)
         if tier is Tier.TRUSTED
         else (caps.established_per_message, caps.established_per_day)
     )
-    if amount_minor > to_minor(per_message, currency):
+    reference = policy.currency.reference
+    if amount_ref_minor > to_minor(per_message, reference):
         return Action.ESCALATE, "payment_cap_exceeded"
-    if spent_minor + amount_minor > to_minor(per_day, currency):
+    if spent_ref_minor + amount_ref_minor > to_minor(per_day, reference):
         return Action.ESCALATE, "daily_cap_exceeded"
     return Action.DELIVER, "payment_within_caps"

@@ -14,6 +14,7 @@ from broker.state import (
     Bond,
     Credential,
     DecayedCount,
+    Manifest,
     PeerState,
     RecipientProfile,
 )
@@ -30,7 +31,13 @@ FAILURE_VALUE, FAILURE_AT = "fail", "fail_at"
 CLEAN = "clean"
 ANOMALY = "anomaly"
 BOND = "bond"
+BOND_CUT = "bond_cut"  # minor units slashed from the recorded bond since it was recorded
 MANIFEST = "manifest"
+
+
+def watermark_field(kind: str) -> str:
+    """Hash field of the newest document of `kind` recorded: '<issued_at>|<id>'."""
+    return f"wm:{kind}"
 
 
 def _text(fields: dict[bytes, bytes], name: str) -> str | None:
@@ -60,12 +67,16 @@ def domain_failure_fields(kind: str) -> tuple[str, str]:
     return f"fail_{kind}", f"fail_{kind}_at"
 
 
-def peer_from_hash(did: str, fields: dict[bytes, bytes], spent: dict[str, int]) -> PeerState:
+def peer_from_hash(did: str, fields: dict[bytes, bytes], spent_ref: int = 0) -> PeerState:
     """Build a PeerState from HGETALL output (missing fields mean 'nothing known')."""
     cred = _json(fields, CREDENTIAL)
     att = _json(fields, ATTESTATION)
     bond = _json(fields, BOND)
     manifest = _json(fields, MANIFEST)
+    if bond is not None and "bond_id" not in bond:
+        bond = None  # recorded before bonds named their custodian: it cannot count
+    if bond is not None:
+        bond["slashed_minor"] = _int(fields, BOND_CUT) or 0
     return PeerState(
         did=did,
         revoked=fields.get(REVOKED.encode()) == b"1",
@@ -79,8 +90,8 @@ def peer_from_hash(did: str, fields: dict[bytes, bytes], spent: dict[str, int]) 
         clean_streak=_int(fields, CLEAN) or 0,
         last_anomaly_ms=_int(fields, ANOMALY),
         bond=Bond(**bond) if bond else None,
-        manifest_kinds=frozenset(manifest) if manifest is not None else None,
-        spent_24h_minor=spent,
+        manifest=manifest_from(manifest),
+        spent_24h_ref=spent_ref,
         domain_failures={
             kind: _decayed(fields, *domain_failure_fields(kind))
             for kind in MESSAGE_KINDS
@@ -100,8 +111,25 @@ def attestation_field(att: Attestation) -> bytes:
 
 
 def bond_field(bond: Bond) -> bytes:
-    """JSON for the bond field."""
-    return orjson.dumps(asdict(bond))
+    """JSON for the bond field (what was slashed since lives in BOND_CUT)."""
+    data = asdict(bond)
+    del data["slashed_minor"]
+    return orjson.dumps(data)
+
+
+def manifest_field(manifest: Manifest) -> bytes:
+    """JSON for the manifest field."""
+    return orjson.dumps({**asdict(manifest), "kinds": sorted(manifest.kinds)})
+
+
+def manifest_from(data: Any) -> Manifest | None:
+    """The stored manifest; a bare list is a record from before manifests kept their
+    validity, which counts as expired (it can only narrow, so dropping it is safe)."""
+    if not isinstance(data, dict):
+        return None
+    return Manifest(
+        data["manifest_id"], frozenset(data["kinds"]), data["issued_at_ms"], data["expires_at_ms"]
+    )
 
 
 def recipient_to_hash(profile: RecipientProfile) -> dict[str, bytes]:

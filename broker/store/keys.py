@@ -32,8 +32,35 @@ class Keys:
         return f"{self.prefix}reported:{message_id}"
 
     def report_pairs(self, subject: str) -> str:
-        """Hash reporter -> 'weight,ms': success weight each reporter has given subject."""
+        """Hash organisation -> 'weight,ms': success weight each counterparty organisation
+        has given subject (capped by reports.pair_success_cap)."""
         return f"{self.prefix}report-pairs:{subject}"
+
+    def report_blame(self, subject: str) -> str:
+        """Hash organisation -> 'units,ms': failure units each counterparty organisation
+        has taken from subject (capped by reports.pair_failure_cap)."""
+        return f"{self.prefix}report-blame:{subject}"
+
+    def serious_orgs(self, subject: str) -> str:
+        """Hash organisation -> ms of its latest high or critical report about subject
+        (corroboration), plus '_acted' -> ms the corroborated penalty was last applied."""
+        return f"{self.prefix}serious-orgs:{subject}"
+
+    @property
+    def serious_reports(self) -> str:
+        """Hash item id -> JSON of a high or critical report waiting for corroboration or
+        a security reviewer."""
+        return f"{self.prefix}serious-reports"
+
+    @property
+    def serious_open(self) -> str:
+        """Sorted set of open serious-report item ids by the time they were filed."""
+        return f"{self.prefix}serious-open"
+
+    @property
+    def serious_by_reporter(self) -> str:
+        """Hash reporter -> number of its serious reports still open (bounded)."""
+        return f"{self.prefix}serious-by-reporter"
 
     def vouches(self, vouchee: str) -> str:
         """Hash voucher -> vouch JSON for a vouchee."""
@@ -51,9 +78,10 @@ class Keys:
         """A sender's used nonce, kept for the replay window."""
         return f"{self.prefix}nonce:{sender}:{nonce}"
 
-    def spend(self, did: str, currency: str) -> str:
-        """Sorted set of a sender's payments in the last 24 h (score = time in ms)."""
-        return f"{self.prefix}spend:{did}:{currency}"
+    def spend(self, did: str) -> str:
+        """Sorted set of a sender's payments in the last 24 h, every currency together in
+        reference minor units (score = time in ms, member '<message id>:<amount>')."""
+        return f"{self.prefix}spend-ref:{did}"
 
     def pact(self, sender: str, recipient: str) -> str:
         """The active pact for messages from sender to recipient."""
@@ -70,13 +98,23 @@ class Keys:
 
     @property
     def issuers(self) -> str:
-        """Set of issuer DIDs on the deployment's trust list."""
-        return f"{self.prefix}issuers"
+        """Hash issuer DID -> JSON list of the roles it is trusted for (the trust list)."""
+        return f"{self.prefix}issuer-roles"
 
     @property
     def revoked_evidence(self) -> str:
-        """Set of revoked credential and attestation ids."""
+        """Set of revoked evidence ids (credentials, attestations, bonds)."""
         return f"{self.prefix}revoked-evidence"
+
+    @property
+    def evidence_ids(self) -> str:
+        """Hash evidence id -> '<kind>|<subject>' of every issuer-signed document recorded
+        (so `revoke evidence` can refuse an id nobody ever presented)."""
+        return f"{self.prefix}evidence-ids"
+
+    def presentation(self, presentation_id: str) -> str:
+        """A used presentation id, kept while a replay of it could still be fresh."""
+        return f"{self.prefix}presentation:{presentation_id}"
 
     @property
     def policy(self) -> str:

@@ -27,16 +27,20 @@ from broker.state import (
     Attestation,
     Bond,
     Credential,
+    IssuerRole,
+    Manifest,
     PactTerms,
     PeerState,
     RecipientProfile,
     TrustContext,
+    TrustList,
     Vouch,
 )
 from broker.store import codec
 from broker.store.batch import AutoPipeline, Command
 from broker.store.cache import TTLCache
 from broker.store.keys import Keys
+from broker.store.serious import SeriousQueue
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -161,10 +165,12 @@ if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[3]) then return 'rep
 return 'ok|' .. (kind or '')
 """
 
-# Success weight from one reporter to one peer is capped (decaying like successes), so a
-# single colluding counterparty cannot farm reputation. KEYS: peer, pair hash.
-# ARGV: reporter, weight, now, half-life, cap.
-_ADD_CAPPED_SUCCESS = """
+# What one counterparty organisation can add to a peer, praise or blame, is capped (the
+# allowance decays with the count it feeds), so no single counterparty can farm or sink
+# a reputation. KEYS: peer, pair hash (praise or blame). ARGV: 1 organisation, 2 amount,
+# 3 now, 4 half-life, 5 cap, then pairs of (value field, at field) to add the capped
+# amount to. Returns what was added.
+_ADD_CAPPED = """
 local now, half = tonumber(ARGV[3]), tonumber(ARGV[4])
 local function decayed(value, at) return value * math.pow(0.5, math.max(0, now - at) / half) end
 local pair = redis.call('HGET', KEYS[2], ARGV[1])
@@ -176,10 +182,72 @@ end
 local add = math.min(tonumber(ARGV[2]), math.max(0, tonumber(ARGV[5]) - used))
 if add <= 0 then return '0' end
 redis.call('HSET', KEYS[2], ARGV[1], tostring(used + add) .. ',' .. now)
-local succ = tonumber(redis.call('HGET', KEYS[1], 'succ') or '0')
-local at = tonumber(redis.call('HGET', KEYS[1], 'succ_at') or ARGV[3])
-redis.call('HSET', KEYS[1], 'succ', tostring(decayed(succ, at) + add), 'succ_at', math.max(now, at))
+for i = 6, #ARGV, 2 do
+  local value = tonumber(redis.call('HGET', KEYS[1], ARGV[i]) or '0')
+  local at = tonumber(redis.call('HGET', KEYS[1], ARGV[i + 1]) or ARGV[3])
+  redis.call('HSET', KEYS[1], ARGV[i], tostring(decayed(value, at) + add), ARGV[i + 1],
+             math.max(now, at))
+end
 return tostring(add)
+"""
+
+# A newer document of a kind supersedes an older one; an older one presented later is
+# refused, and the very same one again changes nothing. KEYS: 1 hash holding the
+# watermark, 2 where the document's facts go. ARGV: 1 watermark field, 2 issued_at, 3 id,
+# 4 'hash' or 'string', 5 field (hash mode), 6 value, 7 expiry ms (string mode),
+# 8 a field of KEYS[1] to reset to 0 for a new document ('' for none).
+_SUPERSEDE = """
+local mark = redis.call('HGET', KEYS[1], ARGV[1])
+if mark then
+  local sep = string.find(mark, '|', 1, true)
+  if string.sub(mark, sep + 1) == ARGV[3] then return 'same' end
+  if tonumber(ARGV[2]) <= tonumber(string.sub(mark, 1, sep - 1)) then return 'superseded' end
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. '|' .. ARGV[3])
+if ARGV[4] == 'hash' then
+  redis.call('HSET', KEYS[2], ARGV[5], ARGV[6])
+else
+  redis.call('SET', KEYS[2], ARGV[6], 'PXAT', ARGV[7])
+end
+if ARGV[8] ~= '' then redis.call('HSET', KEYS[1], ARGV[8], 0) end
+return 'ok'
+"""
+
+# Slash the recorded bond, atomically (two slashes never undo each other).
+# KEYS: peer. ARGV: amount minor, fraction of what is held. Returns what is left.
+_SLASH = """
+local raw = redis.call('HGET', KEYS[1], 'bond')
+if not raw then return 0 end
+local amount = cjson.decode(raw)['amount_minor']
+local held = amount - tonumber(redis.call('HGET', KEYS[1], 'bond_cut') or '0')
+if held <= 0 then return 0 end
+local cut = math.min(held, tonumber(ARGV[1]) + math.floor(held * tonumber(ARGV[2])))
+redis.call('HINCRBY', KEYS[1], 'bond_cut', cut)
+return held - cut
+"""
+
+# A high or critical report: count the independent organisations that reported such
+# misbehaviour about the subject within the window. KEYS: serious orgs of the subject.
+# ARGV: organisation, now, window ms, organisations needed. Returns 'corroborated' the
+# first time enough agree within a window, 'acted' if that already happened, else
+# 'pending' (a security reviewer decides).
+_CORROBORATE = """
+local now, window = tonumber(ARGV[2]), tonumber(ARGV[3])
+redis.call('HSET', KEYS[1], ARGV[1], now)
+local orgs = 0
+local fields = redis.call('HGETALL', KEYS[1])
+for i = 1, #fields, 2 do
+  if fields[i] ~= '_acted' then
+    if now - tonumber(fields[i + 1]) <= window then orgs = orgs + 1
+    else redis.call('HDEL', KEYS[1], fields[i]) end
+  end
+end
+redis.call('PEXPIRE', KEYS[1], window)
+if orgs < tonumber(ARGV[4]) then return 'pending' end
+local acted = tonumber(redis.call('HGET', KEYS[1], '_acted') or '-1')
+if acted >= 0 and now - acted <= window then return 'acted' end
+redis.call('HSET', KEYS[1], '_acted', now)
+return 'corroborated'
 """
 
 # Fold time decay and add: KEYS: peer. ARGV: value field, at field, amount, now, half-life.
@@ -289,10 +357,21 @@ class Finish:
 
 
 @dataclass(frozen=True)
+class ReportEffect:
+    """What a report changed: the success weight or failure units it added after the
+    per-organisation caps, and for a high or critical report the corroboration state:
+    'corroborated' (enough independent organisations agree: act now), 'acted' (already
+    acted on within the window), 'pending' (a security reviewer decides) or ''."""
+
+    added: float
+    serious: str = ""
+
+
+@dataclass(frozen=True)
 class Globals:
     """Deployment-wide sets every decision reads; cached like peers."""
 
-    issuers: frozenset[str]
+    issuers: TrustList
     revoked_evidence: frozenset[str]
 
 
@@ -349,7 +428,11 @@ class RedisStore:
         self._rotate = self._redis.register_script(_ROTATE)
         self._claim_report = self._redis.register_script(_CLAIM_REPORT)
         self._save_policy = self._redis.register_script(_SAVE_POLICY)
-        self._add_capped_success = self._redis.register_script(_ADD_CAPPED_SUCCESS)
+        self._add_capped = self._redis.register_script(_ADD_CAPPED)
+        self._supersede = self._redis.register_script(_SUPERSEDE)
+        self._slash = self._redis.register_script(_SLASH)
+        self._corroborate = self._redis.register_script(_CORROBORATE)
+        self.serious = SeriousQueue(self._redis, keys, self._call)
 
     async def close(self) -> None:
         """Close the connection pool."""
@@ -486,8 +569,7 @@ class RedisStore:
         """Everything a decision reads about this message, cached where safe."""
         peer = await self.peer(env.sender, now_ms, cached=cached)
         if env.payment is not None:
-            spent = await self.spent(env.sender, env.payment.currency, now_ms)
-            peer = _with_spent(peer, env.payment.currency, spent)
+            peer = replace(peer, spent_24h_ref=await self.spent(env.sender, now_ms))
         recipient = await self.recipient(env.recipient, now_ms)
         shared = await self.globals(now_ms)
         pact = await self.pact(env.sender, env.recipient, now_ms)
@@ -510,7 +592,7 @@ class RedisStore:
             Command.plain("HGETALL", self.keys.peer(did)),
             Command.plain("HGETALL", self.keys.vouches(did)),
         )
-        state = codec.peer_from_hash(did, _as_bytes(fields), {})
+        state = codec.peer_from_hash(did, _as_bytes(fields))
         if vouch_fields:
             state = replace(state, vouches=await self._vouch_facts(_as_bytes(vouch_fields)))
         self._peers.put(did, state, now_ms)
@@ -518,14 +600,14 @@ class RedisStore:
 
     async def _vouch_facts(self, vouch_fields: dict[bytes, bytes]) -> tuple[Vouch, ...]:
         """Each vouch with its voucher's own standing (never the voucher's vouches)."""
-        vouches = [Vouch(**orjson.loads(value)) for value in vouch_fields.values()]
+        vouches = [_vouch(value) for value in vouch_fields.values()]
         async with self._redis.pipeline(transaction=False) as pipe:
             for vouch in vouches:
                 pipe.hgetall(self.keys.peer(vouch.voucher))
             states = await self._call(pipe.execute())
         facts = []
         for vouch, fields in zip(vouches, states, strict=True):
-            voucher = codec.peer_from_hash(vouch.voucher, _as_bytes(fields), {})
+            voucher = codec.peer_from_hash(vouch.voucher, _as_bytes(fields))
             facts.append(
                 replace(
                     vouch,
@@ -555,12 +637,14 @@ class RedisStore:
         if cached is not None:
             return cached
         async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.smembers(self.keys.issuers)
+            pipe.hgetall(self.keys.issuers)
             pipe.smembers(self.keys.revoked_evidence)
             issuers, revoked = await self._call(pipe.execute())
-        shared = Globals(
-            frozenset(i.decode() for i in issuers), frozenset(r.decode() for r in revoked)
-        )
+        roles = {
+            did.decode(): frozenset(orjson.loads(value))
+            for did, value in _as_bytes(issuers).items()
+        }
+        shared = Globals(TrustList(roles), frozenset(r.decode() for r in revoked))
         self._globals.put("globals", shared, now_ms)
         return shared
 
@@ -595,22 +679,19 @@ class RedisStore:
                 pacts.append({**stored["terms"], "monitoring": stored["monitoring"]})
         return pacts
 
-    async def spent(self, did: str, currency: str, now_ms: int) -> int:
-        """Minor units paid by `did` in `currency` over the last 24 h."""
-        total = await self._call(self._spent(keys=[self.keys.spend(did, currency)], args=[now_ms]))
+    async def spent(self, did: str, now_ms: int) -> int:
+        """What `did` paid over the last 24 h, every currency together, in reference minor
+        units."""
+        total = await self._call(self._spent(keys=[self.keys.spend(did)], args=[now_ms]))
         return int(total)
 
     async def reserve_spend(
-        self,
-        did: str,
-        currency: str,
-        amount_minor: int,
-        cap_minor: int,
-        message_id: str,
-        now_ms: int,
+        self, did: str, amount_ref_minor: int, cap_ref_minor: int, message_id: str, now_ms: int
     ) -> bool:
-        """Atomically add a payment to the rolling 24 h total unless it would pass the cap."""
-        key = self.keys.spend(did, currency)
+        """Atomically add a payment (reference minor units) to the rolling 24 h total
+        unless it would pass the cap."""
+        amount_minor, cap_minor = amount_ref_minor, cap_ref_minor
+        key = self.keys.spend(did)
         result = await self._call(
             self._reserve(keys=[key], args=[now_ms, amount_minor, cap_minor, message_id])
         )
@@ -646,20 +727,46 @@ class RedisStore:
             await self._call(pipe.execute())
         await self.invalidate(f"recipient:{profile.did}")
 
-    async def add_issuer(self, did: str) -> None:
-        """Put an issuer on the trust list."""
-        await self._call(self._redis.sadd(self.keys.issuers, did))
+    async def add_issuer(self, did: str, roles: frozenset[IssuerRole] | set[IssuerRole]) -> None:
+        """Trust `did` for `roles` (added to any it already has)."""
+        if not roles:
+            raise ValueError("an issuer is trusted for at least one role")
+        current = (await self.issuer_roles()).get(did, frozenset())
+        merged = sorted(current | {IssuerRole(role).value for role in roles})
+        await self._call(self._redis.hset(self.keys.issuers, did, orjson.dumps(merged)))
         await self.invalidate("globals")
 
-    async def remove_issuer(self, did: str) -> None:
-        """Take an issuer off the trust list; its credentials stop counting everywhere."""
-        await self._call(self._redis.srem(self.keys.issuers, did))
+    async def remove_issuer(
+        self, did: str, roles: frozenset[IssuerRole] | set[IssuerRole] | None = None
+    ) -> None:
+        """Stop trusting `did` for `roles` (all of them by default); what it issued stops
+        counting on every router's next decision."""
+        left = set() if roles is None else set((await self.issuer_roles()).get(did, ()))
+        left -= {IssuerRole(role).value for role in roles or ()}
+        if left:
+            await self._call(self._redis.hset(self.keys.issuers, did, orjson.dumps(sorted(left))))
+        else:
+            await self._call(self._redis.hdel(self.keys.issuers, did))
         await self.invalidate("globals")
 
-    async def revoke_evidence(self, evidence_id: str) -> None:
-        """Revoke a credential or attestation by id."""
+    async def issuer_roles(self) -> dict[str, frozenset[str]]:
+        """The trust list as it is in Redis now: issuer DID -> roles."""
+        raw = await self._call(self._redis.hgetall(self.keys.issuers))
+        return {k.decode(): frozenset(orjson.loads(v)) for k, v in _as_bytes(raw).items()}
+
+    async def revoke_evidence(self, evidence_id: str) -> bool:
+        """Revoke a recorded credential, attestation or bond by id; False (and nothing
+        changed) for an id never recorded here."""
+        if not await self._call(self._redis.hexists(self.keys.evidence_ids, evidence_id)):
+            return False
         await self._call(self._redis.sadd(self.keys.revoked_evidence, evidence_id))
         await self.invalidate("globals")
+        return True
+
+    async def evidence_subject(self, evidence_id: str) -> str | None:
+        """'<kind>|<subject>' of a recorded piece of evidence, or None."""
+        raw = await self._call(self._redis.hget(self.keys.evidence_ids, evidence_id))
+        return None if raw is None else (raw.decode() if isinstance(raw, bytes) else str(raw))
 
     async def revoke_key(self, did: str) -> None:
         """Revoke a sender's key: every router blocks it once the invalidation lands."""
@@ -671,28 +778,79 @@ class RedisStore:
             did, {codec.POSSESSION_AT: str(verified_ms), codec.POSSESSION_UNTIL: str(expires_ms)}
         )
 
-    async def set_credential(self, cred: Credential) -> None:
-        """Store a credential whose issuer signature was verified by the caller."""
-        await self._set_peer(cred.subject, {codec.CREDENTIAL: codec.credential_field(cred)})
+    async def set_credential(self, cred: Credential) -> str:
+        """Record a credential verified by the caller unless a newer one is recorded:
+        'ok', 'same' (this very one again) or 'superseded'."""
+        value = codec.credential_field(cred)
+        return await self._record_evidence(
+            cred.subject, "credential", (cred.issued_at_ms, cred.credential_id), value
+        )
 
-    async def set_attestation(self, att: Attestation) -> None:
-        """Store a code attestation whose issuer signature was verified by the caller."""
-        await self._set_peer(att.subject, {codec.ATTESTATION: codec.attestation_field(att)})
+    async def set_attestation(self, att: Attestation) -> str:
+        """Record an attestation verified by the caller ('ok', 'same' or 'superseded')."""
+        value = codec.attestation_field(att)
+        return await self._record_evidence(
+            att.subject, "attestation", (att.issued_at_ms, att.attestation_id), value
+        )
 
-    async def set_bond(self, did: str, bond: Bond) -> None:
-        """Store a stake bond whose issuer signature was verified by the caller."""
-        await self._set_peer(did, {codec.BOND: codec.bond_field(bond)})
+    async def set_bond(self, did: str, bond: Bond) -> str:
+        """Record a custodian's bond verified by the caller ('ok', 'same' or 'superseded');
+        a new bond starts with nothing slashed, the same one again keeps its slashes."""
+        return await self._record_evidence(
+            did, "bond", (bond.issued_at_ms, bond.bond_id), codec.bond_field(bond),
+            reset=codec.BOND_CUT,
+        )  # fmt: skip
+
+    async def _record_evidence(
+        self, did: str, kind: str, issued: tuple[int, str], value: bytes, *, reset: str = ""
+    ) -> str:
+        field = {"credential": codec.CREDENTIAL, "attestation": codec.ATTESTATION,
+                 "bond": codec.BOND, "manifest": codec.MANIFEST}[kind]  # fmt: skip
+        peer = self.keys.peer(did)
+        outcome = await self._supersede_into(peer, peer, codec.watermark_field(kind), issued,
+                                             field=field, value=value, reset=reset)  # fmt: skip
+        if outcome == "ok" and kind != "manifest":
+            entry = f"{kind}|{did}".encode()
+            await self._call(self._redis.hset(self.keys.evidence_ids, issued[1], entry))
+        if outcome == "ok":
+            await self.invalidate(f"peer:{did}")
+        return outcome
+
+    async def _supersede_into(
+        self,
+        watermark_key: str,
+        target_key: str,
+        watermark: str,
+        issued: tuple[int, str],
+        *,
+        value: bytes,
+        field: str = "",
+        expires_ms: int = 0,
+        reset: str = "",
+    ) -> str:
+        mode = "hash" if field else "string"
+        args: list[bytes | str | int] = [
+            watermark, issued[0], issued[1], mode, field, value, expires_ms, reset
+        ]
+        raw = await self._call(self._supersede(keys=[watermark_key, target_key], args=args))
+        return raw.decode() if isinstance(raw, bytes) else str(raw)
 
     async def set_expected_code(self, did: str, codebase_hash: str) -> None:
         """The codebase hash ops expect `did` to run; an attestation of another mismatches."""
         await self._set_peer(did, {codec.EXPECTED_CODE: codebase_hash})
 
-    async def set_manifest(self, did: str, kinds: frozenset[str]) -> None:
-        """Store the message kinds of a verified capability manifest."""
-        await self._set_peer(did, {codec.MANIFEST: orjson.dumps(sorted(kinds))})
+    async def set_manifest(self, did: str, manifest: Manifest) -> str:
+        """Record a verified capability manifest ('ok', 'same' or 'superseded')."""
+        value = codec.manifest_field(manifest)
+        return await self._record_evidence(
+            did, "manifest", (manifest.issued_at_ms, manifest.manifest_id), value
+        )
 
-    async def set_pact(self, pact: PactTerms, document: dict[str, Any]) -> None:
-        """Store a pact both parties signed (verified by the caller), with its document."""
+    async def set_pact(
+        self, pact: PactTerms, document: dict[str, Any], *, issued_at_ms: int
+    ) -> str:
+        """Record a pact both parties signed (verified by the caller), with its document,
+        unless a newer pact between them is recorded ('ok', 'same' or 'superseded')."""
         data = {
             "pact_id": pact.pact_id,
             "sender": pact.sender,
@@ -706,8 +864,14 @@ class RedisStore:
         key = self.keys.pact(pact.sender, pact.recipient)
         stored = {"terms": data, "monitoring": document.get("monitoring"), "document": document}
         # The key expires with the pact, so an expired pact cannot linger in Redis.
-        await self._call(self._redis.set(key, orjson.dumps(stored), pxat=pact.expires_at_ms))
-        await self.invalidate(f"pact:{pact.sender}|{pact.recipient}")
+        outcome = await self._supersede_into(
+            self.keys.peer(pact.sender), key, codec.watermark_field(f"pact:{pact.recipient}"),
+            (issued_at_ms, pact.pact_id), value=orjson.dumps(stored),
+            expires_ms=pact.expires_at_ms,
+        )  # fmt: skip
+        if outcome == "ok":
+            await self.invalidate(f"pact:{pact.sender}|{pact.recipient}")
+        return outcome
 
     async def record_declared_trust(self, did: str, level: str) -> None:
         """Keep a self-declared trust level for the record; scoring never reads it."""
@@ -762,65 +926,105 @@ class RedisStore:
         weight: float,
         policy: Policy,
         now_ms: int,
+        *,
         domain: str = "",
-    ) -> None:
-        """Fold a verified report into the subject's reputation (and its vouchers');
-        `domain` is the kind of the reported message."""
+        reporter_org: str,
+        subject_org: str | None,
+    ) -> ReportEffect:
+        """Fold a verified report into the subject's reputation (and its vouchers'),
+        capped per counterparty organisation; `domain` is the kind of the reported
+        message. A high or critical report acts beyond its capped units only when
+        corroborated by independent organisations; otherwise it waits for a reviewer."""
         if weight <= 0:
-            return
+            return ReportEffect(0.0)
         if report.success:
-            keys = [self.keys.peer(subject), self.keys.report_pairs(subject)]
-            half_life = policy.reputation.success_half_life_ms
-            cap = policy.reports.pair_success_cap
-            args: list[str | int | float] = [reporter, weight, now_ms, half_life, cap]
-            await self._call(self._add_capped_success(keys=keys, args=args))
-            await self.invalidate(f"peer:{subject}")
-            return
-        units = failure_units(report, policy) * weight
-        await self.add_outcome(subject, success=False, weight=units, now_ms=now_ms, policy=policy)
+            if reporter_org == subject_org:
+                return ReportEffect(0.0)  # an organisation's praise of its own agents
+            added = await self._capped_add(
+                subject, self.keys.report_pairs(subject), reporter_org, weight, now_ms,
+                policy.reputation.success_half_life_ms, policy.reports.pair_success_cap,
+                codec.SUCCESS_VALUE, codec.SUCCESS_AT,
+            )  # fmt: skip
+            return ReportEffect(added)
+        fields: list[str] = [codec.FAILURE_VALUE, codec.FAILURE_AT]
         if domain in MESSAGE_KINDS:
             # Failures also count against the peer in the domain they happened in.
-            fields = codec.domain_failure_fields(domain)
-            half_life = policy.reputation.failure_half_life_ms
-            args = [*fields, units, now_ms, half_life]
-            await self._call(self._add_decayed(keys=[self.keys.peer(subject)], args=args))
+            fields += codec.domain_failure_fields(domain)
+        added = await self._capped_add(
+            subject, self.keys.report_blame(subject), reporter_org,
+            failure_units(report, policy) * weight, now_ms, policy.reputation.failure_half_life_ms,
+            policy.reports.pair_failure_cap, *fields,
+        )  # fmt: skip
+        await self._bill_vouchers(subject, added, policy, now_ms)
+        if report.severity not in ("high", "critical"):
+            return ReportEffect(added)
+        outcome = await self._call(
+            self._corroborate(
+                keys=[self.keys.serious_orgs(subject)],
+                args=[
+                    reporter_org,
+                    now_ms,
+                    policy.reports.corroboration_window_ms,
+                    policy.reports.corroboration,
+                ],
+            )
+        )
+        return ReportEffect(added, outcome.decode() if isinstance(outcome, bytes) else outcome)
+
+    async def _capped_add(
+        self, subject: str, pairs: str, org: str, amount: float, now_ms: int, half_life: int,
+        cap: float, *fields: str,
+    ) -> float:  # fmt: skip
+        args: list[str | int | float] = [org, amount, now_ms, half_life, cap, *fields]
+        added = float(await self._call(self._add_capped(keys=[self.keys.peer(subject), pairs],
+                                                         args=args)))  # fmt: skip
+        if added > 0:
+            await self.invalidate(f"peer:{subject}")
+        return added
+
+    async def _bill_vouchers(self, subject: str, units: float, policy: Policy, now_ms: int) -> None:
+        """Vouching is not free: each voucher answers for a share of the damage."""
         for vouch in await self._raw_vouches(subject):
-            # Vouching is not free: the voucher answers for a share of the damage.
             cost = units * min(vouch.share, policy.vouching.max_share) * policy.vouching.liability
             if cost > 0 and vouch.expires_at_ms > now_ms:
                 await self.add_outcome(
                     vouch.voucher, success=False, weight=cost, now_ms=now_ms, policy=policy
                 )
-        if report.severity in ("high", "critical") and weight >= 0.5:
-            # Verified serious misbehaviour is an anomaly: observation, and re-verification.
-            await self.record_anomaly(subject, now_ms)
-        if report.severity == "critical" and policy.stake.critical_report_slash > 0:
-            await self.slash_bond(subject, fraction=policy.stake.critical_report_slash)
 
-    async def add_vouch(self, vouchee: str, vouch: Vouch) -> None:
-        """Record `vouch` for `vouchee` (signature verified by the caller)."""
+    async def add_vouch(self, vouchee: str, vouch: Vouch, *, issued: tuple[int, str]) -> str:
+        """Record `vouch` for `vouchee` (signature verified by the caller) unless a newer
+        vouch from the same voucher is recorded ('ok', 'same' or 'superseded')."""
         data = {
             "voucher": vouch.voucher,
             "share": vouch.share,
             "expires_at_ms": vouch.expires_at_ms,
         }
-        key = self.keys.vouches(vouchee)
-        await self._call(self._redis.hset(key, vouch.voucher, orjson.dumps(data)))
-        await self.invalidate(f"peer:{vouchee}")
+        outcome = await self._supersede_into(
+            self.keys.peer(vouchee), self.keys.vouches(vouchee),
+            codec.watermark_field(f"vouch:{vouch.voucher}"), issued,
+            field=vouch.voucher, value=orjson.dumps(data),
+        )  # fmt: skip
+        if outcome == "ok":
+            await self.invalidate(f"peer:{vouchee}")
+        return outcome
 
     async def _raw_vouches(self, vouchee: str) -> list[Vouch]:
         raw = await self._call(self._redis.hgetall(self.keys.vouches(vouchee)))
-        return [Vouch(**orjson.loads(value)) for value in _as_bytes(raw).values()]
+        return [_vouch(value) for value in _as_bytes(raw).values()]
 
     async def slash_bond(self, did: str, *, amount_minor: int = 0, fraction: float = 0.0) -> int:
-        """Reduce a bond by an amount or a fraction (never below 0); returns what is left."""
-        peer = await self.peer(did, 0, cached=False)
-        if peer.bond is None:
-            return 0
-        cut = amount_minor + int(peer.bond.amount_minor * fraction)
-        left = max(0, peer.bond.amount_minor - cut)
-        await self.set_bond(did, Bond(left, peer.bond.currency))
-        return left
+        """Reduce the held bond by an amount plus a fraction of what is held (never below
+        0), atomically; returns what is left."""
+        left = await self._call(
+            self._slash(keys=[self.keys.peer(did)], args=[amount_minor, fraction])
+        )
+        await self.invalidate(f"peer:{did}")
+        return int(left)
+
+    async def mark_presentation(self, presentation_id: str, ttl_ms: int) -> bool:
+        """True the first time a presentation id is used within `ttl_ms`, False after."""
+        key = self.keys.presentation(presentation_id)
+        return bool(await self._call(self._redis.set(key, b"1", nx=True, px=ttl_ms)))
 
     async def mark_once(self, name: str) -> bool:
         """True the first time `name` is marked (kept 400 days), False ever after."""
@@ -839,9 +1043,12 @@ class RedisStore:
         await self.invalidate("all")
         return deleted
 
-    async def record_anomaly(self, did: str, now_ms: int) -> None:
+    async def record_anomaly(self, did: str, now_ms: int, reason: str = "") -> None:
         """Put a sender under observation: its clean streak restarts from zero."""
-        await self._set_peer(did, {codec.ANOMALY: str(now_ms), codec.CLEAN: "0"})
+        fields = {codec.ANOMALY: str(now_ms), codec.CLEAN: "0"}
+        if reason:
+            fields["anomaly_reason"] = reason
+        await self._set_peer(did, dict[str, str | bytes](fields))
 
     async def _set_peer(self, did: str, fields: dict[str, str | bytes]) -> None:
         await self._call(self._redis.hset(self.keys.peer(did), mapping=dict[Any, Any](fields)))
@@ -1004,8 +1211,9 @@ def _one_more_clean(peer: PeerState) -> PeerState:
     return replace(peer, clean_streak=peer.clean_streak + 1)
 
 
-def _with_spent(peer: PeerState, currency: str, spent: int) -> PeerState:
-    return replace(peer, spent_24h_minor={**peer.spent_24h_minor, currency: spent})
+def _vouch(raw: bytes) -> Vouch:
+    data = orjson.loads(raw)
+    return Vouch(data["voucher"], data["share"], data["expires_at_ms"])
 
 
 async def wait_until_available(store: RedisStore, retry_ms: int, stop: asyncio.Event) -> bool:

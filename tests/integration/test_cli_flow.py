@@ -56,7 +56,7 @@ async def test_operator_flow_from_keygen_to_blocked_review(
     }
     assert dids["alice"] in urls["alice"] or "did%3Akey" in urls["alice"]
 
-    await cli(config, "issuer", "add", dids["issuer"])
+    await cli(config, "issuer", "add", dids["issuer"], "--role", "identity")
     cred = tmp_path / "alice.cred.json"
     await cli(config, "evidence", "issue", "credential", "--issuer-key", str(keys["issuer"]),
               "--subject", dids["alice"], "--organisation", "Acme", "--out", str(cred))  # fmt: skip

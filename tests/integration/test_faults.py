@@ -39,6 +39,7 @@ from broker.router import Router
 from broker.store.redis import RedisStore
 from broker.topology import declare_router_topology
 from tests.integration.conftest import REPO, Agent, AgentFactory
+from tests.integration.trust import trust_issuer
 
 DAY_MS = 86_400_000
 
@@ -57,7 +58,7 @@ async def _pair(agents: AgentFactory, store: RedisStore) -> tuple[Agent, Agent]:
     now, issuer = wall_clock_ms(), AgentKey.generate()
     # Possession is recorded as a completed handshake would; the handshake has its own tests.
     await store.record_possession(sender.did, now, now + DAY_MS)
-    await store.add_issuer(issuer.did)
+    await trust_issuer(store, issuer.did, "identity")
     document = sign_evidence(
         issuer, "credential", id=f"cred-{os.urandom(6).hex()}", subject=sender.did,
         organisation="Fault Test Org", issued_at=now - 1000, expires_at=now + DAY_MS,

@@ -4,6 +4,7 @@ Redis and RabbitMQ, through the real router."""
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from dataclasses import replace
 from typing import Any
@@ -68,11 +69,15 @@ async def test_only_the_recipient_may_report_and_only_once(
     await recipient.client.report(message, "failure")  # twice
     reasons = await blocked_reasons(config, 2)
     assert sorted(reasons) == ["report_duplicate", "report_not_recipient"]
-    # Exactly one verified failure. An established reporter weighs (0.65 - 0.5) / 0.3 = 0.5
-    # units: x 0.85 ** 0.5 overall, and again in its domain (a data message, which is
+    # Exactly one verified failure, weighted by the reporter's standing (its non-report
+    # evidence): a verified identity (0.9) and 10 clean messages of behaviour
+    # (1 - 0.5 e^-2), weighted 0.30 and 0.15, no stake: 0.745, so (0.745 - 0.5) / 0.3 =
+    # 0.82 units, x 0.85 ** 0.82 overall and again in its domain (a data message, which is
     # also what `peer` scores).
+    standing = (0.30 * 0.9 + 0.15 * (1 - 0.5 * math.exp(-2))) / 0.55
+    units = (standing - 0.5) / 0.3
     after = await reputation(store, subject.did)
-    assert after == pytest.approx(before * 0.85**0.5 * 0.85**0.5, rel=0.02)
+    assert after == pytest.approx(before * 0.85**units * 0.85**units, rel=0.02)
     payments = await store.peer(subject.did, wall_clock_ms(), cached=False)
     assert set(payments.domain_failures) == {"data"}
 
@@ -158,18 +163,20 @@ async def test_whitewashing_a_slashed_key_starts_at_the_cold_start_prior(
     assert fresh_view["tier"] == "blocked"
 
 
-async def test_bait_and_switch_drops_below_the_payment_tier_after_one_serious_report(
+async def test_bait_and_switch_drops_below_the_payment_tier_after_two_independent_reports(
     router: Router, config: BrokerConfig, store: RedisStore, agents: AgentFactory
 ) -> None:
     from broker.envelope import PaymentIntent
 
-    switcher, victim = await agents(), await agents()
+    switcher, victim, other_victim = await agents(), await agents(), await agents()
     issuer = AgentKey.generate()
     await make_level(store, switcher.client, issuer, "trusted")
     await make_level(store, victim.client, issuer, "trusted")
+    await make_level(store, other_victim.client, issuer, "trusted")
     assert (await describe_peer(store, switcher.did, wall_clock_ms()))["tier"] == "trusted"
-    [message] = await deliver(switcher, victim, 1)
-    await victim.client.report(message, "hallucination", severity="critical")
+    for reporter in (other_victim, victim):
+        [message] = await deliver(switcher, reporter, 1)
+        await reporter.client.report(message, "hallucination", severity="critical")
     await asyncio.sleep(1.0)
     view = await describe_peer(store, switcher.did, wall_clock_ms())
     assert view["composite"] < 0.60, view
@@ -189,12 +196,13 @@ async def test_a_flood_of_new_identities_cannot_evict_a_penalty(
     router = Router(small, router_store, broker_key=broker_key)
     await router.start()
     try:
-        offender, victim = await agents(), await agents()
+        offender, victim, witness = await agents(), await agents(), await agents()
         issuer = AgentKey.generate()
         await make_level(store, offender.client, issuer, "established")
-        await make_level(store, victim.client, issuer, "trusted")
-        [message] = await deliver(offender, victim)
-        await victim.client.report(message, "hallucination", severity="critical")
+        for reporter in (witness, victim):
+            await make_level(store, reporter.client, issuer, "trusted")
+            [message] = await deliver(offender, reporter)
+            await reporter.client.report(message, "hallucination", severity="critical")
         await asyncio.sleep(0.8)
         penalised = await reputation(store, offender.did)
         flood = [AgentKey.generate() for _ in range(300)]
@@ -239,13 +247,13 @@ async def test_an_issuer_slashes_a_bond_and_the_stake_dimension_falls(
     router: Router, store: RedisStore, agents: AgentFactory
 ) -> None:
     agent = await agents()
-    issuer = AgentKey.generate()
+    issuer, custodian = AgentKey.generate(), AgentKey.generate()
     await verify_identity(store, agent.client, issuer)
-    await post_bond(store, agent.did, issuer, 1_000)
+    await post_bond(store, agent.client, custodian, 1_000)
     assert (await describe_peer(store, agent.did, wall_clock_ms()))["dimensions"]["stake"] == 1.0
     now = wall_clock_ms()
     slash = sign_evidence(
-        issuer, "slash", id="slash-1", subject=agent.did, condition="fraud",
+        custodian, "slash", id="slash-1", subject=agent.did, condition="fraud",
         amount_minor=75_000, issued_at=now - 1, expires_at=now + DAY_MS,
     )  # fmt: skip
     untrusted = sign_evidence(

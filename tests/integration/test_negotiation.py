@@ -24,6 +24,7 @@ from broker.router import Router
 from broker.signing import countersign
 from broker.store.redis import RedisStore
 from tests.integration.conftest import Agent, AgentFactory
+from tests.integration.trust import trust_issuer
 
 DAY_MS = 86_400_000
 
@@ -68,7 +69,7 @@ async def test_the_lifecycle_walks_through_the_real_flows(
     # Possession alone is not verified identity: still blocked.
     assert await outcome_of(agent, peer, config) == ("block", "insufficient_trust")
 
-    await store.add_issuer(issuer.did)
+    await trust_issuer(store, issuer.did, "identity")
     presented = await agent.client.present(credential(issuer, agent.did))
     assert presented["refused"] == []
     assert await outcome_of(agent, peer, config) == ("deliver", "probation")
@@ -79,11 +80,14 @@ async def test_a_self_attested_credential_never_verifies_identity(
 ) -> None:
     agent, peer = await agents(), await agents()
     await agent.client.handshake()
-    # Signed by the agent itself: a valid signature, but not by a trusted issuer.
-    await agent.client.present(credential(agent.key, agent.did))
+    # Signed by the agent itself: a valid signature, but anyone can mint that. Refused,
+    # even if ops had (wrongly) put the agent itself on the trust list.
+    await trust_issuer(store, agent.did, "identity")
+    reply = await agent.client.present(credential(agent.key, agent.did))
+    assert [r["code"] for r in reply["refused"]] == ["evidence_self_issued"]
     assert await outcome_of(agent, peer, config) == ("block", "insufficient_trust")
     evidence = await store.peer(agent.did, wall_clock_ms(), cached=False)
-    assert evidence.credential is not None and evidence.credential.issuer == agent.did
+    assert evidence.credential is None
 
 
 @pytest.mark.parametrize(
@@ -101,7 +105,7 @@ async def test_bad_evidence_fails_with_its_own_reason(
 ) -> None:
     agent, other = await agents(), await agents()
     issuer = AgentKey.generate()
-    await store.add_issuer(issuer.did)
+    await trust_issuer(store, issuer.did, "identity")
     now = wall_clock_ms()
     if case == "forged":
         document = {**credential(issuer, agent.did), "organisation": "Forged Inc"}
@@ -183,9 +187,10 @@ async def test_concurrent_requests_of_one_agent_each_get_their_own_reply(
 ) -> None:
     agent = await agents()
     issuer = AgentKey.generate()
-    await store.add_issuer(issuer.did)
+    await trust_issuer(store, issuer.did, "identity")
     await agent.client.handshake(expected_broker=broker_key.did)
-    documents = [credential(issuer, agent.did) for _ in range(3)]
+    now = wall_clock_ms()
+    documents = [credential(issuer, agent.did, issued_at=now - 3000 + i) for i in range(3)]
     # One channel carries every request; replies are matched by correlation id, so a
     # mix-up would hand a handshake a "presented" reply (or the other way round).
     results = await asyncio.gather(
@@ -193,7 +198,12 @@ async def test_concurrent_requests_of_one_agent_each_get_their_own_reply(
         *(agent.client.handshake(expected_broker=broker_key.did, resume=True) for _ in range(3)),
     )
     presented, proofs = results[:3], results[3:]
-    assert [r["accepted"] for r in presented] == [[d["id"]] for d in documents]
+    # Each reply answers its own request: its document was recorded, or refused because a
+    # newer credential of the three got there first (supersession).
+    for reply, document in zip(presented, documents, strict=True):
+        codes = [r["code"] for r in reply["refused"]]
+        assert reply["accepted"] == [document["id"]] or codes == ["evidence_superseded"], reply
+    assert presented[2]["accepted"] == [documents[2]["id"]]  # the newest always stands
     assert {proof.agent for proof in proofs} == {agent.did}
 
 
@@ -211,7 +221,7 @@ async def test_revoked_credential_stops_counting_on_every_router_within_a_second
 ) -> None:
     agent, peer = await agents(), await agents()
     issuer = AgentKey.generate()
-    await store.add_issuer(issuer.did)
+    await trust_issuer(store, issuer.did, "identity")
     await agent.client.handshake()
     document = credential(issuer, agent.did)
     await agent.client.present(document)
@@ -270,7 +280,8 @@ async def test_an_iatp_manifest_is_accepted_and_its_declared_trust_never_scores(
     )
     assert reply["refused"] == []
     after = await store.peer(agent.did, now, cached=False)
-    assert after.manifest_kinds == frozenset({"data", "request"})
+    assert after.manifest is not None
+    assert after.manifest.kinds == frozenset({"data", "request"})
     assert (after.successes, after.credential) == (before.successes, before.credential)
     # The recipient declared permanent retention: card data to it is now blocked.
     await make_trusted(store, sender)

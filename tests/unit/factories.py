@@ -27,10 +27,12 @@ from broker.state import (
     Bond,
     Credential,
     DecayedCount,
+    Manifest,
     PactTerms,
     PeerState,
     RecipientProfile,
     TrustContext,
+    TrustList,
 )
 
 # 2025-06-15T15:06:40Z. The core never reads the clock; neither do its tests.
@@ -44,6 +46,10 @@ RECIPIENT = AgentKey(bytes([2]) * 32)
 OTHER = AgentKey(bytes([3]) * 32)
 ISSUER = AgentKey(bytes([9]) * 32).did
 UNTRUSTED_ISSUER = AgentKey(bytes([10]) * 32).did
+CUSTODIAN = AgentKey(bytes([11]) * 32).did
+# ISSUER signs identity credentials and attestations, CUSTODIAN holds bonds.
+TRUST_LIST = TrustList({ISSUER: frozenset({"identity", "attestation"}),
+                        CUSTODIAN: frozenset({"stake"})})  # fmt: skip
 
 DEFAULT_POLICY = Policy()
 
@@ -111,6 +117,32 @@ def attestation(**overrides: Any) -> Attestation:
     return Attestation(**fields)
 
 
+def bond(amount_minor: int = 1_000_00, currency: str = "USD", **overrides: Any) -> Bond:
+    """A bond for SENDER held by the trusted CUSTODIAN, current at NOW."""
+    fields: dict[str, Any] = {
+        "bond_id": "bond-1",
+        "issuer": CUSTODIAN,
+        "amount_minor": amount_minor,
+        "currency": currency,
+        "issued_at_ms": NOW - DAY_MS,
+        "expires_at_ms": NOW + 30 * DAY_MS,
+    }
+    fields.update(overrides)
+    return Bond(**fields)
+
+
+def manifest(*kinds: str, **overrides: Any) -> Manifest:
+    """SENDER's own manifest declaring `kinds`, current at NOW."""
+    fields: dict[str, Any] = {
+        "manifest_id": "manifest-1",
+        "kinds": frozenset(kinds),
+        "issued_at_ms": NOW - DAY_MS,
+        "expires_at_ms": NOW + 30 * DAY_MS,
+    }
+    fields.update(overrides)
+    return Manifest(**fields)
+
+
 def pact(**overrides: Any) -> PactTerms:
     """A pact from SENDER to RECIPIENT covering data and payments up to 1,000 USD."""
     fields: dict[str, Any] = {
@@ -146,11 +178,11 @@ def recipient(**overrides: Any) -> RecipientProfile:
 
 
 def context(peer_state: PeerState | None = None, **overrides: Any) -> TrustContext:
-    """A context that trusts ISSUER and knows RECIPIENT."""
+    """A context that trusts ISSUER and CUSTODIAN and knows RECIPIENT."""
     fields: dict[str, Any] = {
         "peer": peer_state if peer_state is not None else peer(),
         "recipient": recipient(),
-        "issuers": frozenset({ISSUER}),
+        "issuers": TRUST_LIST,
     }
     fields.update(overrides)
     return TrustContext(**fields)
@@ -186,7 +218,7 @@ def trusted_peer(bond_usd: int = 10_000) -> PeerState:
         credential=credential(),
         successes=DecayedCount(60.0, NOW),
         clean_streak=60,
-        bond=Bond(bond_usd * 100, "USD"),
+        bond=bond(bond_usd * 100),
     )
 
 

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from broker.decision import Action, Tier
 from broker.envelope import DecodedEnvelope, Envelope, PaymentIntent
-from broker.policy import DIMENSIONS
+from broker.policy import DIMENSIONS, Policy, load_policy
 from broker.scoring import decide, under_observation
 from broker.scoring.behavioral import score_behavioral
 from broker.scoring.compliance import score_compliance
@@ -21,9 +21,10 @@ from broker.scoring.identity import score_identity
 from broker.scoring.reputation import score_reputation
 from broker.scoring.stake import score_stake
 from broker.scoring.tiers import REMEDIATION, weakest_dimension
-from broker.state import Bond, DecayedCount, PeerState, TrustContext
+from broker.state import Bond, DecayedCount, PeerState, TrustContext, TrustList
 
 from .factories import (
+    CUSTODIAN,
     DAY_MS,
     DEFAULT_POLICY,
     ISSUER,
@@ -36,10 +37,12 @@ from .factories import (
     UNTRUSTED_ISSUER,
     anomalous_peer,
     attestation,
+    bond,
     context,
     credential,
     decoded,
     identity_verified_peer,
+    manifest,
     new_peer,
     pact,
     payment_envelope,
@@ -131,10 +134,24 @@ IDENTITY = [
     ),
     pytest.param(
         _cred(),
-        {"issuers": frozenset()},
+        {"issuers": TrustList()},
         0.40,
         ("identity_possession", "credential_issuer_untrusted"),
         id="empty-trust-list",
+    ),
+    pytest.param(
+        _cred(),
+        {"issuers": TrustList({ISSUER: frozenset({"stake", "attestation"})})},
+        0.40,
+        ("identity_possession", "credential_issuer_untrusted"),
+        id="issuer-trusted-for-other-roles-only",
+    ),
+    pytest.param(
+        _cred(issuer=SENDER.did),
+        {"issuers": TrustList({SENDER.did: frozenset({"identity"})})},
+        0.40,
+        ("identity_possession", "credential_subject_mismatch"),
+        id="self-issued-even-by-a-trusted-issuer",
     ),
     pytest.param(
         _cred(),
@@ -401,7 +418,7 @@ COMPLIANCE = [
     ),
     pytest.param(
         DATA,
-        {"manifest_kinds": frozenset({"report"})},
+        {"manifest": manifest("report")},
         {},
         0.2,
         "kind_outside_manifest",
@@ -409,7 +426,7 @@ COMPLIANCE = [
     ),
     pytest.param(
         DATA,
-        {"manifest_kinds": frozenset({"report"})},
+        {"manifest": manifest("report")},
         {"pact": pact()},
         0.2,
         "kind_outside_manifest",
@@ -417,16 +434,24 @@ COMPLIANCE = [
     ),
     pytest.param(
         DATA,
-        {"manifest_kinds": frozenset({"data"})},
+        {"manifest": manifest("data")},
         {},
-        0.75,
+        0.5,
         "manifest_in_scope",
-        id="manifest-in-scope",
+        id="manifest-in-scope-raises-nothing",
+    ),
+    pytest.param(
+        DATA,
+        {"manifest": manifest("report", expires_at_ms=NOW)},
+        {},
+        0.5,
+        "compliance_no_evidence",
+        id="expired-manifest-no-longer-narrows",
     ),
     pytest.param(DATA, {}, {"pact": pact()}, 1.0, "pact_in_scope", id="pact-in-scope"),
     pytest.param(
         DATA,
-        {"manifest_kinds": frozenset({"data"})},
+        {"manifest": manifest("data")},
         {"pact": pact()},
         1.0,
         "pact_in_scope",
@@ -434,9 +459,9 @@ COMPLIANCE = [
     ),
     pytest.param(
         DATA,
-        {"manifest_kinds": frozenset({"data"})},
+        {"manifest": manifest("data")},
         {"pact": pact(expires_at_ms=NOW)},
-        0.75,
+        0.5,
         "manifest_in_scope",
         id="expired-pact-falls-back-to-manifest",
     ),
@@ -523,40 +548,77 @@ def test_compliance(
 
 # --- stake ------------------------------------------------------------------------------
 
+RATED = load_policy({"currency": {"reference": "USD", "rates": {"USD": "1", "EUR": "1.10",
+                                                                 "JPY": "0.0068"}}})  # fmt: skip
+
 STAKE = [
-    pytest.param(None, DATA, 0.0, ("stake_none",), id="none"),
-    pytest.param(Bond(0, "USD"), DATA, 0.0, ("stake_none",), id="zero-bond"),
-    pytest.param(Bond(500_00, "USD"), DATA, 0.5, ("stake_partial",), id="partial"),
-    pytest.param(Bond(1_000_00, "USD"), DATA, 1.0, (), id="full"),
-    pytest.param(Bond(5_000_00, "USD"), DATA, 1.0, (), id="more-than-full"),
-    pytest.param(Bond(1_000_00, "EUR"), DATA, 1.0, (), id="full-in-bond-currency"),
-    pytest.param(Bond(1_000, "JPY"), DATA, 1.0, (), id="full-zero-decimal-currency"),
+    pytest.param(None, DATA, DEFAULT_POLICY, 0.0, ("stake_none",), id="none"),
+    pytest.param(bond(0), DATA, DEFAULT_POLICY, 0.0, ("stake_none",), id="zero-bond"),
+    pytest.param(bond(500_00), DATA, DEFAULT_POLICY, 0.5, ("stake_partial",), id="partial"),
+    pytest.param(bond(1_000_00), DATA, DEFAULT_POLICY, 1.0, (), id="full"),
+    pytest.param(bond(5_000_00), DATA, DEFAULT_POLICY, 1.0, (), id="more-than-full"),
     pytest.param(
-        Bond(1_000_00, "USD"), payment_envelope("999.99"), 1.0, (), id="payment-within-coverage"
+        bond(2_000_00, slashed_minor=1_500_00), DATA, DEFAULT_POLICY, 0.5, ("stake_partial",),
+        id="slashed-part-no-longer-held",
     ),
     pytest.param(
-        Bond(1_000_00, "USD"),
-        payment_envelope("2000"),
-        0.5,
-        ("stake_partial",),
+        bond(issuer=UNTRUSTED_ISSUER), DATA, DEFAULT_POLICY, 0.0, ("stake_issuer_untrusted",),
+        id="issuer-not-on-the-list",
+    ),
+    pytest.param(
+        bond(issuer=ISSUER), DATA, DEFAULT_POLICY, 0.0, ("stake_issuer_untrusted",),
+        id="identity-issuer-is-no-custodian",
+    ),
+    pytest.param(
+        bond(issuer=SENDER.did), DATA, DEFAULT_POLICY, 0.0, ("stake_issuer_untrusted",),
+        id="self-issued",
+    ),
+    pytest.param(
+        bond(expires_at_ms=NOW), DATA, DEFAULT_POLICY, 0.0, ("stake_expired",), id="expired"
+    ),
+    pytest.param(
+        bond(issued_at_ms=NOW + 1), DATA, DEFAULT_POLICY, 0.0, ("stake_expired",),
+        id="not-yet-valid",
+    ),
+    pytest.param(
+        bond(1_000_00, "EUR"), DATA, DEFAULT_POLICY, 0.0, ("stake_currency_unrated",),
+        id="bond-currency-without-rate",
+    ),
+    pytest.param(bond(1_000_00, "EUR"), DATA, RATED, 1.0, (), id="eur-bond-at-the-rate"),
+    pytest.param(
+        bond(100_000, "JPY"), DATA, RATED, 0.68, ("stake_partial",), id="jpy-bond-at-the-rate"
+    ),
+    pytest.param(
+        bond(1_000_00), payment_envelope("999.99"), DEFAULT_POLICY, 1.0, (),
+        id="payment-within-coverage",
+    ),
+    pytest.param(
+        bond(1_000_00), payment_envelope("2000"), DEFAULT_POLICY, 0.5, ("stake_partial",),
         id="payment-doubles-exposure",
     ),
     pytest.param(
-        Bond(1_000_00, "EUR"),
-        payment_envelope("10"),
-        0.0,
-        ("stake_currency_mismatch",),
-        id="currency-mismatch",
+        bond(1_000_00), payment_envelope("1000", "EUR"), RATED, 1000 / 1100,
+        ("stake_partial",), id="payment-converted-to-the-reference",
+    ),
+    pytest.param(
+        bond(1_000_00), payment_envelope("10", "EUR"), DEFAULT_POLICY, 0.0,
+        ("stake_currency_unrated",), id="payment-currency-without-rate",
     ),
 ]
 
 
-@pytest.mark.parametrize(("bond", "envelope", "score", "reasons"), STAKE)
+@pytest.mark.parametrize(("bond_", "envelope", "policy", "score", "reasons"), STAKE)
 def test_stake(
-    bond: Bond | None, envelope: Envelope, score: float, reasons: tuple[str, ...]
+    bond_: Bond | None, envelope: Envelope, policy: Policy, score: float, reasons: tuple[str, ...]
 ) -> None:
-    result = score_stake(envelope, context(peer(bond=bond)), DEFAULT_POLICY, NOW)
-    assert (result.score, result.reasons) == (score, reasons)
+    result = score_stake(envelope, context(peer(bond=bond_)), policy, NOW)
+    assert (pytest.approx(result.score), result.reasons) == (score, reasons)
+
+
+def test_a_revoked_bond_stops_counting() -> None:
+    ctx = context(peer(bond=bond()), revoked_evidence=frozenset({"bond-1"}))
+    assert score_stake(DATA, ctx, DEFAULT_POLICY, NOW).reasons == ("stake_revoked",)
+
 
 
 # --- weakest dimension, remediation, the decision record -----------------------------------
@@ -640,6 +702,7 @@ def test_decision_to_dict_is_json(ctx: TrustContext) -> None:
         "remediation",
         "policy_version",
         "gate",
+        "identity_verified",
     }
 
 
@@ -675,9 +738,17 @@ peer_states = st.builds(
     failures=counts,
     clean_streak=st.integers(min_value=0, max_value=10**6),
     last_anomaly_ms=st.none() | instants,
-    bond=st.none() | st.builds(Bond, st.integers(min_value=0, max_value=10**15), currencies),
-    manifest_kinds=st.none() | kinds,
-    spent_24h_minor=st.dictionaries(currencies, st.integers(min_value=0, max_value=10**15)),
+    bond=st.none()
+    | st.builds(
+        bond,
+        st.integers(min_value=0, max_value=10**15),
+        currencies,
+        issuer=st.sampled_from([CUSTODIAN, ISSUER, UNTRUSTED_ISSUER]),
+        expires_at_ms=instants,
+        slashed_minor=st.integers(min_value=0, max_value=10**15),
+    ),
+    manifest=st.none() | st.builds(manifest, expires_at_ms=instants, kinds=kinds),
+    spent_24h_ref=st.integers(min_value=0, max_value=10**15),
 )
 
 recipients = st.none() | st.builds(
@@ -762,6 +833,8 @@ def test_decide_scores_arbitrary_state_that_passes_the_gates(
     assert 0.0 <= decision.composite <= 1.0
     assert set(decision.dimensions) == set(DIMENSIONS)
     assert all(0.0 <= score <= 1.0 for score in decision.dimensions.values())
-    assert (decision.tier is Tier.BLOCKED) == (decision.composite < 0.5)
+    verified = "identity_verified" in decision.reasons or "identity_attested" in decision.reasons
+    assert decision.identity_verified == verified
+    assert (decision.tier is Tier.BLOCKED) == (decision.composite < 0.5 or not verified)
     assert decision.weakest in DIMENSIONS
     orjson.dumps(decision.to_dict())

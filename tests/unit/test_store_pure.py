@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from broker.state import Bond, Credential, DecayedCount, RecipientProfile
+from broker.state import Bond, Credential, DecayedCount, Manifest, RecipientProfile
 from broker.store import codec
 from broker.store.cache import TTLCache
 from broker.store.keys import Keys
@@ -46,23 +46,36 @@ def test_cache_refuses_a_nonsense_size() -> None:
 
 def test_peer_state_round_trips_through_hash_fields() -> None:
     cred = Credential("c1", "did:key:issuer", "did:key:peer", "Acme", 1, 2)
+    bond = Bond("b1", "did:key:custodian", 500, "USD", 3, 4)
+    manifest = Manifest("m1", frozenset({"data", "request"}), 5, 6)
     fields = {
         b"revoked": b"1", b"pos_at": b"10", b"pos_until": b"20",
         b"cred": codec.credential_field(cred), b"succ": b"3.5", b"succ_at": b"100",
-        b"clean": b"7", b"anomaly": b"50", b"bond": codec.bond_field(Bond(500, "USD")),
-        b"manifest": orjson.dumps(["data", "request"]),
+        b"clean": b"7", b"anomaly": b"50", b"bond": codec.bond_field(bond), b"bond_cut": b"120",
+        b"manifest": codec.manifest_field(manifest),
     }  # fmt: skip
-    peer = codec.peer_from_hash("did:key:peer", fields, {"USD": 9})
-    assert peer.revoked and peer.credential == cred and peer.bond == Bond(500, "USD")
+    peer = codec.peer_from_hash("did:key:peer", fields, 9)
+    assert peer.revoked and peer.credential == cred
+    assert peer.bond == Bond("b1", "did:key:custodian", 500, "USD", 3, 4, slashed_minor=120)
+    assert peer.bond.held_minor == 380
     assert (peer.possession_verified_ms, peer.possession_expires_ms) == (10, 20)
     assert peer.successes == DecayedCount(3.5, 100) and peer.failures == DecayedCount()
     assert (peer.clean_streak, peer.last_anomaly_ms) == (7, 50)
-    assert peer.manifest_kinds == frozenset({"data", "request"})
-    assert peer.spent_24h_minor == {"USD": 9}
+    assert peer.manifest == manifest
+    assert peer.spent_24h_ref == 9
+
+
+def test_records_from_before_evidence_kept_its_issuer_count_for_nothing() -> None:
+    fields = {
+        b"bond": orjson.dumps({"amount_minor": 500, "currency": "USD"}),
+        b"manifest": orjson.dumps(["data"]),
+    }
+    peer = codec.peer_from_hash("did:key:peer", fields)
+    assert peer.bond is None and peer.manifest is None
 
 
 def test_an_empty_hash_is_a_peer_nothing_is_known_about() -> None:
-    peer = codec.peer_from_hash("did:key:x", {}, {})
+    peer = codec.peer_from_hash("did:key:x", {})
     assert not peer.revoked and peer.credential is None and peer.clean_streak == 0
 
 
@@ -85,8 +98,10 @@ def test_every_key_lives_under_the_prefix() -> None:
     keys = Keys("p:")
     names = [
         keys.peer("d"), keys.recipient("d"), keys.seen("m"), keys.nonce("d", "n"),
-        keys.spend("d", "USD"), keys.pact("a", "b"), keys.issuers, keys.revoked_evidence,
-        keys.policy, keys.invalidate,
+        keys.spend("d"), keys.pact("a", "b"), keys.issuers, keys.revoked_evidence,
+        keys.policy, keys.invalidate, keys.report_pairs("d"), keys.report_blame("d"),
+        keys.serious_orgs("d"), keys.serious_reports, keys.serious_open,
+        keys.serious_by_reporter, keys.evidence_ids, keys.presentation("x"),
     ]  # fmt: skip
     assert all(name.startswith("p:") for name in names)
     assert len(set(names)) == len(names)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -10,16 +11,19 @@ from hypothesis import strategies as st
 
 from broker.decision import Action, Tier
 from broker.envelope import Envelope, PaymentIntent
-from broker.policy import DIMENSIONS, Policy, Weights
+from broker.policy import DIMENSIONS, CurrencyModel, Policy, Weights
 from broker.scoring import decide
-from broker.scoring.tiers import composite, tier_of
+from broker.scoring.tiers import capped_tier, composite, tier_of
+from broker.state import PeerState
 
 from .factories import (
     DEFAULT_POLICY,
     context,
     decoded,
+    identity_verified_peer,
     payment_envelope,
     peer,
+    possession,
     sign_envelope,
     single_dimension_policy,
 )
@@ -56,7 +60,7 @@ def test_tier_boundaries(
     pay_large: tuple[Action, str],
 ) -> None:
     policy = single_dimension_policy(score)
-    ctx = context(peer())
+    ctx = context(identity_verified_peer())
     for envelope, expected in [
         (sign_envelope(), data),
         (payment_envelope("50.00"), pay_small),
@@ -100,74 +104,123 @@ def _pay_minor(minor: int, currency: str = "USD") -> Envelope:
 
 ESTABLISHED = 0.70
 TRUSTED = 0.90
+DAILY = (Action.ESCALATE, "daily_cap_exceeded")
+UNRATED = (Action.ESCALATE, "currency_unrated")
+# Caps and the daily sum are in the reference currency (USD by default, the only rate).
+RATES = CurrencyModel(
+    reference="USD", rates={"USD": "1", "EUR": "1.10", "JPY": "0.0068", "KWD": "3.25"}
+)
 
-# tier score, envelope, 24 h spend so far, expected action and reason
+# tier score, envelope, 24 h spend so far (reference minor units), expected action and reason
 CAPS = [
-    pytest.param(ESTABLISHED, _pay("100.00"), {}, PAID, id="established-at-per-message-cap"),
-    pytest.param(ESTABLISHED, _pay("100.01"), {}, OVER_CAP, id="established-over-per-message"),
-    pytest.param(ESTABLISHED, _pay_minor(10_000), {}, PAID, id="established-cap-minor-form"),
-    pytest.param(ESTABLISHED, _pay_minor(10_001), {}, OVER_CAP, id="established-over-minor-form"),
-    pytest.param(ESTABLISHED, _pay("50.00"), {"USD": 450_00}, PAID, id="established-at-daily-cap"),
+    pytest.param(ESTABLISHED, _pay("100.00"), 0, PAID, id="established-at-per-message-cap"),
+    pytest.param(ESTABLISHED, _pay("100.01"), 0, OVER_CAP, id="established-over-per-message"),
+    pytest.param(ESTABLISHED, _pay_minor(10_000), 0, PAID, id="established-cap-minor-form"),
+    pytest.param(ESTABLISHED, _pay_minor(10_001), 0, OVER_CAP, id="established-over-minor-form"),
+    pytest.param(ESTABLISHED, _pay("50.00"), 450_00, PAID, id="established-at-daily-cap"),
     pytest.param(
         ESTABLISHED,
         _pay("50.01"),
-        {"USD": 450_00},
+        450_00,
         (Action.ESCALATE, "daily_cap_exceeded"),
         id="established-over-daily-cap",
     ),
     pytest.param(
         ESTABLISHED,
         _pay("1.00"),
-        {"USD": 500_00},
+        500_00,
         (Action.ESCALATE, "daily_cap_exceeded"),
         id="established-daily-cap-spent",
     ),
-    pytest.param(
-        ESTABLISHED, _pay("100.00"), {"EUR": 500_00}, PAID, id="daily-cap-is-per-currency"
-    ),
-    pytest.param(ESTABLISHED, _pay("100", "JPY"), {}, PAID, id="caps-in-major-units-jpy"),
-    pytest.param(ESTABLISHED, _pay("101", "JPY"), {}, OVER_CAP, id="over-cap-jpy"),
-    pytest.param(ESTABLISHED, _pay("100.000", "KWD"), {}, PAID, id="cap-kwd"),
-    pytest.param(ESTABLISHED, _pay("100.001", "KWD"), {}, OVER_CAP, id="over-cap-kwd"),
+    pytest.param(ESTABLISHED, _pay("100", "JPY"), 0, UNRATED, id="no-rate-escalates-jpy"),
+    pytest.param(ESTABLISHED, _pay("0.001", "KWD"), 0, UNRATED, id="no-rate-escalates-kwd"),
     pytest.param(
         ESTABLISHED,
         sign_envelope(kind="payment"),
-        {},
+        0,
         (Action.ESCALATE, "payment_amount_missing"),
         id="payment-kind-no-amount",
     ),
     pytest.param(
         ESTABLISHED,
         sign_envelope(kind="request", payment=PaymentIntent(currency="USD", amount="100.01")),
-        {},
+        0,
         OVER_CAP,
         id="payment-intent-on-request",
     ),
-    pytest.param(TRUSTED, _pay("100.01"), {}, PAID, id="trusted-over-established-cap"),
-    pytest.param(TRUSTED, _pay("10000.00"), {}, PAID, id="trusted-at-per-message-cap"),
-    pytest.param(TRUSTED, _pay("10000.01"), {}, OVER_CAP, id="trusted-over-per-message-cap"),
-    pytest.param(TRUSTED, _pay("10000.00"), {"USD": 40_000_00}, PAID, id="trusted-at-daily-cap"),
+    pytest.param(TRUSTED, _pay("100.01"), 0, PAID, id="trusted-over-established-cap"),
+    pytest.param(TRUSTED, _pay("10000.00"), 0, PAID, id="trusted-at-per-message-cap"),
+    pytest.param(TRUSTED, _pay("10000.01"), 0, OVER_CAP, id="trusted-over-per-message-cap"),
+    pytest.param(TRUSTED, _pay("10000.00"), 40_000_00, PAID, id="trusted-at-daily-cap"),
     pytest.param(
         TRUSTED,
         _pay("10000.00"),
-        {"USD": 40_000_01},
+        40_000_01,
         (Action.ESCALATE, "daily_cap_exceeded"),
         id="trusted-over-daily-cap",
     ),
-    pytest.param(0.55, _pay("0.01"), {}, PAY_BLOCKED, id="probation-blocks-any-payment"),
+    pytest.param(0.55, _pay("0.01"), 0, PAY_BLOCKED, id="probation-blocks-any-payment"),
     pytest.param(
-        0.55, sign_envelope(kind="payment"), {}, PAY_BLOCKED, id="probation-blocks-payment-kind"
+        0.55, sign_envelope(kind="payment"), 0, PAY_BLOCKED, id="probation-blocks-payment-kind"
     ),
 ]
 
 
 @pytest.mark.parametrize(("score", "envelope", "spent", "expected"), CAPS)
 def test_payment_caps(
-    score: float, envelope: Envelope, spent: dict[str, int], expected: tuple[Action, str]
+    score: float, envelope: Envelope, spent: int, expected: tuple[Action, str]
 ) -> None:
-    ctx = context(peer(spent_24h_minor=spent))
+    ctx = context(_verified(spent_24h_ref=spent))
     decision = decide(decoded(envelope), ctx, single_dimension_policy(score), envelope.created_at)
     assert (decision.action, decision.reasons[0]) == expected
+
+
+def _verified(**fields: Any) -> PeerState:
+    from dataclasses import replace
+
+    return replace(identity_verified_peer(), **fields)
+
+
+# caps in reference units: amount, currency, 24 h spend in USD cents, action and reason
+CONVERTED = [
+    pytest.param("14705", "JPY", 0, PAID, id="jpy-just-under-100-usd"),
+    pytest.param("14706", "JPY", 0, OVER_CAP, id="jpy-just-over-100-usd"),
+    pytest.param("30.769", "KWD", 0, PAID, id="kwd-under-100-usd"),
+    pytest.param("100.000", "KWD", 0, OVER_CAP, id="100-kwd-is-325-usd"),
+    pytest.param("90.90", "EUR", 0, PAID, id="eur-99.99-usd"),
+    pytest.param("90.91", "EUR", 0, OVER_CAP, id="eur-rounds-up-to-100.01-usd"),
+    pytest.param("60.00", "EUR", 440_00, DAILY, id="daily-sum-counts-every-currency"),
+    pytest.param("54.54", "EUR", 440_00, PAID, id="daily-sum-with-room-left"),
+]
+
+
+@pytest.mark.parametrize(("amount", "currency", "spent", "expected"), CONVERTED)
+def test_caps_are_in_the_reference_currency(
+    amount: str, currency: str, spent: int, expected: tuple[Action, str]
+) -> None:
+    policy = single_dimension_policy(ESTABLISHED).model_copy(update={"currency": RATES})
+    envelope = _pay(amount, currency)
+    ctx = context(_verified(spent_24h_ref=spent))
+    decision = decide(decoded(envelope), ctx, policy, envelope.created_at)
+    assert (decision.action, decision.reasons[0]) == expected
+
+
+@pytest.mark.parametrize("score", [0.5, 0.6, 0.8, 1.0])
+def test_without_a_verified_identity_no_score_leaves_the_blocked_tier(score: float) -> None:
+    assert capped_tier(score, DEFAULT_POLICY, identity_verified=False) == (
+        Tier.BLOCKED, "verified_identity_required",
+    )  # fmt: skip
+    assert capped_tier(score, DEFAULT_POLICY, identity_verified=True) == (
+        tier_of(score, DEFAULT_POLICY), None,
+    )  # fmt: skip
+    # A key with possession only (no credential) scoring `score` on reputation alone.
+    decision = decide(
+        decoded(sign_envelope()), context(peer(**possession())), single_dimension_policy(score),
+        sign_envelope().created_at,
+    )  # fmt: skip
+    assert (decision.tier, decision.reasons[0], decision.weakest) == (
+        Tier.BLOCKED, "verified_identity_required", "identity",
+    )  # fmt: skip
 
 
 def test_caps_follow_the_policy() -> None:
@@ -176,7 +229,7 @@ def test_caps_follow_the_policy() -> None:
         update={"caps": base.caps.model_copy(update={"established_per_message": 10})}
     )
     envelope = _pay("10.01")
-    ctx = context(peer())
+    ctx = context(identity_verified_peer())
     assert decide(decoded(envelope), ctx, base, envelope.created_at).action is Action.DELIVER
     assert decide(decoded(envelope), ctx, policy, envelope.created_at).action is Action.ESCALATE
 

@@ -1,0 +1,126 @@
+"""Serious reports: a high or critical report acts only when corroborated or confirmed.
+
+One counterparty's word can lower a peer's reputation by at most `pair_failure_cap`
+failure units, however serious the report. Observation (and, for a critical report, a
+slash of `stake.critical_report_slash` of the bond) follows only when independent
+organisations corroborate it within `reports.corroboration_window_ms`, or when a security
+reviewer confirms the report. Until then it waits in a review queue
+(`trust-broker reports list`, `reports confirm ID`, `reports dismiss ID`).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from broker.envelope import Envelope
+from broker.policy import Policy
+from broker.reports import Report
+from broker.review import ReviewError
+from broker.store.redis import RedisStore, ReportEffect
+
+log = logging.getLogger("broker.report_review")
+
+CORROBORATED = "corroborated_report"
+CONFIRMED = "confirmed_report"
+
+
+async def act_on_serious_report(
+    store: RedisStore,
+    env: Envelope,
+    report: Report,
+    reporter_org: str,
+    weight: float,
+    effect: ReportEffect,
+    policy: Policy,
+    now_ms: int,
+) -> None:
+    """What a high or critical report does beyond its capped failure units (router side)."""
+    subject = env.recipient
+    if effect.serious == "corroborated":
+        pending = await store.serious.list(subject=subject)
+        critical = report.severity == "critical" or any(
+            item["severity"] == "critical" for item in pending
+        )
+        await _penalise(store, subject, critical, policy, now_ms, CORROBORATED)
+        for item in pending:
+            await store.serious.close({**item, "state": "corroborated", "closed_ms": now_ms})
+        log.warning("serious reports about %s corroborated: under observation", subject)
+    elif effect.serious == "pending":
+        item = {
+            "id": uuid.uuid4().hex, "subject": subject, "reporter": env.sender,
+            "reporter_org": reporter_org, "message_id": report.message_id,
+            "report_id": env.id, "outcome": report.outcome, "severity": report.severity,
+            "weight": round(weight, 4), "units": round(effect.added, 4), "at_ms": now_ms,
+            "state": "open",
+        }  # fmt: skip
+        limit = policy.reports.max_open_reviews_per_reporter
+        if not await store.serious.open(item, limit):
+            log.info("serious report from %s not queued: %d already open", env.sender, limit)
+
+
+async def _penalise(
+    store: RedisStore, subject: str, critical: bool, policy: Policy, now_ms: int, why: str
+) -> None:
+    # Verified serious misbehaviour is an anomaly: observation, and re-verification.
+    await store.record_anomaly(subject, now_ms, why)
+    if critical and policy.stake.critical_report_slash > 0:
+        await store.slash_bond(subject, fraction=policy.stake.critical_report_slash)
+
+
+def _check(item_id: str, reviewer: str, why: str) -> None:
+    if len(item_id) != 32 or not all(c in "0123456789abcdef" for c in item_id):
+        raise ReviewError(f"{item_id!r} is not a report review id (32 hex)", code="bad_request")
+    if not reviewer.strip() or len(reviewer) > 64 or not reviewer.isprintable():
+        raise ReviewError("a reviewer name (1-64 printable characters) is required",
+                          code="no_reviewer")  # fmt: skip
+    if not why.strip() or len(why) > 1000:
+        raise ReviewError("say why (--why, 1-1000 characters): it is kept on record",
+                          code="no_reason")  # fmt: skip
+
+
+async def _close(
+    store: RedisStore, item_id: str, state: str, reviewer: str, why: str, now_ms: int
+) -> dict[str, Any]:
+    """Close an open item once, with who decided, when and why."""
+    _check(item_id, reviewer, why)
+    item = await store.serious.get(item_id)
+    if item is None:
+        raise ReviewError(f"no serious report {item_id}", code="not_found")
+    closed = {**item, "state": state, "reviewer": reviewer, "why": why, "closed_ms": now_ms}
+    if not await store.serious.close(closed):
+        raise ReviewError(
+            f"already decided: {item.get('state')} by {item.get('reviewer', 'the router')}",
+            code="already_decided",
+        )
+    await store.log_review(item_id, {"action": state, "reviewer": reviewer, "why": why,
+                                     "at": now_ms, "outcome": "done"})  # fmt: skip
+    return closed
+
+
+async def confirm_serious(
+    store: RedisStore, item_id: str, reviewer: str, why: str, now_ms: int
+) -> dict[str, Any]:
+    """A reviewer confirms a serious report: its subject goes under observation (and a
+    critical report slashes its bond), as a corroborated one would."""
+    closed = await _close(store, item_id, "confirmed", reviewer, why, now_ms)
+    policy = await store.load_policy()
+    await _penalise(
+        store, closed["subject"], closed["severity"] == "critical", policy, now_ms, CONFIRMED
+    )
+    return closed
+
+
+async def dismiss_serious(
+    store: RedisStore, item_id: str, reviewer: str, why: str, now_ms: int, *, penalise: bool
+) -> dict[str, Any]:
+    """A reviewer dismisses a serious report; with `penalise`, the false report counts as
+    a verified failure of its reporter."""
+    closed = await _close(store, item_id, "dismissed", reviewer, why, now_ms)
+    if penalise:
+        policy = await store.load_policy()
+        await store.add_outcome(
+            closed["reporter"], success=False, weight=1.0, now_ms=now_ms, policy=policy
+        )
+    return {**closed, "penalised": closed["reporter"] if penalise else None}
