@@ -9,6 +9,7 @@ import os
 import time
 from typing import Any
 
+import orjson
 import pytest
 
 from broker.agreements import make_manifest
@@ -418,3 +419,63 @@ async def test_caps_are_in_the_reference_currency_and_unrated_currencies_escalat
         "escalate", "payment_cap_exceeded",
     )  # fmt: skip
     assert (await payment_outcome(payer, payee, config, "20.000", "KWD"))[0] == "deliver"
+
+
+# -- the security reviewer's side, from the CLI ------------------------------------------------
+
+
+async def test_security_confirms_or_dismisses_a_serious_report_from_the_cli(
+    router: Router, config: BrokerConfig, store: RedisStore, agents: AgentFactory
+) -> None:
+    from tests.integration.test_cli_flow import cli
+
+    cheat, honest, victim = await agents(), await agents(), await agents()
+    for agent in (cheat, honest):
+        await make_level(store, agent.client, AgentKey.generate(), "established")
+    await make_level(store, victim.client, AgentKey.generate(), "trusted")
+    for subject in (cheat, honest):
+        await subject.send(victim, {"job": 1})
+        [item] = await delivered(victim)
+        await victim.client.report(item.envelope, "hallucination", severity="critical")
+
+    async def both_queued() -> bool:
+        return len(await store.serious.list()) == 2
+
+    await wait_for(both_queued)
+    listed = orjson.loads((await cli(config, "reports", "list", "--json")).stdout)["open"]
+    by_subject = {item["subject"]: item["id"] for item in listed}
+    assert set(by_subject) == {cheat.did, honest.did}
+
+    refused = await cli(config, "reports", "confirm", by_subject[cheat.did], "--why", "x",
+                        "--reviewer", "", check=False)  # fmt: skip
+    assert refused.returncode != 0 and "--reviewer" in refused.stderr
+    await cli(config, "reports", "confirm", by_subject[cheat.did], "--reviewer", "sam",
+              "--why", "invoice 4411 was fabricated")  # fmt: skip
+    await cli(config, "reports", "dismiss", by_subject[honest.did], "--reviewer", "sam",
+              "--why", "the output was correct", "--penalise")  # fmt: skip
+    again = await cli(config, "reports", "confirm", by_subject[honest.did], "--reviewer", "sam",
+                      "--why", "changed my mind", check=False)  # fmt: skip
+    assert again.returncode != 0 and "already decided" in again.stderr
+
+    assert "under_observation" in (await view(store, cheat.did))["reasons"]["behavioral"]
+    assert "under_observation" not in (await view(store, honest.did))["reasons"]["behavioral"]
+    victim_state = await store.peer(victim.did, wall_clock_ms(), cached=False)
+    assert victim_state.failures.value == pytest.approx(1.0)  # the false report, penalised
+    assert await store.serious.list() == []
+
+
+async def test_issuer_roles_from_the_cli(config: BrokerConfig, store: RedisStore) -> None:
+    from tests.integration.test_cli_flow import cli
+
+    issuer = AgentKey.generate().did
+    missing = await cli(config, "issuer", "add", issuer, check=False)
+    assert missing.returncode != 0 and "--role" in missing.stderr
+    await cli(config, "issuer", "add", issuer, "--role", "identity", "--role", "stake")
+    shown = orjson.loads((await cli(config, "issuer", "list", "--json")).stdout)
+    assert shown == {"issuers": {issuer: ["identity", "stake"]}}
+    await cli(config, "issuer", "remove", issuer, "--role", "stake")
+    assert await store.issuer_roles() == {issuer: frozenset({"identity"})}
+    await cli(config, "issuer", "remove", issuer)
+    assert await store.issuer_roles() == {}
+    unknown = await cli(config, "revoke", "evidence", "no-such-id", check=False)
+    assert unknown.returncode != 0 and "no-such-id" in unknown.stderr
