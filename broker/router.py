@@ -1,9 +1,11 @@
-"""The router: consume ingress -> decide (pure core) -> publish with confirms -> ack.
+"""The router: consume ingress -> decide (broker/pipeline.py) -> publish the outcome and
+ack the ingress message in one AMQP transaction -> record the outcome.
 
 Every ingress message ends in exactly one place: the recipient's queue, the blocked
-stream or the escalation queue. The ingress message is acked only after that publish is
-confirmed. When Redis is down the router stops consuming and requeues what it holds, so
-nothing is delivered unscored and nothing is blocked because of the outage.
+stream or the escalation queue. The ingress message is acked in the same transaction
+that publishes its outcome (broker/committer.py). When Redis is down the router stops
+consuming and requeues what it holds, so nothing is delivered unscored and nothing is
+blocked because of the outage.
 """
 
 from __future__ import annotations
@@ -11,11 +13,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import hashlib
 import logging
-import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, replace
 from typing import Any
 
 import aio_pika
@@ -31,39 +30,30 @@ from aio_pika.exceptions import AMQPError, ChannelInvalidStateError
 from broker.clock import wall_clock_ms
 from broker.committer import Outbound, TransactionalCommitter
 from broker.config import BrokerConfig
-from broker.currency import to_minor
-from broker.decision import Action, Decision, Tier
-from broker.envelope import DecodedEnvelope, Envelope, decode_envelope, signature_valid
+from broker.decision import Action
+from broker.envelope import DecodedEnvelope, Envelope, decode_envelope
 from broker.errors import EnvelopeError, StoreUnavailable
 from broker.identity import AgentKey
 from broker.metrics import RouterMetrics, poll_health
 from broker.negotiation import NegotiationService
+from broker.pipeline import (
+    Decided,
+    Outcome,
+    decide_envelope,
+    finish_of,
+    new_trace_id,
+    records,
+    reserve_payment,
+)
 from broker.policy import Policy
-from broker.recorder import DEFAULT_MONITORING, decision_entry, trace_record
-from broker.report_review import act_on_serious_report
-from broker.reports import REFUSALS, parse_report, reporter_weight
-from broker.scoring import blocked, decide, reject_undecodable, reporter_standing
-from broker.scoring.stake import reference_minor
-from broker.state import PeerState, TrustContext, organisation_of
-from broker.store.redis import Claim, Finish, RedisStore, wait_until_available
+from broker.scoring import reject_undecodable
+from broker.store.redis import Finish, RedisStore, wait_until_available
 from broker.topology import declare_router_topology
 
+__all__ = ["Outcome", "Router", "outcome_record", "record_headers", "reserve_payment",
+           "trust_headers"]  # fmt: skip
+
 log = logging.getLogger("broker.router")
-# A report still counts when only the reported peer's own acceptance rules block it.
-_REPORTABLE_DESPITE = (None, "unknown_recipient", "privacy_violation", "pact_violation")
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """A decision plus what the router knows about the message it decided."""
-
-    decision: Decision
-    trace_id: str
-    received_ms: int
-    envelope: Envelope | None
-    error_field: str = ""
-    spent_ref_minor: int = 0
-    monitoring: str = DEFAULT_MONITORING
 
 
 class Router:
@@ -228,7 +218,7 @@ class Router:
     async def _block_internal_error(self, message: AbstractIncomingMessage) -> None:
         policy = self.policy
         error = EnvelopeError("internal error while routing", code="internal_error")
-        outcome = Outcome(reject_undecodable(error, policy), _trace_id(), self._clock(), None)
+        outcome = Outcome(reject_undecodable(error, policy), new_trace_id(), self._clock(), None)
         with contextlib.suppress(AMQPError, RuntimeError, ConnectionError, TimeoutError):
             await self._commit(message, outcome)
 
@@ -244,23 +234,13 @@ class Router:
         self.metrics.observe(outcome.decision, (self._clock() - outcome.received_ms) / 1000)
         self._log(outcome)
         if record:
-            entry, trace = self._records(outcome, len(message.body))
+            entry, trace = records(outcome, len(message.body), self._clock())
             env = outcome.envelope
             with contextlib.suppress(StoreUnavailable):
                 # Attack traffic (forged, replayed, garbage) is recorded best-effort.
                 await self._store.record_decision(
                     entry, trace, outcome.trace_id, env.id if env else None
                 )
-
-    def _records(self, outcome: Outcome, size: int) -> tuple[bytes, bytes]:
-        entry = decision_entry(
-            outcome.decision, outcome.trace_id, outcome.received_ms, outcome.envelope,
-            outcome.spent_ref_minor,
-        )  # fmt: skip
-        trace = trace_record(
-            entry, outcome.decision, outcome.envelope, size, outcome.monitoring, self._clock()
-        )
-        return orjson.dumps(entry), orjson.dumps(trace)
 
     async def handle(self, message: AbstractIncomingMessage) -> None:
         """Decide one ingress message, then publish its outcome and ack it atomically."""
@@ -271,7 +251,7 @@ class Router:
         except EnvelopeError as exc:
             decision = reject_undecodable(exc, policy)
             await self._commit(
-                message, Outcome(decision, _trace_id(), received_ms, None, exc.field)
+                message, Outcome(decision, new_trace_id(), received_ms, None, exc.field)
             )
             return
         await self._handle_envelope(message, decoded, policy, received_ms)
@@ -283,98 +263,27 @@ class Router:
         policy: Policy,
         received_ms: int,
     ) -> None:
-        env = decoded.envelope
-        digest = hashlib.sha256(message.body).hexdigest()
-        signature_ok = signature_valid(decoded)
-        claim = Claim.NEW
-        if signature_ok:
-            # Only authentic messages may claim an id: a forger must not be able to burn
-            # the ids and nonces of messages a real sender has yet to send.
-            claim = await self._store.claim(env, digest, bool(message.redelivered))
-            if claim is Claim.DONE:
-                self.counts["duplicate"] += 1
-                await self._committer_or_fail().commit(message, None)
-                return
-            ctx = await self._store.context(env, received_ms, replayed=claim is Claim.REPLAY)
-        else:
-            ctx = TrustContext(peer=PeerState(did=env.sender), recipient=None)
-        decision = decide(decoded, ctx, policy, received_ms, signature_ok=signature_ok)
-        decision = await reserve_payment(self._store, env, decision, policy, received_ms)
-        if env.kind == "report" and decision.gate in _REPORTABLE_DESPITE:
-            decision = await self._apply_report(env, ctx, decision, policy, received_ms)
-        outcome = Outcome(
-            decision, _trace_id(), received_ms, env,
-            spent_ref_minor=ctx.peer.spent_24h_ref,
-            monitoring=ctx.pact.monitoring if ctx.pact is not None else DEFAULT_MONITORING,
+        decided = await decide_envelope(
+            self._store, decoded, message.body, policy, received_ms,
+            redelivered=bool(message.redelivered),
         )  # fmt: skip
-        finishes = signature_ok and claim is not Claim.REPLAY
-        await self._commit(message, outcome, record=not finishes)
-        if finishes:
-            await self._record_finish(env, digest, outcome, len(message.body))
+        if decided is None:
+            self.counts["duplicate"] += 1
+            await self._committer_or_fail().commit(message, None)
+            return
+        await self._commit(message, decided.outcome, record=not decided.finishes)
+        if decided.finishes:
+            await self._record_finish(decided, len(message.body))
 
-    async def _apply_report(
-        self, env: Envelope, ctx: TrustContext, decision: Decision, policy: Policy, now_ms: int
-    ) -> Decision:
-        """Apply an outcome report once, from the recipient of a delivered message only,
-        weighted by the reporter's standing (its own non-report evidence) and capped per
-        counterparty organisation.
-
-        The report is applied even when the reported peer's own gates (unknown recipient,
-        privacy, pact) then block its delivery: a peer must not be able to refuse the
-        reports about itself."""
+    async def _record_finish(self, decided: Decided, size: int) -> None:
+        env, now_ms = decided.outcome.envelope, decided.outcome.received_ms
+        assert env is not None
+        result = finish_of(decided, size, self._clock())
         try:
-            report = parse_report(env.body)
-        except EnvelopeError as exc:
-            return blocked(exc.code, str(exc), policy)
-        code = await self._store.claim_report(env.sender, env.recipient, report.message_id, policy)
-        accepted, _, domain = code.partition("|")
-        if accepted != "ok":
-            return blocked(code, REFUSALS.get(code, code), policy)
-        weight = reporter_weight(reporter_standing(env, ctx, policy, now_ms), policy)
-        subject = await self._store.peer(env.recipient, now_ms)
-        reporter_org = organisation_of(ctx.peer.credential) or env.sender
-        effect = await self._store.apply_report(
-            env.recipient, env.sender, report, weight, policy, now_ms, domain=domain,
-            reporter_org=reporter_org, subject_org=organisation_of(subject.credential),
-        )  # fmt: skip
-        if effect.serious:
-            await act_on_serious_report(
-                self._store, env, report, reporter_org, weight, effect, policy, now_ms
-            )
-        traced = await self._store.trace_id_of(report.message_id)
-        if traced is not None:
-            await self._store.add_trace_event(
-                traced,
-                {"event": "report", "outcome": report.outcome, "severity": report.severity,
-                 "reporter": env.sender, "weight": round(weight, 4),
-                 "applied": round(effect.added, 4), "serious": effect.serious or None,
-                 "at_ms": now_ms},
-            )  # fmt: skip
-        log.info(
-            "report %s on %s from %s applied with weight %.2f",
-            report.outcome, env.recipient, env.sender, weight,
-        )  # fmt: skip
-        return replace(decision, reasons=(*decision.reasons, "report_applied"))
-
-    async def _record_finish(self, env: Envelope, digest: str, outcome: Outcome, size: int) -> None:
-        decision, now_ms = outcome.decision, outcome.received_ms
-        entry, trace = self._records(outcome, size)
-        result = Finish(
-            outcome=f"{decision.action.value}|{env.recipient}",
-            clean=decision.gate is None,
-            delivered=decision.action is Action.DELIVER,
-            size=size,
-            gate_failed=decision.gate is not None,
-            outside_manifest="kind_outside_manifest" in decision.reasons,
-            trace_id=outcome.trace_id,
-            entry=entry,
-            trace=trace,
-        )
-        try:
-            anomaly = await self._store.finish(env, digest, result, self.policy, now_ms)
+            anomaly = await self._store.finish(env, decided.digest, result, self.policy, now_ms)
         except StoreUnavailable:
             # The outcome is committed already; the record is written once Redis returns.
-            self._unfinished.append((env, digest, result, now_ms))
+            self._unfinished.append((env, decided.digest, result, now_ms))
             await self._pause_for_store()
             return
         if anomaly:
@@ -465,26 +374,6 @@ def record_headers(outcome: Outcome) -> dict[str, Any]:
     return headers
 
 
-async def reserve_payment(
-    store: RedisStore, env: Envelope, decision: Decision, policy: Policy, now_ms: int
-) -> Decision:
-    """Reserve a delivered payment against the rolling 24 h cap (every currency together,
-    in reference units), atomically; a payment that no longer fits (another router's
-    landed first) is escalated instead."""
-    if decision.action is not Action.DELIVER or env.payment is None:
-        return decision
-    caps = policy.caps
-    per_day = caps.trusted_per_day if decision.tier is Tier.TRUSTED else caps.established_per_day
-    payment = env.payment
-    amount = reference_minor(payment.minor_units, payment.currency, policy.currency, round_up=True)
-    assert amount is not None, "a payment without a rate is escalated, never delivered"
-    cap_minor = to_minor(per_day, policy.currency.reference)
-    if await store.reserve_spend(env.sender, amount, cap_minor, env.id, now_ms):
-        return decision
-    reasons = ("daily_cap_exceeded", *decision.reasons[1:])
-    return replace(decision, action=Action.ESCALATE, reasons=reasons)
-
-
 def outcome_record(raw: bytes, outcome: Outcome) -> dict[str, Any]:
     """The JSON record written to the blocked stream or the escalation queue."""
     env = outcome.envelope
@@ -500,7 +389,3 @@ def outcome_record(raw: bytes, outcome: Outcome) -> dict[str, Any]:
         "decision": outcome.decision.to_dict(),
         "raw_b64": base64.b64encode(raw).decode("ascii"),
     }
-
-
-def _trace_id() -> str:
-    return uuid.uuid4().hex
