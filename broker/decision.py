@@ -43,6 +43,9 @@ class Decision:
     # Whether the sender had an issuer-verified identity: without one the tier is capped
     # at blocked (what-if replays need it to apply that rule).
     identity_verified: bool = False
+    # Whether the sender's payments were on hold (a serious report about one of them
+    # awaits corroboration or a reviewer): held payments are escalated.
+    payment_hold: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready form, as recorded on the blocked stream and decision log."""
@@ -57,4 +60,5 @@ class Decision:
             "policy_version": self.policy_version,
             "gate": self.gate,
             "identity_verified": self.identity_verified,
+            "payment_hold": self.payment_hold,
         }

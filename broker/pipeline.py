@@ -181,7 +181,7 @@ async def apply_report(
     )  # fmt: skip
     if effect.serious:
         await act_on_serious_report(
-            store, env, report, reporter_org, weight, effect, policy, now_ms
+            store, env, report, reporter_org, weight, effect, policy, now_ms, domain=domain
         )
     traced = await store.trace_id_of(report.message_id)
     if traced is not None:

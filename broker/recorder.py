@@ -54,6 +54,7 @@ def decision_entry(
         "cur": payment.currency if payment else "",
         "spent": spent_ref_minor,  # reference minor units, every currency together
         "idv": decision.identity_verified,
+        "hold": decision.payment_hold,
         "dims": decision.dimensions,
         "gate": decision.gate,
         "reasons": list(decision.reasons),

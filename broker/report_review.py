@@ -5,7 +5,9 @@ failure units, however serious the report. Observation (and, for a critical repo
 slash of `stake.critical_report_slash` of the bond) follows only when independent
 organisations corroborate it within `reports.corroboration_window_ms`, or when a security
 reviewer confirms the report. Until then it waits in a review queue
-(`trust-broker reports list`, `reports confirm ID`, `reports dismiss ID`).
+(`trust-broker reports list`, `reports confirm ID`, `reports dismiss ID`); if it is about a
+payment, the peer's payments are escalated instead of delivered meanwhile (a hold): one
+victim cannot block a peer, but it can stop its money moving unattended.
 """
 
 from __future__ import annotations
@@ -35,10 +37,15 @@ async def act_on_serious_report(
     effect: ReportEffect,
     policy: Policy,
     now_ms: int,
+    *,
+    domain: str,
 ) -> None:
     """What a high or critical report does beyond its capped failure units (router side)."""
     subject = env.recipient
-    if effect.serious == "corroborated":
+    if effect.serious == "again":
+        # Corroborated again within the window: observation again, no second slash.
+        await store.record_anomaly(subject, now_ms, CORROBORATED)
+    elif effect.serious == "corroborated":
         pending = await store.serious.list(subject=subject)
         critical = report.severity == "critical" or any(
             item["severity"] == "critical" for item in pending
@@ -53,11 +60,15 @@ async def act_on_serious_report(
             "reporter_org": reporter_org, "message_id": report.message_id,
             "report_id": env.id, "outcome": report.outcome, "severity": report.severity,
             "weight": round(weight, 4), "units": round(effect.added, 4), "at_ms": now_ms,
-            "state": "open",
+            "state": "open", "domain": domain,
         }  # fmt: skip
         limit = policy.reports.max_open_reviews_per_reporter
         if not await store.serious.open(item, limit):
             log.info("serious report from %s not queued: %d already open", env.sender, limit)
+            return
+        if domain == "payment":
+            until = now_ms + policy.reports.corroboration_window_ms
+            await store.hold_payments(subject, until)
 
 
 async def _penalise(
@@ -118,6 +129,10 @@ async def dismiss_serious(
     """A reviewer dismisses a serious report; with `penalise`, the false report counts as
     a verified failure of its reporter."""
     closed = await _close(store, item_id, "dismissed", reviewer, why, now_ms)
+    if closed.get("domain") == "payment":
+        others = await store.serious.list(subject=closed["subject"])
+        if not any(item.get("domain") == "payment" for item in others):
+            await store.release_payments(closed["subject"])
     if penalise:
         policy = await store.load_policy()
         await store.add_outcome(

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from broker.envelope import Envelope
 from broker.errors import EnvelopeError
 from broker.policy import Policy
 
@@ -57,6 +58,12 @@ def parse_report(body: Any) -> Report:
     if not needs_severity and severity is not None:
         raise EnvelopeError(f"{outcome} takes no severity", code="report_malformed")
     return Report(message_id, str(outcome), severity)
+
+
+def domain_of(env: Envelope) -> str:
+    """The domain a message's outcome counts in: its kind, except that every
+    payment-bearing message (a payment intent on any kind) counts as a payment."""
+    return "payment" if env.is_payment else env.kind
 
 
 def reporter_weight(reporter_composite: float, policy: Policy) -> float:

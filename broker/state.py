@@ -142,6 +142,9 @@ class PeerState:
     manifest: Manifest | None = None
     # Payments of the last 24 h, all currencies together, in reference minor units.
     spent_24h_ref: int = 0
+    # A serious report about one of its payments awaits corroboration or a reviewer: until
+    # then its payments are escalated, never delivered automatically.
+    payment_hold_until_ms: int | None = None
     vouches: tuple[Vouch, ...] = ()
     # Failures by the kind of message they happened in (per-domain reputation).
     domain_failures: dict[str, DecayedCount] = field(default_factory=dict)

@@ -102,6 +102,7 @@ def outcome_under(entry: dict[str, Any], policy: Policy) -> tuple[str, str, str]
         has_amount=amount is not None,
         amount_ref_minor=amount_ref,
         spent_ref_minor=int(entry.get("spent") or 0),
+        payment_hold=entry.get("hold") is True,
         policy=policy,
     )
     return action.value, capped or reason, tier.value

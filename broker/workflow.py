@@ -179,6 +179,7 @@ def recorded_decision(record: dict[str, Any]) -> Decision:
         policy_version=int(data.get("policy_version") or 0),
         gate=data.get("gate"),
         identity_verified=data.get("identity_verified") is True,
+        payment_hold=data.get("payment_hold") is True,
     )
 
 

@@ -13,7 +13,14 @@ from broker.scoring.gates import first_failed_gate
 from broker.scoring.identity import identity_verified, score_identity
 from broker.scoring.reputation import score_reputation
 from broker.scoring.stake import score_stake
-from broker.scoring.tiers import REMEDIATION, capped_tier, composite, route, weakest_dimension
+from broker.scoring.tiers import (
+    REMEDIATION,
+    capped_tier,
+    composite,
+    payments_held,
+    route,
+    weakest_dimension,
+)
 from broker.state import TrustContext
 
 __all__ = [
@@ -66,7 +73,7 @@ def decide(
     total = composite(scores, policy)
     verified = identity_verified(ctx, now_ms)
     tier, capped = capped_tier(total, policy, identity_verified=verified)
-    action, route_reason = route(env, tier, ctx, policy)
+    action, route_reason = route(env, tier, ctx, policy, now_ms)
     # Without a verified identity nothing else helps: say so, whatever scores lowest.
     weakest = "identity" if capped else weakest_dimension(scores, policy)
     reasons = (capped or route_reason, *(r for result in scored.values() for r in result.reasons))
@@ -77,7 +84,7 @@ def decide(
     )
     return Decision(
         action, tier, total, scores, weakest, reasons, remediation, policy.version,
-        identity_verified=verified,
+        identity_verified=verified, payment_hold=payments_held(ctx, now_ms),
     )  # fmt: skip
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from broker.envelope import Envelope
 from broker.policy import Policy, ReputationModel
+from broker.reports import domain_of
 from broker.scoring.base import DimensionScore
 from broker.scoring.identity import credential_problem
 from broker.state import DecayedCount, TrustContext, Vouch
@@ -34,13 +35,13 @@ def score_reputation(
         reasons.append("reputation_cold_start")
     if failures >= 0.5:
         reasons.append("reputation_failures")
-    domain = peer.domain_failures.get(env.kind)
+    domain = peer.domain_failures.get(domain_of(env))
     if domain is not None:
         domain_units = domain.at(now_ms, model.failure_half_life_ms)
         penalty: float = model.failure_multiplier**domain_units
         score *= penalty
         if domain_units >= 0.5:
-            reasons.append(f"reputation_{env.kind}_failures")
+            reasons.append(f"reputation_{domain_of(env)}_failures")
     boost = vouch_boost(peer.vouches, ctx, policy, now_ms)
     if boost > 0:
         score = max(score, min(model.ceiling, score + boost))

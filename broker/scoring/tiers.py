@@ -64,7 +64,9 @@ def capped_tier(
     return tier, None
 
 
-def route(env: Envelope, tier: Tier, ctx: TrustContext, policy: Policy) -> tuple[Action, str]:
+def route(
+    env: Envelope, tier: Tier, ctx: TrustContext, policy: Policy, now_ms: int
+) -> tuple[Action, str]:
     """Action and its reason code for a message from a sender in `tier`."""
     payment = env.payment
     amount = None
@@ -78,8 +80,15 @@ def route(env: Envelope, tier: Tier, ctx: TrustContext, policy: Policy) -> tuple
         has_amount=payment is not None,
         amount_ref_minor=amount,
         spent_ref_minor=ctx.peer.spent_24h_ref,
+        payment_hold=payments_held(ctx, now_ms),
         policy=policy,
     )
+
+
+def payments_held(ctx: TrustContext, now_ms: int) -> bool:
+    """True while a serious report about one of the sender's payments is unresolved."""
+    until = ctx.peer.payment_hold_until_ms
+    return until is not None and now_ms < until
 
 
 def route_inputs(
@@ -89,6 +98,7 @@ def route_inputs(
     has_amount: bool,
     amount_ref_minor: int | None,
     spent_ref_minor: int,
+    payment_hold: bool = False,
     policy: Policy,
 ) -> tuple[Action, str]:
     """`route` from recorded inputs alone (what-if replays use this too). Amounts are in
@@ -106,6 +116,11 @@ def route_inputs(
     if amount_ref_minor is None:
         # Nor can a cap vouch for an amount it cannot convert into its own unit.
         return Action.ESCALATE, "currency_unrated"
+    if payment_hold:
+        # A verified victim says an earlier payment was fraud: a human decides until the
+        # report is corroborated (observation) or dismissed. One report cannot block the
+        # sender, but it can stop its money moving unattended.
+        return Action.ESCALATE, "payment_hold"
     caps = policy.caps
     per_message, per_day = (
         (caps.trusted_per_message, caps.trusted_per_day)

@@ -33,6 +33,7 @@ ANOMALY = "anomaly"
 BOND = "bond"
 BOND_CUT = "bond_cut"  # minor units slashed from the recorded bond since it was recorded
 MANIFEST = "manifest"
+PAYMENT_HOLD = "pay_hold"  # ms until which the peer's payments are escalated
 
 
 def watermark_field(kind: str) -> str:
@@ -92,6 +93,7 @@ def peer_from_hash(did: str, fields: dict[bytes, bytes], spent_ref: int = 0) -> 
         bond=Bond(**bond) if bond else None,
         manifest=manifest_from(manifest),
         spent_24h_ref=spent_ref,
+        payment_hold_until_ms=_int(fields, PAYMENT_HOLD),
         domain_failures={
             kind: _decayed(fields, *domain_failure_fields(kind))
             for kind in MESSAGE_KINDS

@@ -22,7 +22,7 @@ from redis.exceptions import RedisError
 from broker.envelope import MESSAGE_KINDS, Envelope
 from broker.errors import PolicyError, StoreUnavailable
 from broker.policy import Policy, load_policy
-from broker.reports import Report, failure_units
+from broker.reports import Report, domain_of, failure_units
 from broker.state import (
     Attestation,
     Bond,
@@ -167,9 +167,10 @@ return 'ok|' .. (kind or '')
 
 # What one counterparty organisation can add to a peer, praise or blame, is capped (the
 # allowance decays with the count it feeds), so no single counterparty can farm or sink
-# a reputation. KEYS: peer, pair hash (praise or blame). ARGV: 1 organisation, 2 amount,
-# 3 now, 4 half-life, 5 cap, then pairs of (value field, at field) to add the capped
-# amount to. Returns what was added.
+# a reputation. Adding to several counts (a failure also counts in its domain) uses the
+# allowance once per count. KEYS: peer, pair hash (praise or blame). ARGV: 1
+# organisation, 2 amount, 3 now, 4 half-life, 5 cap, then pairs of (value field, at
+# field) to add the capped amount to. Returns what was added to each.
 _ADD_CAPPED = """
 local now, half = tonumber(ARGV[3]), tonumber(ARGV[4])
 local function decayed(value, at) return value * math.pow(0.5, math.max(0, now - at) / half) end
@@ -179,9 +180,10 @@ if pair then
   local v, at = string.match(pair, '^([^,]*),(.*)$')
   used = decayed(tonumber(v), tonumber(at))
 end
-local add = math.min(tonumber(ARGV[2]), math.max(0, tonumber(ARGV[5]) - used))
+local counts = (#ARGV - 5) / 2
+local add = math.min(tonumber(ARGV[2]), math.max(0, tonumber(ARGV[5]) - used) / counts)
 if add <= 0 then return '0' end
-redis.call('HSET', KEYS[2], ARGV[1], tostring(used + add) .. ',' .. now)
+redis.call('HSET', KEYS[2], ARGV[1], tostring(used + add * counts) .. ',' .. now)
 for i = 6, #ARGV, 2 do
   local value = tonumber(redis.call('HGET', KEYS[1], ARGV[i]) or '0')
   local at = tonumber(redis.call('HGET', KEYS[1], ARGV[i + 1]) or ARGV[3])
@@ -229,8 +231,10 @@ return held - cut
 # A high or critical report: count the independent organisations that reported such
 # misbehaviour about the subject within the window. KEYS: serious orgs of the subject.
 # ARGV: organisation, now, window ms, organisations needed. Returns 'corroborated' the
-# first time enough agree within a window, 'acted' if that already happened, else
-# 'pending' (a security reviewer decides).
+# first time enough agree within a window (observation and a slash), 'again' for every
+# later corroborated report in that window (observation again, no second slash: a peer
+# that resumes after its observation is caught again), else 'pending' (a reviewer
+# decides).
 _CORROBORATE = """
 local now, window = tonumber(ARGV[2]), tonumber(ARGV[3])
 redis.call('HSET', KEYS[1], ARGV[1], now)
@@ -245,7 +249,7 @@ end
 redis.call('PEXPIRE', KEYS[1], window)
 if orgs < tonumber(ARGV[4]) then return 'pending' end
 local acted = tonumber(redis.call('HGET', KEYS[1], '_acted') or '-1')
-if acted >= 0 and now - acted <= window then return 'acted' end
+if acted >= 0 and now - acted <= window then return 'again' end
 redis.call('HSET', KEYS[1], '_acted', now)
 return 'corroborated'
 """
@@ -484,7 +488,8 @@ class RedisStore:
             self.keys.trace_of(env.id),
         ]
         behavior = policy.behavior
-        delivered = f"{env.sender}|{env.recipient}|{now_ms}|{env.kind}" if result.delivered else ""
+        domain = domain_of(env)
+        delivered = f"{env.sender}|{env.recipient}|{now_ms}|{domain}" if result.delivered else ""
         args: list[bytes | str | int | float] = [
             digest, result.outcome, int(result.clean), delivered, policy.reports.window_ms,
             now_ms, result.size, env.recipient, int(result.gate_failed),
@@ -1037,11 +1042,25 @@ class RedisStore:
 
     async def purge(self) -> int:
         """Delete every key under this store's prefix (demo resets and tests only)."""
-        deleted = 0
+        deleted, batch = 0, []
         async for key in self._redis.scan_iter(match=self.keys.prefix + "*", count=1000):
-            deleted += int(await self._call(self._redis.delete(key)))
+            batch.append(key)
+            if len(batch) >= 1000:
+                deleted += int(await self._call(self._redis.unlink(*batch)))
+                batch = []
+        if batch:
+            deleted += int(await self._call(self._redis.unlink(*batch)))
         await self.invalidate("all")
         return deleted
+
+    async def hold_payments(self, did: str, until_ms: int) -> None:
+        """Escalate `did`'s payments instead of delivering them until `until_ms`."""
+        await self._set_peer(did, {codec.PAYMENT_HOLD: str(until_ms)})
+
+    async def release_payments(self, did: str) -> None:
+        """Lift a payment hold."""
+        await self._call(self._redis.hdel(self.keys.peer(did), codec.PAYMENT_HOLD))
+        await self.invalidate(f"peer:{did}")
 
     async def record_anomaly(self, did: str, now_ms: int, reason: str = "") -> None:
         """Put a sender under observation: its clean streak restarts from zero."""

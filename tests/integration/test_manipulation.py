@@ -148,12 +148,13 @@ async def test_a_trusted_voucher_lends_a_bounded_share_and_pays_when_the_vouchee
 async def test_whitewashing_a_slashed_key_starts_at_the_cold_start_prior(
     router: Router, config: BrokerConfig, store: RedisStore, agents: AgentFactory
 ) -> None:
-    cheat, victim = await agents(), await agents()
+    cheat, victim, other_victim = await agents(), await agents(), await agents()
     issuer = AgentKey.generate()
     await make_level(store, cheat.client, issuer, "established")
-    await make_level(store, victim.client, issuer, "trusted")
-    [message] = await deliver(cheat, victim)
-    await victim.client.report(message, "hallucination", severity="critical")
+    for reporter in (victim, other_victim):  # two organisations: corroborated
+        await make_level(store, reporter.client, issuer, "trusted")
+        [message] = await deliver(cheat, reporter)
+        await reporter.client.report(message, "hallucination", severity="critical")
     await asyncio.sleep(0.8)
     slashed = await reputation(store, cheat.did)
     fresh = await agents()

@@ -479,3 +479,35 @@ async def test_issuer_roles_from_the_cli(config: BrokerConfig, store: RedisStore
     assert await store.issuer_roles() == {}
     unknown = await cli(config, "revoke", "evidence", "no-such-id", check=False)
     assert unknown.returncode != 0 and "no-such-id" in unknown.stderr
+
+
+async def test_a_serious_report_about_a_payment_holds_payments_until_a_reviewer_decides(
+    router: Router, config: BrokerConfig, store: RedisStore, agents: AgentFactory
+) -> None:
+    from tests.integration.test_cli_flow import cli
+
+    payer, payee = await agents(), await agents()
+    await make_level(store, payer.client, AgentKey.generate(), "trusted")
+    await make_level(store, payee.client, AgentKey.generate(), "trusted")
+    pay = PaymentIntent(currency="USD", amount="20.00")
+    await payer.send(payee, {"invoice": 1}, kind="payment", payment=pay)
+    [paid] = await delivered(payee)
+    # The payee says that payment was fraud: one verified victim cannot block the payer,
+    # but the payer's money now waits for a human.
+    await payee.client.report(paid.envelope, "policy_violation", severity="high")
+
+    async def held() -> bool:
+        return bool(await store.serious.list(subject=payer.did))
+
+    await wait_for(held)
+    await asyncio.sleep(0.6)  # every router's cache follows within its TTL
+    assert await payment_outcome(payer, payee, config, "20.00", "USD") == (
+        "escalate", "payment_hold",
+    )  # fmt: skip
+    await payer.send(payee, {"still": "data"})
+    assert len(await delivered(payee)) == 1
+    assert (await view(store, payer.did))["tier"] in ("trusted", "established")
+    [item] = await store.serious.list(subject=payer.did)
+    await cli(config, "reports", "dismiss", item["id"], "--reviewer", "sam", "--why", "refunded")
+    await asyncio.sleep(0.6)
+    assert (await payment_outcome(payer, payee, config, "20.00", "USD"))[0] == "deliver"

@@ -703,6 +703,7 @@ def test_decision_to_dict_is_json(ctx: TrustContext) -> None:
         "policy_version",
         "gate",
         "identity_verified",
+        "payment_hold",
     }
 
 

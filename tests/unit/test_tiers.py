@@ -276,3 +276,22 @@ def test_all_weight_on_one_dimension_ignores_the_others() -> None:
     policy = single_dimension_policy(0.5)
     scores = {**dict.fromkeys(DIMENSIONS, 1.0), "reputation": 0.25}
     assert composite(scores, policy) == 0.25
+
+
+@pytest.mark.parametrize(
+    ("until", "envelope", "expected"),
+    [
+        pytest.param(None, _pay("50.00"), PAID, id="no-hold"),
+        pytest.param(2**52, _pay("50.00"), (Action.ESCALATE, "payment_hold"), id="held"),
+        pytest.param(2**52, sign_envelope(), SUFFICIENT, id="held-data-still-delivered"),
+        pytest.param(1, _pay("50.00"), PAID, id="hold-over"),
+    ],
+)
+def test_a_payment_hold_escalates_payments_only(
+    until: int | None, envelope: Envelope, expected: tuple[Action, str]
+) -> None:
+    ctx = context(_verified(payment_hold_until_ms=until))
+    decision = decide(decoded(envelope), ctx, single_dimension_policy(ESTABLISHED),
+                      envelope.created_at)  # fmt: skip
+    assert (decision.action, decision.reasons[0]) == expected
+    assert decision.payment_hold is (until is not None and until > envelope.created_at)
