@@ -18,6 +18,7 @@ MINUTE_MS = 60_000
 KINDS = (("data", 0.60), ("request", 0.25), ("payment", 0.15))
 CURRENCIES = (("USD", 0.60), ("EUR", 0.25), ("GBP", 0.10), ("JPY", 0.05))
 RATES = {"USD": "1", "EUR": "1.08", "GBP": "1.27", "JPY": "0.0068"}
+CAPS = ("payment_cap_exceeded", "daily_cap_exceeded")
 # A payment no longer delivered automatically: the sender lost the payment tier, or its
 # payments are on hold for a human.
 LOST_TIER = (
@@ -43,11 +44,14 @@ class Scale:
     splitters: int
     honest_rate: float = 0.5
     partners: int = 6
+    attack_rate: float = 2.0  # fraudsters' and whitewashers' messages per hour
 
 
 SCALES = {
-    "ci": Scale(days=12, warmup_days=6, honest=16, newcomers=3, fraudsters=3, rings=(10,),
-                whitewashers=2, switchers=3, drips=2, slanderers=2, splitters=2),
+    # Small enough for CI, long enough that attackers' persistence is not the whole story.
+    "ci": Scale(days=16, warmup_days=5, honest=12, newcomers=2, fraudsters=2, rings=(10,),
+                whitewashers=1, switchers=2, drips=2, slanderers=1, splitters=1,
+                attack_rate=1.0),
     "full": Scale(days=42, warmup_days=7, honest=80, newcomers=20, fraudsters=10,
                   rings=(10, 100), whitewashers=5, switchers=10, drips=5, slanderers=5,
                   splitters=5),
@@ -93,13 +97,8 @@ class World:
             self._loop(agent, s.honest_rate, self._honest_act)
         for i in range(s.newcomers):
             self._newcomer(i)
-        for i in range(s.fraudsters):
-            fraudster = await self._verified(f"fraud-{i}", "fraudster", bond=1000 if i % 2 else 0)
-            self._loop(fraudster, 2.0, self._fraud_act)
-        for n, size in enumerate(s.rings):
-            await self._ring(n, size)
-        for i in range(s.whitewashers):
-            self._loop(await self._verified(f"white-{i}", "whitewasher"), 2.0, self._whitewash_act)
+        # Outsiders attack a deployment that is already running: they arrive after warm-up.
+        self.engine.at(self.warmup_end_ms, self._outsiders)
         for i in range(s.switchers):
             await self._switcher(i)
         for i in range(s.drips):
@@ -108,6 +107,41 @@ class World:
             await self._slanderer(i)
         for i in range(s.splitters):
             await self._splitter(i)
+        self._reviewer()
+
+    def _reviewer(self) -> None:
+        """A security reviewer works the serious-report queue twice a day, with
+        `trust-broker reports confirm|dismiss`, and is right 9 times in 10."""
+        from broker.report_review import confirm_serious, dismiss_serious
+
+        engine, rng = self.engine, self.engine.rng
+        truth = {}
+
+        async def review() -> None:
+            truth.update({s.message_id: s.malicious for s in engine.sent[len(truth):]})
+            for item in await engine.store.serious.list():
+                fraud = truth.get(item["message_id"], False)
+                if rng.random() < 0.1:
+                    fraud = not fraud  # reviewers make mistakes too
+                if fraud:
+                    await confirm_serious(engine.store, item["id"], "sim", "checked", engine.now)
+                else:
+                    await dismiss_serious(engine.store, item["id"], "sim", "checked", engine.now,
+                                          penalise=True)  # fmt: skip
+            engine.at(engine.now + DAY_MS // 2, review)
+
+        engine.at(engine.start_ms + DAY_MS // 2, review)
+
+    async def _outsiders(self) -> None:
+        s = self.scale
+        for i in range(s.fraudsters):
+            fraudster = await self._verified(f"fraud-{i}", "fraudster", bond=1000 if i % 2 else 0)
+            self._loop(fraudster, s.attack_rate, self._fraud_act)
+        for n, size in enumerate(s.rings):
+            await self._ring(n, size)
+        for i in range(s.whitewashers):
+            washer = await self._verified(f"white-{i}", "whitewasher")
+            self._loop(washer, s.attack_rate, self._whitewash_act)
 
     async def _verified(self, name: str, population: str, *, bond: int = 0) -> Agent:
         """An agent with an identity credential (its own organisation), on the bus."""
@@ -245,7 +279,7 @@ class World:
             fresh = await self._fresh(f"{agent.name}-w", "whitewasher")
             fresh.generation = agent.generation + 1
             self.whitewash_keys.append(fresh)
-            self._loop(fresh, 2.0, self._whitewash_act)
+            self._loop(fresh, self.scale.attack_rate, self._whitewash_act)
 
     async def _ring(self, n: int, size: int) -> None:
         """Fresh keys that vouch, send and report for each other; now and then they try
@@ -262,7 +296,7 @@ class World:
                 for other in others
             ]
             await self.engine.present(member, *vouches)
-            self._loop(member, 0.3 if size <= 10 else 0.1, self._ring_act)
+            self._loop(member, 0.1, self._ring_act)
 
     async def _ring_act(self, agent: Agent) -> None:
         rng = self.engine.rng
@@ -290,7 +324,9 @@ class World:
             amount = f"{50 + rng.random() * 49:.2f}"
             sent = await self.engine.send(me, rng.choice(me.partners), "payment",
                                           malicious=True, amount=amount)  # fmt: skip
-            me.bad_sent += 1
+            # Counted: bad payments the trust decision judged (a cap stopping one is another
+            # control at work, and the attacker got nothing from it).
+            me.bad_sent += sent.reason not in CAPS
             if me.lost_payment_tier is None and sent.reason in LOST_TIER:
                 me.lost_payment_tier = (sent.t_ms - me.turn_ms, me.bad_sent)
             self.react(sent)

@@ -42,15 +42,19 @@ async def act_on_serious_report(
 ) -> None:
     """What a high or critical report does beyond its capped failure units (router side)."""
     subject = env.recipient
+    this = {"severity": report.severity, "weight": weight, "units": effect.added,
+            "domain": domain}  # fmt: skip
     if effect.serious == "again":
         # Corroborated again within the window: observation again, no second slash.
         await store.record_anomaly(subject, now_ms, CORROBORATED)
+        await _verified_in_full(store, subject, [this], policy, now_ms)
     elif effect.serious == "corroborated":
         pending = await store.serious.list(subject=subject)
         critical = report.severity == "critical" or any(
             item["severity"] == "critical" for item in pending
         )
         await _penalise(store, subject, critical, policy, now_ms, CORROBORATED)
+        await _verified_in_full(store, subject, [this, *pending], policy, now_ms)
         for item in pending:
             await store.serious.close({**item, "state": "corroborated", "closed_ms": now_ms})
         log.warning("serious reports about %s corroborated: under observation", subject)
@@ -78,6 +82,21 @@ async def _penalise(
     await store.record_anomaly(subject, now_ms, why)
     if critical and policy.stake.critical_report_slash > 0:
         await store.slash_bond(subject, fraction=policy.stake.critical_report_slash)
+
+
+async def _verified_in_full(
+    store: RedisStore, subject: str, reports: list[dict[str, Any]], policy: Policy, now_ms: int
+) -> None:
+    """Corroborated or confirmed reports are verified: each now counts with its full
+    weight, beyond the per-counterparty cap that bounded it while it stood alone."""
+    units = policy.reports.severity_units
+    for item in reports:
+        full = units[str(item["severity"])] * float(item["weight"])
+        remainder = max(0.0, full - float(item["units"]))
+        if remainder > 0:
+            domain = str(item.get("domain") or "")
+            await store.add_failure(subject, remainder, domain=domain, now_ms=now_ms,
+                                    policy=policy)  # fmt: skip
 
 
 def _check(item_id: str, reviewer: str, why: str) -> None:
@@ -120,6 +139,7 @@ async def confirm_serious(
     await _penalise(
         store, closed["subject"], closed["severity"] == "critical", policy, now_ms, CONFIRMED
     )
+    await _verified_in_full(store, closed["subject"], [closed], policy, now_ms)
     return closed
 
 

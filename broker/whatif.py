@@ -18,7 +18,7 @@ from broker.currency import is_currency
 from broker.decision import Tier
 from broker.policy import Policy
 from broker.scoring.stake import reference_minor
-from broker.scoring.tiers import capped_tier, composite, route_inputs
+from broker.scoring.tiers import capped_tier, composite, negative_record, route_inputs
 
 _SCORING_SECTIONS = ("identity", "reputation", "behavior", "compliance", "stake", "vouching")
 # Entries record whether the sender had a verified identity ("idv"): without one the
@@ -103,6 +103,7 @@ def outcome_under(entry: dict[str, Any], policy: Policy) -> tuple[str, str, str]
         amount_ref_minor=amount_ref,
         spent_ref_minor=int(entry.get("spent") or 0),
         payment_hold=entry.get("hold") is True,
+        negative_record=negative_record(float(entry["dims"].get("reputation", 1.0)), policy),
         policy=policy,
     )
     return action.value, capped or reason, tier.value

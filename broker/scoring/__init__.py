@@ -73,7 +73,7 @@ def decide(
     total = composite(scores, policy)
     verified = identity_verified(ctx, now_ms)
     tier, capped = capped_tier(total, policy, identity_verified=verified)
-    action, route_reason = route(env, tier, ctx, policy, now_ms)
+    action, route_reason = route(env, tier, ctx, policy, now_ms, scores["reputation"])
     # Without a verified identity nothing else helps: say so, whatever scores lowest.
     weakest = "identity" if capped else weakest_dimension(scores, policy)
     reasons = (capped or route_reason, *(r for result in scored.values() for r in result.reasons))

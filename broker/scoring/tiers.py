@@ -65,9 +65,10 @@ def capped_tier(
 
 
 def route(
-    env: Envelope, tier: Tier, ctx: TrustContext, policy: Policy, now_ms: int
+    env: Envelope, tier: Tier, ctx: TrustContext, policy: Policy, now_ms: int, reputation: float
 ) -> tuple[Action, str]:
-    """Action and its reason code for a message from a sender in `tier`."""
+    """Action and its reason code for a message from a sender in `tier` whose reputation
+    for this message is `reputation`."""
     payment = env.payment
     amount = None
     if payment is not None:
@@ -81,8 +82,15 @@ def route(
         amount_ref_minor=amount,
         spent_ref_minor=ctx.peer.spent_24h_ref,
         payment_hold=payments_held(ctx, now_ms),
+        negative_record=negative_record(reputation, policy),
         policy=policy,
     )
+
+
+def negative_record(reputation: float, policy: Policy) -> bool:
+    """True when verified failures have taken the sender's reputation below the cold-start
+    prior: a record worse than none, which no identity, bond or behaviour makes up for."""
+    return reputation < policy.reputation.prior - 1e-9
 
 
 def payments_held(ctx: TrustContext, now_ms: int) -> bool:
@@ -99,6 +107,7 @@ def route_inputs(
     amount_ref_minor: int | None,
     spent_ref_minor: int,
     payment_hold: bool = False,
+    negative_record: bool = False,
     policy: Policy,
 ) -> tuple[Action, str]:
     """`route` from recorded inputs alone (what-if replays use this too). Amounts are in
@@ -116,6 +125,10 @@ def route_inputs(
     if amount_ref_minor is None:
         # Nor can a cap vouch for an amount it cannot convert into its own unit.
         return Action.ESCALATE, "currency_unrated"
+    if negative_record:
+        # Identity, bond and behaviour can keep a sender established on their own; money
+        # from one whose verified record is worse than a newcomer's waits for a human.
+        return Action.ESCALATE, "negative_record"
     if payment_hold:
         # A verified victim says an earlier payment was fraud: a human decides until the
         # report is corroborated (observation) or dismissed. One report cannot block the

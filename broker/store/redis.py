@@ -911,6 +911,19 @@ class RedisStore:
         await self.invalidate(f"peer:{did}")
         return float(value)
 
+    async def add_failure(
+        self, did: str, units: float, *, domain: str, now_ms: int, policy: Policy
+    ) -> None:
+        """Fold verified failure units into `did`'s failures and, for a known message kind,
+        its failures in that domain (no per-counterparty cap: the failure is verified)."""
+        await self.add_outcome(did, success=False, weight=units, now_ms=now_ms, policy=policy)
+        if domain in MESSAGE_KINDS:
+            fields = codec.domain_failure_fields(domain)
+            half_life = policy.reputation.failure_half_life_ms
+            args: list[str | int | float] = [*fields, units, now_ms, half_life]
+            await self._call(self._add_decayed(keys=[self.keys.peer(did)], args=args))
+            await self.invalidate(f"peer:{did}")
+
     # -- outcome reports, vouches, slashing -------------------------------------------------
 
     async def claim_report(

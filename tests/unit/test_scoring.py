@@ -34,6 +34,7 @@ from .factories import (
     RECIPIENT,
     SECOND_MS,
     SENDER,
+    TRUST_LIST,
     UNTRUSTED_ISSUER,
     anomalous_peer,
     attestation,
@@ -802,7 +803,7 @@ def test_decide_never_raises_on_arbitrary_state(
     ctx = TrustContext(
         peer=peer_state,
         recipient=recipient_profile,
-        issuers=frozenset({ISSUER}),
+        issuers=TRUST_LIST,
         revoked_evidence=revoked_evidence,
         pact=pact_terms,
         replayed=replayed,

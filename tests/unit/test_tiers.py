@@ -295,3 +295,27 @@ def test_a_payment_hold_escalates_payments_only(
                       envelope.created_at)  # fmt: skip
     assert (decision.action, decision.reasons[0]) == expected
     assert decision.payment_hold is (until is not None and until > envelope.created_at)
+
+
+@pytest.mark.parametrize(
+    ("failures", "envelope", "expected"),
+    [
+        pytest.param(0.0, _pay("50.00"), PAID, id="clean-record"),
+        pytest.param(4.0, _pay("50.00"), (Action.ESCALATE, "negative_record"),
+                     id="record-worse-than-none"),
+        pytest.param(4.0, sign_envelope(), SUFFICIENT, id="data-still-delivered"),
+    ],
+)  # fmt: skip
+def test_money_from_a_sender_whose_record_is_worse_than_none_waits_for_a_human(
+    failures: float, envelope: Envelope, expected: tuple[Action, str]
+) -> None:
+    from broker.state import DecayedCount
+
+    from .factories import NOW, bond
+
+    # Identity, a custodian's bond and settled behaviour keep this sender established with
+    # no reputation at all; its verified failures still keep its money from moving alone.
+    state = _verified(bond=bond(), clean_streak=50, failures=DecayedCount(failures, NOW))
+    decision = decide(decoded(envelope), context(state), DEFAULT_POLICY, envelope.created_at)
+    assert decision.tier is Tier.ESTABLISHED
+    assert (decision.action, decision.reasons[0]) == expected
