@@ -12,7 +12,7 @@ from broker.console.views import feed_row, history_row, review_row, score_histor
 from broker.errors import PolicyError
 from broker.peerview import describe_evidence, describe_peer
 from broker.recorder import TRACE_ID
-from broker.review import BlockedFilter, read_escalations, start_offset, tail_blocked
+from broker.review import BlockedFilter, read_escalations, tail_blocked
 from broker.whatif import replay
 from broker.workflow import describe_review
 
@@ -37,11 +37,8 @@ async def feed(console: Console, *, after: int | None, limit: int) -> dict[str, 
 async def blocked(console: Console, wanted: BlockedFilter, *, limit: int) -> dict[str, Any]:
     """The newest `limit` blocked records matching `wanted`, newest first."""
     policy = await console.store.load_policy()
-    # Attach near the window's start (by time) rather than reading the whole stream.
-    offset = start_offset("first", wanted.since_ms)
-    entries = await tail_blocked(
-        console.config, wanted, offset=offset, limit=limit, idle_timeout=STREAM_IDLE_S
-    )
+    # Read backwards from the end, no further than the window's start (by time).
+    entries = await tail_blocked(console.config, wanted, limit=limit, idle_timeout=STREAM_IDLE_S)
     rows = [review_row(entry.record, policy) | {"offset": entry.offset} for entry in entries]
     for row in rows:
         row["review"] = await _review_note(console, row["trace"])
