@@ -1,9 +1,10 @@
-"""The router: consume ingress -> decide (pure core) -> publish with confirms -> ack.
+"""The router: consume ingress -> decide (pure core) -> publish and ack in one transaction.
 
 Every ingress message ends in exactly one place: the recipient's queue, the blocked
-stream or the escalation queue. The ingress message is acked only after that publish is
-confirmed. When Redis is down the router stops consuming and requeues what it holds, so
-nothing is delivered unscored and nothing is blocked because of the outage.
+stream or the escalation queue. The outcome's publish and the ingress ack commit in the
+same AMQP transaction (grouped across messages, broker/committer.py). When Redis is
+down the router stops consuming and requeues what it holds, so nothing is delivered
+unscored and nothing is blocked because of the outage.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import base64
 import contextlib
 import hashlib
 import logging
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -39,7 +39,7 @@ from broker.identity import AgentKey
 from broker.metrics import RouterMetrics, poll_health
 from broker.negotiation import NegotiationService
 from broker.policy import Policy
-from broker.recorder import DEFAULT_MONITORING, decision_entry, trace_record
+from broker.recorder import DEFAULT_MONITORING, decision_entry, new_trace_id, trace_record
 from broker.reports import REFUSALS, parse_report, reporter_weight
 from broker.scoring import blocked, decide, reject_undecodable, sender_composite
 from broker.state import PeerState, TrustContext
@@ -445,6 +445,9 @@ def trust_headers(outcome: Outcome) -> dict[str, Any]:
         "x-trust-reasons": ",".join(decision.reasons),
         "x-trust-policy-version": decision.policy_version,
         "x-trust-trace-id": outcome.trace_id,
+        # What holds the sender back, and what it could do: recipients pass it on.
+        "x-trust-weakest": decision.weakest or "",
+        "x-trust-remediation": decision.remediation,
     }
 
 
@@ -494,4 +497,5 @@ def outcome_record(raw: bytes, outcome: Outcome) -> dict[str, Any]:
 
 
 def _trace_id() -> str:
-    return uuid.uuid4().hex
+    # Wall-clock time, not the router's clock: readers seek the stream by it.
+    return new_trace_id(wall_clock_ms())

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Iterable
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any, TypeVar
@@ -646,12 +646,12 @@ class RedisStore:
             await self._call(pipe.execute())
         await self.invalidate(f"recipient:{profile.did}")
 
-    async def add_issuer(self, did: str) -> None:
-        """Put an issuer on the trust list."""
+    async def add_issuer(self, did: str, *, roles: Iterable[str] = ()) -> None:
+        """Put an issuer on the trust list (`roles`: not stored yet, see issue 10)."""
         await self._call(self._redis.sadd(self.keys.issuers, did))
         await self.invalidate("globals")
 
-    async def remove_issuer(self, did: str) -> None:
+    async def remove_issuer(self, did: str, *, roles: Iterable[str] = ()) -> None:
         """Take an issuer off the trust list; its credentials stop counting everywhere."""
         await self._call(self._redis.srem(self.keys.issuers, did))
         await self.invalidate("globals")
@@ -988,6 +988,17 @@ class RedisStore:
         """The escalations were decided: stop re-scoring them."""
         if trace_ids:
             await self._call(self._redis.hdel(self.keys.awaiting_evidence, *trace_ids))
+
+    async def blocked_offset(self, trace_id: str) -> int | None:
+        """Where on the blocked stream a reader last found the record of `trace_id`."""
+        raw = await self._call(self._redis.get(self.keys.blocked_offset(trace_id)))
+        return None if raw is None else int(raw)
+
+    async def remember_blocked_offset(self, trace_id: str, offset: int) -> None:
+        """Remember where the record of `trace_id` is on the blocked stream (a hint: the
+        reader checks the record it finds there)."""
+        key = self.keys.blocked_offset(trace_id)
+        await self._call(self._redis.set(key, str(offset), px=_REVIEW_MS))
 
     async def try_lock(self, name: str, ttl_ms: int) -> bool:
         """True for the one caller that takes `name` until it expires after `ttl_ms`."""
