@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import sys
@@ -294,12 +295,15 @@ def event_loop_factory(
 # -- running a command, and saying what went wrong ----------------------------------------
 
 
-def _logging(level: str) -> None:
+def _logging(level: str, command: str) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if level != "DEBUG":
-        # aio-pika narrates connections and consumers at INFO: noise for a command line.
+        # aio-pika narrates connections and consumers at INFO, and logs a refused connection
+        # as an ERROR before raising it: a short command says it once, in its own words. A
+        # router keeps the warnings (lost connections, reconnections).
+        quiet = logging.WARNING if command == "router" else logging.CRITICAL
         for name in ("aio_pika", "aiormq"):
-            logging.getLogger(name).setLevel(logging.WARNING)
+            logging.getLogger(name).setLevel(quiet)
 
 
 def explain(exc: BaseException, args: argparse.Namespace, config: BrokerConfig | None) -> str:
@@ -313,7 +317,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the trust-broker console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    _logging(args.log_level)
+    _logging(args.log_level, args.command)
     handler: Handler = args.handler
     config: BrokerConfig | None = None
     try:
@@ -323,8 +327,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
-        # `trust-broker ... | head`: the reader left; stop quietly, as other tools do.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        # `trust-broker ... | head`: the reader left; stop quietly, as other tools do (and
+        # point stdout at /dev/null, or flushing it at exit fails once more).
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return BROKEN_PIPE
     except Exception as exc:
         if args.debug:
