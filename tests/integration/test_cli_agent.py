@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import aio_pika
+import httpx
 import orjson
 import pytest
 from aiormq.exceptions import ChannelPreconditionFailed
@@ -158,3 +159,48 @@ async def test_errors_a_new_user_meets_are_one_line_with_the_fix(
     assert last.startswith("v1") and "(built in)" in last
     received = await cli(config, "receive", "--key", a, *url, "--timeout", "0.5")
     assert "INFO" not in received.stderr and "aio_pika" not in received.stderr
+
+
+async def test_a_junk_escalation_entry_is_shown_as_such_and_never_crashes_a_reader(
+    router: Router, config: BrokerConfig, store: RedisStore, broker_key: AgentKey,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    from broker.console.app import create_app
+    from broker.console.auth import Role, Users
+    from broker.review import read_escalations
+    from broker.workflow import ReviewError, approve_escalation, expire_escalations
+
+    junk = b'{"trace_id": "x", "note": "an operator\'s test publish"}'
+    connection = await aio_pika.connect(config.amqp_vhost_url)
+    async with connection:
+        channel = await connection.channel()
+        await channel.default_exchange.publish(
+            aio_pika.Message(junk), routing_key=config.topology.escalations_queue
+        )
+    [record] = await read_escalations(config)
+    assert record["reason"] == "unparseable" and "trace_id" in record["unparseable"]
+    listed = await cli(config, "escalations")  # crashed with KeyError 'decision'
+    assert "unparseable" in listed.stdout and record["trace_id"] in listed.stdout
+    rows = as_json(await cli(config, "escalations", "list", "--json"))
+    assert rows[0]["unparseable"]
+
+    app = create_app(config, Users().with_user("sam", Role.SECURITY, "sam-token-0123456789ab"))
+    auth = {"Authorization": "Bearer sam-token-0123456789ab"}
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://c", headers=auth) as api:
+        page = await api.get("/escalations")
+        assert page.status_code == 200 and "unparseable" in page.text
+        refused = await api.post(f"/api/escalations/{record['trace_id']}/approve",
+                                 json={"why": "looks fine"})  # fmt: skip
+        assert refused.status_code == 409 and "never delivered" in refused.json()["error"]
+    await app.state.console.store.close()
+
+    try:
+        await approve_escalation(config, store, record["trace_id"], "sam", "really")
+    except ReviewError as exc:
+        assert exc.code == "unparseable"
+    # Nobody can decide it; it expires to the blocked stream with its bytes, like any other.
+    [expired] = await expire_escalations(config, store, 2**42)
+    assert expired["trace_id"] == record["trace_id"]
+    [kept] = await blocked_with(config, "escalation_expired")
+    assert base64.b64decode(kept["raw_b64"]) == junk
