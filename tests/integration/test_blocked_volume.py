@@ -44,6 +44,8 @@ from broker.state import RecipientProfile
 from tests.integration.test_cli_flow import cli_env
 
 TOTAL = 100_000
+# Building the stream takes a minute or two on a busy machine; every test here shares it.
+pytestmark = pytest.mark.timeout(1800)
 # At each position: CLI release, CLI confirm, console release, console confirm, a seek.
 PER_POSITION = 5
 JUNK = [b"not json at all", b"[1, 2, 3]", b'{"trace_id": "nope"}', b'{"reason": 7}']
