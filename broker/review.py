@@ -37,7 +37,14 @@ from broker.records import (
     parse_record,
     record_time_ms,
 )
-from broker.streams import NAMED_OFFSETS, Offset, ReadStats, StreamMessage, StreamReader
+from broker.streams import (
+    ATTACH_WAIT_S,
+    NAMED_OFFSETS,
+    Offset,
+    ReadStats,
+    StreamMessage,
+    StreamReader,
+)
 
 __all__ = [
     "NAMED_OFFSETS",
@@ -230,7 +237,7 @@ async def tail_blocked(
     `wanted.since_ms` starts, else the start of the stream) and its end, oldest first."""
     limit = max(limit, 1)
     async with _blocked(config, stats=stats) as reader:
-        newest_chunk = await reader.first_offset("last", idle_timeout)
+        newest_chunk = await reader.first_offset("last", max(idle_timeout, 2.0))
         if newest_chunk is None:
             return []
         low = await _lower_bound(reader, wanted, offset, newest_chunk, idle_timeout)
@@ -272,7 +279,9 @@ async def _backwards(
     size = max(FIRST_WINDOW, limit)
     start, until = max(low, newest_chunk - size), None
     while True:
-        window, first_seen = await _window(reader, wanted, start, until, idle_timeout)
+        window, first_seen = await _window(
+            reader, wanted, start, until, idle_timeout, reaches=newest_chunk
+        )
         kept = window + kept
         # Done with enough matches, at the lower bound, or at the stream's first record
         # (retention may have removed what came before `start`).
@@ -288,6 +297,8 @@ async def _window(
     start: int,
     until: int | None,
     idle_timeout: float,
+    *,
+    reaches: int | None = None,
 ) -> tuple[list[StreamEntry], int | None]:
     """Matching records of offsets start..until (until None: to the end), and the first
     offset the stream actually had there."""
@@ -295,7 +306,9 @@ async def _window(
     first_seen = None
     # Only the newest window has no known end; under a flood it would never go idle.
     deadline = END_DEADLINE_S if until is None else None
-    read = reader.read(start, until=until, idle_timeout=idle_timeout, deadline_s=deadline)
+    read = reader.read(
+        start, until=until, idle_timeout=idle_timeout, deadline_s=deadline, reaches=reaches
+    )
     async with contextlib.aclosing(read) as messages:
         async for message in messages:
             if first_seen is None:
@@ -337,25 +350,33 @@ async def _locate(
     index: OffsetIndex | None,
     idle_timeout: float,
 ) -> StreamEntry | None:
+    # The newest chunk's first offset: up to there a pause is load, not the end.
+    reaches = await reader.first_offset("last", max(idle_timeout, ATTACH_WAIT_S))
+    if reaches is None:
+        return None  # an empty stream
+
+    async def scan(at: Offset, **options: Any) -> StreamEntry | None:
+        return await _scan(reader, trace_id, at, idle_timeout, reaches=reaches, **options)
+
     if index is not None:
         known = await index.blocked_offset(trace_id)
         if known is not None:
-            found = await _scan(reader, trace_id, known, idle_timeout, limit=1)
+            found = await scan(known, limit=1)
             if found is not None:
                 return found
     if offset is not None:
-        return await _scan(reader, trace_id, offset, idle_timeout)
+        return await scan(offset)
     written = await _written_ms(index, trace_id)
     if written is None:
-        return await _scan(reader, trace_id, "first", idle_timeout)
-    start = await reader.first_offset(_at(written - SEEK_SLACK_MS), idle_timeout)
+        return await scan("first")
+    start = await reader.first_offset(_at(written - SEEK_SLACK_MS), max(idle_timeout, 2.0))
     if start is None:  # nothing at or after that time
-        return await _scan(reader, trace_id, "first", idle_timeout)
-    found = await _scan(reader, trace_id, start, idle_timeout, past_ms=written + WRITTEN_WITHIN_MS)
+        return await scan("first")
+    found = await scan(start, past_ms=written + WRITTEN_WITHIN_MS)
     if found is not None or start == 0:
         return found
     # Not where its time said (clocks far apart, or an old random trace id): the rest.
-    return await _scan(reader, trace_id, "first", idle_timeout, until=start - 1)
+    return await scan("first", until=start - 1)
 
 
 async def _written_ms(index: OffsetIndex | None, trace_id: str) -> int | None:
@@ -382,8 +403,9 @@ async def _scan(
     until: int | None = None,
     limit: int | None = None,
     past_ms: int | None = None,
+    reaches: int | None = None,
 ) -> StreamEntry | None:
-    read = reader.read(at, until=until, limit=limit, idle_timeout=idle_timeout)
+    read = reader.read(at, until=until, limit=limit, idle_timeout=idle_timeout, reaches=reaches)
     async with contextlib.aclosing(read) as messages:
         async for message in messages:
             traced = _trace_of(message)

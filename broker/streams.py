@@ -31,6 +31,11 @@ Offset = int | str | datetime
 # Prefetch of a reader: deep enough to keep the stream busy, and small enough that a
 # read which stops early leaves little prefetched for nothing.
 PREFETCH = 1000
+# How long a read waits for the first message after attaching, and for the next one
+# while it is still short of an offset the stream is known to reach: on a loaded host a
+# pause there is the broker being slow, not the end of the stream.
+ATTACH_WAIT_S = 5.0
+STALL_WAIT_S = 30.0
 
 
 @dataclass
@@ -104,10 +109,12 @@ class StreamReader:
         limit: int | None = None,
         idle_timeout: float | None = 1.0,
         deadline_s: float | None = None,
+        reaches: int | None = None,
     ) -> AsyncGenerator[StreamMessage, None]:
         """Messages from `offset` (a name, a number or a datetime) in stream order; stops
         once offset `until` is reached, after `limit` messages, after `idle_timeout`
-        seconds without one (never, when it is None) or after `deadline_s` seconds."""
+        seconds without one (never, when it is None) or after `deadline_s` seconds. Until
+        offset `reaches` (one the stream is known to have) a pause is waited out."""
         assert self._connection is not None, "use StreamReader as an async context manager"
         channel = await self._connection.channel()
         try:
@@ -118,7 +125,8 @@ class StreamReader:
             self.stats.attaches += 1
             loop = asyncio.get_running_loop()
             deadline = None if deadline_s is None else loop.time() + deadline_s
-            async for message in self._drain(inbox, until, limit, idle_timeout, deadline):
+            waits = _Waits(idle_timeout, reaches, deadline)
+            async for message in self._drain(inbox, until, limit, waits):
                 yield message
         finally:
             # Closing the channel ends the consumer and drops what it prefetched.
@@ -130,38 +138,35 @@ class StreamReader:
         inbox: asyncio.Queue[AbstractIncomingMessage],
         until: int | None,
         limit: int | None,
-        idle_timeout: float | None,
-        deadline: float | None,
+        waits: _Waits,
     ) -> AsyncGenerator[StreamMessage, None]:
-        loop = asyncio.get_running_loop()
         ack_every = max(1, self._prefetch // 4)
         unacked = count = 0
         self.stopped_by_deadline = False
+        newest = -1
         while limit is None or count < limit:
-            wait = idle_timeout
-            if deadline is not None:
-                left = deadline - loop.time()
-                wait = left if wait is None else min(wait, left)
-                if wait <= 0:
-                    self.stopped_by_deadline = True
-                    return
+            wait = waits.next(newest, count == 0)
+            if wait is not None and wait <= 0:
+                self.stopped_by_deadline = True
+                return
             try:
                 delivery = await asyncio.wait_for(inbox.get(), wait)
             except TimeoutError:
-                self.stopped_by_deadline = deadline is not None and loop.time() >= deadline
+                self.stopped_by_deadline = waits.past_deadline()
                 return
             unacked += 1
             if unacked >= ack_every:
                 await delivery.ack(multiple=True)  # credit for the next batch
                 unacked = 0
             message = _message(delivery)
+            newest = message.offset
             count += 1
             self.stats.messages += 1
             yield message
             if until is not None and message.offset >= until:
                 return
 
-    async def first_offset(self, at: Offset, idle_timeout: float = 1.0) -> int | None:
+    async def first_offset(self, at: Offset, idle_timeout: float = 2.0) -> int | None:
         """The offset of the first message a reader attached at `at` gets; None when
         there is none (an empty stream, or a time after the last message)."""
         async with contextlib.aclosing(
@@ -170,3 +175,26 @@ class StreamReader:
             async for message in messages:
                 return message.offset
         return None
+
+
+@dataclass
+class _Waits:
+    """How long a read waits for its next message."""
+
+    idle: float | None
+    reaches: int | None
+    deadline: float | None
+
+    def next(self, newest: int, first: bool) -> float | None:
+        """Seconds to wait now (None: forever; 0 or less: the deadline has passed)."""
+        wait = self.idle
+        if wait is not None and self.reaches is not None and newest < self.reaches:
+            wait = max(wait, ATTACH_WAIT_S if first else STALL_WAIT_S)
+        if self.deadline is not None:
+            left = self.deadline - asyncio.get_running_loop().time()
+            wait = left if wait is None else min(wait, left)
+        return wait
+
+    def past_deadline(self) -> bool:
+        """True once the deadline (if any) has passed."""
+        return self.deadline is not None and asyncio.get_running_loop().time() >= self.deadline
