@@ -69,7 +69,8 @@ async def test_every_agent_operation_from_the_command_line(
 
     as_carol = ("--key", c, "--agent-url", carol.amqp_url)
     vouched = as_json(await cli(config, "vouch", *as_carol, "--for", alice.did, "--share", "0.2",
-                                "--present", "--json"))  # fmt: skip
+                                "--out", str(tmp_path / "vouch.json"), "--present",
+                                "--json"))  # fmt: skip
     assert vouched["presented"]["accepted"] == [vouched["document"]["id"]]
 
     await make_level(store, alice.client, AgentKey.generate(), "probation")  # so it delivers
@@ -86,8 +87,9 @@ async def test_every_agent_operation_from_the_command_line(
 
     new = tmp_path / "a2.key"
     new_did = as_json(await cli(config, "keygen", "--out", str(new), "--json"))["did"]
-    rotated = as_json(await cli(config, "rotate", *as_alice, "--new-key", str(new),
-                                "--present", "--json"))  # fmt: skip
+    rotated = as_json(await cli(config, "rotate", *as_alice, "--new-key", str(new), "--out",
+                                str(tmp_path / "rotation.json"), "--present",
+                                "--json"))  # fmt: skip
     assert rotated["presented"]["accepted"] == [rotated["document"]["id"]]
     assert rotated["document"]["new"] == new_did
 
