@@ -44,8 +44,11 @@ def load_or_create_broker_key(config: BrokerConfig) -> AgentKey:
     return key
 
 
-async def run_router(config: BrokerConfig, ready: asyncio.Event | None = None) -> None:
-    """Run one router until a termination signal arrives."""
+async def run_router(
+    config: BrokerConfig, ready: asyncio.Event | None = None, *, metrics_port_explicit: bool = True
+) -> None:
+    """Run one router until a termination signal arrives. A metrics port that was asked
+    for explicitly must be free; the default one moves on to the next free port."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -58,14 +61,14 @@ async def run_router(config: BrokerConfig, ready: asyncio.Event | None = None) -
             if not await wait_until_available(store, config.store_retry_ms, stop):
                 return
         router = Router(config, store, broker_key=load_or_create_broker_key(config))
-        await router.start()
         if config.metrics_port:
             try:
-                router.metrics.serve(config.metrics_port)
-            except OSError as exc:
-                log.warning(
-                    "metrics port %d unavailable (%s); no /metrics", config.metrics_port, exc
-                )
+                router.metrics.serve(config.metrics_port, explicit=metrics_port_explicit)
+            except ConfigError as exc:
+                if metrics_port_explicit:
+                    raise  # asked for that port: better no router than one nobody scrapes
+                log.warning("%s; this router runs without /metrics", exc)
+        await router.start()
         if ready is not None:
             ready.set()
         await stop.wait()

@@ -1,7 +1,7 @@
 """Security's commands: read the blocked stream, decide blocks and escalations.
 
-Every decision needs a reviewer name (--reviewer; cli.py may supply a default from the
-environment) and a reason (--why); both are kept on record with the time.
+Every decision needs a reviewer name (--reviewer, else TRUST_REVIEWER, else the OS
+account, which cli.py passes in) and a reason (--why); both are kept on record.
 """
 
 from __future__ import annotations
@@ -17,15 +17,18 @@ from typing import Any
 
 import orjson
 
-from broker.cli import print_json
+from broker.cli_support import command, person, print_json, say, score
 from broker.clock import wall_clock_ms
 from broker.config import BrokerConfig
 from broker.envelope import decode_envelope, signature_valid
 from broker.errors import ConfigError, EnvelopeError
-from broker.review import BlockedFilter, StreamEntry, iso_ms, start_offset
+from broker.records import BLOCK_REASONS, UNPARSEABLE
+from broker.review import BlockedFilter, Offset, StreamEntry, iso_ms, start_offset
 
 # `escalations rescore` exits with this when the escalation stays pending.
 STILL_PENDING = 3
+REVIEWER_HELP = "who decides, kept on record (default TRUST_REVIEWER, else the OS account)"
+OFFSET_HELP = "stream offset to start searching at (default: seek by the trace id's time)"
 _TRACE_ID = re.compile(r"[0-9a-f]{32}")
 
 
@@ -46,9 +49,23 @@ def _filter(args: argparse.Namespace) -> BlockedFilter:
     return BlockedFilter(
         sender=args.sender,
         recipient=args.recipient,
-        reason=args.reason,
+        reason=_known_reason(args.reason),
         since_ms=None if args.since is None else parse_time(args.since, "--since"),
         until_ms=None if args.until is None else parse_time(args.until, "--until"),
+    )
+
+
+def _known_reason(reason: str | None) -> str | None:
+    """--reason, refused (with the nearest code) unless records can carry it."""
+    if reason is None or reason in BLOCK_REASONS:
+        return reason
+    import difflib
+
+    close = difflib.get_close_matches(reason, BLOCK_REASONS, n=1)
+    hint = f"did you mean {close[0]}? " if close else ""
+    raise ConfigError(
+        f"--reason {reason!r} is no reason code a blocked record carries; {hint}"
+        f"known: {', '.join(BLOCK_REASONS)}"
     )
 
 
@@ -57,39 +74,56 @@ def _row(entry: StreamEntry) -> dict[str, Any]:
 
 
 def _line(row: dict[str, Any]) -> str:
+    """A record in a few lines: DIDs and remediation in full, so they can be pasted."""
     at = row.get("received_ms")
-    when = iso_ms(at) if isinstance(at, int) else "-" * 24
-    sender = (row.get("sender") or "?")[:28]
-    remediation = str(row["decision"].get("remediation") or "")[:60]
-    return (
-        f"{when} #{row['offset']:<6} {row['trace_id']} {row['reason']:<24} from {sender:<28} "
-        f"msg {row['message_id']}  {remediation}"
-    )
+    when = iso_ms(at) if isinstance(at, int) else "(time unknown)"
+    decision = row.get("decision") or {}
+    lines = [f"{when}  #{row['offset']}  {row['reason']}  trace {row['trace_id']}"]
+    if row.get(UNPARSEABLE):
+        lines.append(f"    unparseable: {row[UNPARSEABLE]}")
+    else:
+        lines.append(f"    from {row.get('sender') or '?'}")
+        lines.append(f"    to   {row.get('recipient') or '?'}")
+        lines.append(
+            f"    message {row.get('message_id')}  composite {score(decision.get('composite'))}"
+            f"  tier {decision.get('tier')}"
+        )
+    lines.append(f"    remediation: {decision.get('remediation') or '-'}")
+    return "\n".join(lines)
+
+
+def _at_offset(args: argparse.Namespace) -> Offset | None:
+    """Where to start looking for one record: --offset if given, else None (seek)."""
+    return None if args.offset is None else start_offset(args.offset, None)
 
 
 def _reviewer(args: argparse.Namespace) -> str:
-    if not args.reviewer:
-        raise ConfigError("say who is deciding: --reviewer NAME (it is kept on record)")
-    return str(args.reviewer)
+    return person(args.reviewer, args.default_reviewer, "--reviewer")
 
 
 # -- blocked ---------------------------------------------------------------------------------
 
 
 async def cmd_blocked_tail(args: argparse.Namespace, config: BrokerConfig) -> int:
-    """Print the last --limit matching records from --offset or --since to the end."""
-    from broker.review import tail_blocked
+    """The newest --limit matching records; with --offset, the first --limit from there."""
+    from broker.review import page_blocked, tail_blocked
 
     wanted = _filter(args)
-    offset = start_offset(args.offset, wanted.since_ms)
-    entries = await tail_blocked(config, wanted, offset=offset, limit=args.limit)
+    continue_at = None
+    if args.offset is not None:
+        offset = start_offset(args.offset, None)
+        entries, continue_at = await page_blocked(config, wanted, offset=offset, limit=args.limit)
+    else:
+        entries = await tail_blocked(config, wanted, limit=args.limit)
     rows = [_row(entry) for entry in entries]
     if args.json:
         print_json(rows)
         return 0
     for row in rows:
         print(_line(row))
-    print(f"{len(rows)} record(s)", file=sys.stderr)
+    where = f" at offsets {rows[0]['offset']}-{rows[-1]['offset']}" if rows else ""
+    more = f"; more from --offset {continue_at}" if continue_at is not None else ""
+    print(f"{len(rows)} record(s){where}{more}", file=sys.stderr)
     return 0
 
 
@@ -124,7 +158,7 @@ async def cmd_blocked_show(args: argparse.Namespace, config: BrokerConfig) -> in
         if not _TRACE_ID.fullmatch(trace_id):
             # A message id: the flight recorder knows its trace for a week.
             trace_id = await store.trace_id_of(trace_id) or trace_id
-        entry = await find_blocked(config, trace_id, offset=start_offset(args.offset, None))
+        entry = await find_blocked(config, trace_id, offset=_at_offset(args), index=store)
         if entry is None:
             raise ConfigError(f"no blocked record {args.trace_id} on the stream")
         review = await store.review(trace_id)
@@ -219,10 +253,10 @@ async def cmd_blocked_release(args: argparse.Namespace, config: BrokerConfig) ->
     reviewer = _reviewer(args)
     store = open_store(config)
     try:
-        offset = start_offset(args.offset, None)
         review = await release_blocked(
-            config, store, args.trace_id, reviewer, args.why, wall_clock_ms(), offset=offset
-        )
+            config, store, args.trace_id, reviewer, args.why, wall_clock_ms(),
+            offset=_at_offset(args),
+        )  # fmt: skip
     finally:
         await store.close()
     return _report(args, review, f"released {review['message_id']} to {review['recipient']}")
@@ -238,7 +272,7 @@ async def cmd_blocked_confirm(args: argparse.Namespace, config: BrokerConfig) ->
     try:
         review = await confirm_blocked(
             config, store, args.trace_id, reviewer, args.why, wall_clock_ms(),
-            penalise=args.penalise, offset=start_offset(args.offset, None),
+            penalise=args.penalise, offset=_at_offset(args),
         )  # fmt: skip
     finally:
         await store.close()
@@ -281,23 +315,36 @@ async def cmd_escalations_list(args: argparse.Namespace, config: BrokerConfig) -
     now = wall_clock_ms()
     for row in rows:
         _print_escalation(row, now)
-    print(f"{len(rows)} pending escalation(s)", file=sys.stderr)
+    say(f"{len(rows)} pending escalation(s)")
     return 0
 
 
 def _print_escalation(row: dict[str, Any], now: int) -> None:
-    decision = row["decision"]
-    age = (now - row["received_ms"]) // 1000 if isinstance(row.get("received_ms"), int) else "?"
-    print(
-        f"{row['trace_id']}  {row['reason']:<22} from {row['sender'][:28]}  "
-        f"score {decision['composite']}  tier {decision['tier']}  waiting {age} s"
-    )
-    print(f"    message {row['message_id']} to {row['recipient'][:28]}")
-    print(f"    reasons {', '.join(decision['reasons'])}; weakest {decision['weakest']}")
-    print(f"    remediation: {decision['remediation']}")
+    decision = row.get("decision") or {}
+    at = row.get("received_ms")
+    age = f"waiting {(now - at) // 1000} s" if isinstance(at, int) else "time unknown"
+    print(f"{row['trace_id']}  {row['reason']}  {age}")
+    if row.get(UNPARSEABLE):
+        print(f"    unparseable: {row[UNPARSEABLE]}")
+    else:
+        print(f"    from {row.get('sender')}")
+        print(f"    to   {row.get('recipient')}")
+        print(
+            f"    message {row.get('message_id')}  composite {score(decision.get('composite'))}"
+            f"  tier {decision.get('tier')}"
+        )
+        print(
+            f"    reasons {', '.join(decision.get('reasons') or [])}; "
+            f"weakest {decision.get('weakest')}"
+        )
+    print(f"    remediation: {decision.get('remediation') or '-'}")
     request = row.get("awaiting_evidence")
     if request:
-        print(f"    awaiting evidence since {iso_ms(request['requested_at'])} ({request['why']})")
+        since = iso_ms(int(request["requested_at"]))
+        print(
+            f"    evidence requested from the sender at {since} by {request.get('reviewer')}"
+            f" ({request.get('why') or 'no reason given'}); re-scored on every sweep"
+        )
 
 
 async def cmd_escalations_decide(args: argparse.Namespace, config: BrokerConfig) -> int:
@@ -399,8 +446,10 @@ async def cmd_escalations_expire(args: argparse.Namespace, config: BrokerConfig)
 def add_review_commands(sub: Any, *, default_reviewer: str | None = None) -> None:
     """Register `blocked` and `escalations` on the trust-broker parser; decisions are
     attributed to `default_reviewer` unless --reviewer says otherwise."""
-    _add_blocked(sub, default_reviewer)
-    _add_escalations(sub, default_reviewer)
+    _add_blocked(sub)
+    _add_escalations(sub)
+    sub.choices["blocked"].set_defaults(default_reviewer=default_reviewer)
+    sub.choices["escalations"].set_defaults(default_reviewer=default_reviewer)
 
 
 def _filter_flags(parser: argparse.ArgumentParser, *, inherited: bool) -> None:
@@ -409,7 +458,12 @@ def _filter_flags(parser: argparse.ArgumentParser, *, inherited: bool) -> None:
     def default(value: Any) -> Any:
         return argparse.SUPPRESS if inherited else value
 
-    parser.add_argument("--offset", default=default("first"), help="first, last, next or a number")
+    parser.add_argument(
+        "--offset",
+        default=default(None),
+        help="start at this stream offset (a number, first, last or next) and read forwards; "
+        "without it, the newest records",
+    )
     parser.add_argument("--since", default=default(None), help="ISO-8601 time (UTC without offset)")
     parser.add_argument("--until", default=default(None), help="ISO-8601 time (UTC without offset)")
     parser.add_argument("--reason", default=default(None), help="only this reason code")
@@ -418,133 +472,165 @@ def _filter_flags(parser: argparse.ArgumentParser, *, inherited: bool) -> None:
     parser.add_argument("--json", action="store_true", default=default(False), help="JSON output")
 
 
-def _decision_flags(parser: argparse.ArgumentParser, reviewer: str | None, *, why: bool) -> None:
+def _decision_flags(parser: argparse.ArgumentParser, *, why: bool) -> None:
     parser.add_argument("trace_id", help="trace id of the record (32 hex characters)")
-    parser.add_argument("--reviewer", default=reviewer, help="who decides (default $USER)")
+    parser.add_argument("--reviewer", help=REVIEWER_HELP)
     if why:
         parser.add_argument("--why", required=True, help="why: kept on record with the decision")
     parser.add_argument("--json", action="store_true", help="print the review record as JSON")
 
 
-def _add_blocked(sub: Any, reviewer: str | None) -> None:
-    p = sub.add_parser(
-        "blocked",
-        help="read the blocked-message stream; release or confirm a block",
+T = "01a2335440847160be5e665f909ae659"  # a trace id, in the examples
+
+
+def _add_blocked(sub: Any) -> None:
+    p = command(
+        sub, "blocked",
+        summary="read the blocked-message stream; release or confirm a block",
         description="Read trust.blocked (a stream: reading never removes anything) and "
-        "decide blocks. Without an action: the same as `blocked tail`.",
-    )
+        "decide blocks. Without an action: the same as `blocked tail`. Entries that are not "
+        "records a router wrote are shown as `unparseable`, with their bytes kept.",
+        examples=["trust-broker blocked", "trust-broker blocked tail --reason bad_signature",
+                  f"trust-broker blocked show {T}",
+                  f"trust-broker blocked release {T} --why \"partner onboarding\""],
+    )  # fmt: skip
     _filter_flags(p, inherited=False)
     p.add_argument("--limit", type=int, default=50, help="records to print (default 50)")
     p.set_defaults(handler=cmd_blocked_tail)
     actions = p.add_subparsers(dest="blocked_command", metavar="ACTION")
 
-    a = actions.add_parser(
-        "tail",
-        help="the last --limit matching records",
-        description="The last --limit records matching the filters, from --offset (default "
-        "first) or --since to the end of the stream.",
-    )
+    a = command(
+        actions, "tail",
+        summary="the newest --limit matching records, or a page from --offset",
+        description="The newest --limit records matching the filters (read backwards from "
+        "the end, no further back than --since). With --offset N: the first --limit matching "
+        "records from offset N on, and the offset to continue from.",
+        examples=["trust-broker blocked tail --limit 20",
+                  "trust-broker blocked tail --reason insufficient_trust --since "
+                  "2026-11-23T08:00:00",
+                  "trust-broker blocked tail --offset 50000 --limit 100 --json"],
+    )  # fmt: skip
     _filter_flags(a, inherited=True)
     a.add_argument("--limit", type=int, default=argparse.SUPPRESS, help="records to print")
     a.set_defaults(handler=cmd_blocked_tail)
 
-    a = actions.add_parser(
-        "follow",
-        help="print matching records as they arrive, until Ctrl-C",
+    a = command(
+        actions, "follow",
+        summary="print matching records as they arrive, until Ctrl-C",
         description="Print records matching the filters as they arrive (from --offset, "
         "default next, or --since), until Ctrl-C or --count records.",
-    )
+        examples=["trust-broker blocked follow --sender \"$ALICE\"",
+                  "trust-broker blocked follow --offset first --count 10 --json"],
+    )  # fmt: skip
     _filter_flags(a, inherited=True)
     a.add_argument("--count", type=int, default=0, help="stop after N records (0 = never)")
     a.set_defaults(handler=cmd_blocked_follow, offset="next")
 
-    a = actions.add_parser(
-        "show",
-        help="one record with its full explanation",
+    a = command(
+        actions, "show",
+        summary="one record with its full explanation",
         description="One record: decision, dimension scores, reasons, remediation, the "
-        "envelope decoded from its original bytes (signature checked), and its reviews.",
-    )
+        "envelope decoded from its original bytes (signature checked), and its reviews. The "
+        "record is found by seeking (its trace id carries its time), not by reading the "
+        "stream from the start.",
+        examples=[f"trust-broker blocked show {T}", f"trust-broker blocked show {T} --body --json"],
+    )  # fmt: skip
     a.add_argument("trace_id", help="trace id (or message id, while its trace is kept)")
     a.add_argument("--body", action="store_true", help="also print the body (may be sensitive)")
-    a.add_argument("--offset", default="first", help="where to start searching")
+    a.add_argument("--offset", help=OFFSET_HELP)
     a.add_argument("--json", action="store_true", help="machine-readable JSON output")
     a.set_defaults(handler=cmd_blocked_show)
 
-    a = actions.add_parser(
-        "release",
-        help="deliver a false positive to its recipient (at most once)",
+    a = command(
+        actions, "release",
+        summary="deliver a false positive to its recipient (at most once)",
         description="Deliver the original bytes to the recipient after verifying their "
-        "signature again. Refused for replays, revoked senders, expired envelopes, records "
-        "whose bytes are not what the sender signed, and anything already decided.",
-    )
-    _decision_flags(a, reviewer, why=True)
-    a.add_argument("--offset", default="first", help="where to start searching")
+        "signature again. Refused for replays, revoked senders, expired envelopes, "
+        "unparseable entries, records whose bytes are not what the sender signed, and "
+        "anything already decided.",
+        examples=[f"trust-broker blocked release {T} --why \"false positive: partner onboarding\""],
+    )  # fmt: skip
+    _decision_flags(a, why=True)
+    a.add_argument("--offset", help=OFFSET_HELP)
     a.set_defaults(handler=cmd_blocked_release)
 
-    a = actions.add_parser(
-        "confirm",
-        help="confirm a block was right",
+    a = command(
+        actions, "confirm",
+        summary="confirm a block was right",
         description="Record that the block was right. --penalise also counts it as a "
         "verified failure of the sender (only if the signature proves who sent it).",
-    )
-    _decision_flags(a, reviewer, why=True)
+        examples=[f"trust-broker blocked confirm {T} --penalise --why \"prompt injection\""],
+    )  # fmt: skip
+    _decision_flags(a, why=True)
     a.add_argument("--penalise", action="store_true", help="record a failure for the sender")
-    a.add_argument("--offset", default="first", help="where to start searching")
+    a.add_argument("--offset", help=OFFSET_HELP)
     a.set_defaults(handler=cmd_blocked_confirm)
 
 
-def _add_escalations(sub: Any, reviewer: str | None) -> None:
-    p = sub.add_parser(
-        "escalations",
-        help="list and decide messages waiting for a human",
+def _add_escalations(sub: Any) -> None:
+    p = command(
+        sub, "escalations",
+        summary="list and decide messages waiting for a human",
         description="Escalated messages wait in trust.escalations until approved, rejected "
-        "or expired (policy escalations.expire_after_ms). Without an action: list them.",
-    )
-    p.add_argument("--limit", type=int, default=50)
+        "or expired (policy escalations.expire_after_ms). Without an action: list them, "
+        "with their remediation and whether evidence was requested.",
+        examples=["trust-broker escalations", f"trust-broker escalations approve {T} --why "
+                  "\"invoice 4411 checked\""],
+    )  # fmt: skip
+    p.add_argument("--limit", type=int, default=50, help="escalations to list (default 50)")
     p.add_argument("--json", action="store_true", help="machine-readable JSON output")
     p.set_defaults(handler=cmd_escalations_list)
     actions = p.add_subparsers(dest="escalation_command", metavar="ACTION")
 
-    a = actions.add_parser("list", help="pending escalations with their explanation")
-    a.add_argument("--limit", type=int, default=argparse.SUPPRESS)
+    a = command(
+        actions, "list",
+        summary="pending escalations with their explanation",
+        description="Every pending escalation, oldest first, read without taking it off the "
+        "queue: sender, recipient, amount, score, reasons, remediation, evidence requests.",
+        examples=["trust-broker escalations list --json"],
+    )  # fmt: skip
+    a.add_argument("--limit", type=int, default=argparse.SUPPRESS, help="escalations to list")
     a.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="JSON output")
     a.set_defaults(handler=cmd_escalations_list)
 
-    a = actions.add_parser("approve", help="deliver it to its recipient (at most once)")
-    _decision_flags(a, reviewer, why=True)
-    a.set_defaults(handler=cmd_escalations_decide)
+    for name, summary, description, why in (
+        ("approve", "deliver it to its recipient (at most once)",
+         "Take the escalation off the queue and deliver its original bytes (signature "
+         "verified again) in one transaction.", "invoice 4411 checked"),
+        ("reject", "block it and record a failure for the sender",
+         "Move it to the blocked stream as escalation_rejected and count a verified failure "
+         "of its sender.", "unknown payee"),
+        ("request-evidence", "ask the sender for more evidence",
+         "Send the sender a broker-signed request (kind request, body type "
+         "trust-broker/evidence-request) naming the message and --why, which the sender "
+         "reads with `trust-broker receive`. The escalation is re-scored on every sweep "
+         "until decided.", "need a bond for this amount"),
+    ):  # fmt: skip
+        a = command(actions, name, summary=summary, description=description,
+                    examples=[f"trust-broker escalations {name} {T} --why \"{why}\""])  # fmt: skip
+        _decision_flags(a, why=True)
+        handler = cmd_escalations_request_evidence if name == "request-evidence" else None
+        a.set_defaults(handler=handler or cmd_escalations_decide)
 
-    a = actions.add_parser("reject", help="block it and record a failure for the sender")
-    _decision_flags(a, reviewer, why=True)
-    a.set_defaults(handler=cmd_escalations_decide)
-
-    a = actions.add_parser(
-        "request-evidence",
-        help="ask the sender for more evidence",
-        description="Send the sender a broker-signed request (kind request, body type "
-        "trust-broker/evidence-request) naming the message and --why, which the sender "
-        "reads. The escalation is re-scored on every sweep until decided.",
-    )
-    _decision_flags(a, reviewer, why=True)
-    a.set_defaults(handler=cmd_escalations_request_evidence)
-
-    a = actions.add_parser(
-        "rescore",
-        help="decide it again with the sender's current standing",
+    a = command(
+        actions, "rescore",
+        summary="decide it again with the sender's current standing",
         description=f"Deliver it if the decision now says deliver; else it stays pending "
         f"and the exit status is {STILL_PENDING}.",
-    )
-    _decision_flags(a, reviewer, why=False)
+        examples=[f"trust-broker escalations rescore {T}"],
+    )  # fmt: skip
+    _decision_flags(a, why=False)
     a.set_defaults(handler=cmd_escalations_rescore)
 
-    a = actions.add_parser(
-        "expire",
-        help="move escalations older than the limit to the blocked stream now",
+    a = command(
+        actions, "expire",
+        summary="move escalations older than the limit to the blocked stream now",
         description="What the routers' sweeper does on its own: escalations older than "
         "--older-than seconds (default: the policy's escalations.expire_after_ms) move to "
         "the blocked stream as escalation_expired.",
-    )
+        examples=["trust-broker escalations expire --older-than 3600"],
+    )  # fmt: skip
     a.add_argument("--older-than", type=float, help="seconds")
-    a.add_argument("--reviewer", default=reviewer, help="who decides (default $USER)")
+    a.add_argument("--reviewer", help=REVIEWER_HELP)
     a.add_argument("--json", action="store_true", help="machine-readable JSON output")
     a.set_defaults(handler=cmd_escalations_expire)

@@ -11,6 +11,7 @@ from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import aio_pika
 import orjson
@@ -54,6 +55,11 @@ class TrustInfo:
     reasons: tuple[str, ...]
     policy_version: int
     trace_id: str
+    # Why it is not higher, and what the sender could do (empty for older routers).
+    weakest: str = ""
+    remediation: str = ""
+    # Set on messages the broker itself sends (e.g. an evidence request): its DID.
+    from_broker: str = ""
 
     @classmethod
     def from_headers(cls, headers: dict[str, Any]) -> TrustInfo:
@@ -74,6 +80,9 @@ class TrustInfo:
             reasons=tuple(reasons.split(",")) if reasons else (),
             policy_version=int(headers.get("x-trust-policy-version", 0) or 0),
             trace_id=text("x-trust-trace-id"),
+            weakest=text("x-trust-weakest"),
+            remediation=text("x-trust-remediation"),
+            from_broker=text("x-trust-from-broker"),
         )
 
 
@@ -108,15 +117,16 @@ class _RequestLine:
         self._pending: dict[str, asyncio.Future[bytes]] = {}
         self._opening = asyncio.Lock()
 
-    async def request(self, body: bytes, timeout: float) -> bytes:
-        """Publish `body` and wait up to `timeout` seconds for its reply."""
+    async def request(self, body: bytes, timeout: float, *, user_id: str | None = None) -> bytes:
+        """Publish `body` and wait up to `timeout` seconds for its reply. `user_id` (the
+        AMQP login, which RabbitMQ checks) tells the broker who is asking."""
         exchange = await self._open()
         correlation_id = uuid.uuid4().hex
         reply: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self._pending[correlation_id] = reply
         try:
             message = aio_pika.Message(
-                body, reply_to=_DIRECT_REPLY_TO, correlation_id=correlation_id
+                body, reply_to=_DIRECT_REPLY_TO, correlation_id=correlation_id, user_id=user_id
             )
             await exchange.publish(message, routing_key="", mandatory=True)
             return await asyncio.wait_for(reply, timeout)
@@ -243,10 +253,16 @@ class AgentClient:
         self, received: Envelope, outcome: str, *, severity: str | None = None
     ) -> Envelope:
         """Report the outcome of a message this agent received (once, signed)."""
-        body: dict[str, Any] = {"message_id": received.id, "outcome": outcome}
+        return await self.report_message(received.sender, received.id, outcome, severity=severity)
+
+    async def report_message(
+        self, sender: str, message_id: str, outcome: str, *, severity: str | None = None
+    ) -> Envelope:
+        """Report the outcome of message `message_id` that `sender` sent this agent."""
+        body: dict[str, Any] = {"message_id": message_id, "outcome": outcome}
         if severity is not None:
             body["severity"] = severity
-        return await self.send(received.sender, body, kind="report")
+        return await self.send(sender, body, kind="report")
 
     async def publish_raw(self, raw: bytes, *, message_id: str | None = None) -> None:
         """Publish already-encoded bytes to the ingress exchange (confirmed)."""
@@ -320,12 +336,41 @@ class AgentClient:
             raise EvidenceError(str(reply.get("message")), code=str(reply.get("code")))
         return reply
 
-    async def _negotiate(self, request: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
+    async def standing(
+        self, *, kind: str = "data", payment: PaymentIntent | None = None
+    ) -> dict[str, Any]:
+        """This agent's own standing as the broker sees it now: composite, tier, each
+        dimension with its reasons, the weakest, and what the router would do with a
+        message of `kind` (and `payment`) from it. Needs the agent's own AMQP login (the
+        one provision created, named after its DID): the broker answers only the agent."""
+        if not self.logged_in_as_self:
+            raise EvidenceError(
+                "standing is told only to the agent itself: connect with the AMQP login "
+                "provision created for this DID",
+                code="standing_unauthenticated",
+            )
+        request: dict[str, Any] = {"op": "standing", "agent": self.did, "kind": kind}
+        if payment is not None:
+            request["payment"] = payment.model_dump(exclude_none=True)
+        reply = await self._negotiate(request, user_id=self.did)
+        if reply.get("op") != "standing":
+            raise EvidenceError(str(reply.get("message")), code=str(reply.get("code")))
+        standing: dict[str, Any] = reply["standing"]
+        return standing
+
+    @property
+    def logged_in_as_self(self) -> bool:
+        """True when the AMQP login is this agent's own (its username is its DID)."""
+        return unquote(urlsplit(self._amqp_url).username or "") == self.did
+
+    async def _negotiate(
+        self, request: dict[str, Any], timeout: float = 10.0, *, user_id: str | None = None
+    ) -> dict[str, Any]:
         """One request/reply on trust.handshake (RabbitMQ direct reply-to)."""
         assert self._connection is not None, "call connect() first"
         if self._handshakes is None:
             self._handshakes = _RequestLine(self._connection, self._topology.handshake_exchange)
-        body = await self._handshakes.request(orjson.dumps(request), timeout)
+        body = await self._handshakes.request(orjson.dumps(request), timeout, user_id=user_id)
         reply: dict[str, Any] = orjson.loads(body)
         return reply
 

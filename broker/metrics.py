@@ -15,6 +15,10 @@ from broker.decision import Decision
 from broker.errors import ConfigError
 
 log = logging.getLogger("broker.metrics")
+# Without an explicit port a router takes the first free one from DEFAULT_PORT on, so
+# several routers on one host each get their own /metrics instead of colliding.
+DEFAULT_PORT = 9108
+PORTS_TRIED = 10
 
 
 class RouterMetrics:
@@ -52,10 +56,23 @@ class RouterMetrics:
         self.decisions.labels(decision.action.value, decision.tier.value, reason).inc()
         self.latency.observe(seconds)
 
-    def serve(self, port: int) -> None:
-        """Expose /metrics on 127.0.0.1:port (a daemon thread)."""
-        start_http_server(port, addr="127.0.0.1", registry=self.registry)
-        log.info("metrics on http://127.0.0.1:%d/metrics", port)
+    def serve(self, port: int, *, explicit: bool = True) -> int:
+        """Expose /metrics on 127.0.0.1 (a daemon thread) and return the port. An explicit
+        port must be free; otherwise the first free one of PORTS_TRIED from `port` on."""
+        candidates = [port] if explicit else list(range(port, port + PORTS_TRIED))
+        for candidate in candidates:
+            try:
+                start_http_server(candidate, addr="127.0.0.1", registry=self.registry)
+            except OSError as exc:
+                taken = exc
+                continue
+            log.info("metrics on http://127.0.0.1:%d/metrics", candidate)
+            return candidate
+        ports = f"port {port}" if explicit else f"ports {port}-{port + PORTS_TRIED - 1}"
+        raise ConfigError(
+            f"metrics: {ports} on 127.0.0.1 in use ({taken.strerror}); pick another with "
+            "--metrics-port (or TRUST_METRICS_PORT), or 0 to turn metrics off"
+        )
 
 
 async def poll_health(

@@ -84,7 +84,7 @@ class NegotiationService:
 
     async def _on_request(self, message: AbstractIncomingMessage) -> None:
         try:
-            reply = await self.handle(message.body)
+            reply = await self.handle(message.body, user_id=message.user_id)
         except StoreUnavailable:
             # Fail closed like the router: the agent retries; nothing is recorded half-way.
             reply = {"op": "error", "code": "store_unavailable", "message": "try again shortly"}
@@ -92,14 +92,17 @@ class NegotiationService:
         with contextlib.suppress(AMQPError, RuntimeError):
             await message.ack()
 
-    async def handle(self, body: bytes) -> dict[str, Any]:
-        """Answer one request (also used directly by tests of the protocol)."""
+    async def handle(self, body: bytes, *, user_id: str | None = None) -> dict[str, Any]:
+        """Answer one request (also used directly by tests of the protocol). `user_id` is
+        the AMQP login that published it, as RabbitMQ validated it."""
         if len(body) > MAX_REQUEST_BYTES:
             return _error("request_too_large", f"requests are at most {MAX_REQUEST_BYTES} bytes")
         try:
             request = orjson.loads(body)
         except orjson.JSONDecodeError:
             return _error("malformed", "request is not JSON")
+        if isinstance(request, dict) and request.get("op") == "standing":
+            return await self._standing(request, self._clock(), user_id)
         if not isinstance(request, dict) or request.get("op") not in self._ops:
             return _error("malformed", f"op must be one of {sorted(self._ops)}")
         try:
@@ -165,6 +168,14 @@ class NegotiationService:
             except EvidenceError as exc:
                 refused.append({"index": index, "code": exc.code, "message": str(exc)})
         return {"op": "presented", "accepted": accepted, "refused": refused}
+
+    async def _standing(
+        self, request: dict[str, Any], now: int, user_id: str | None
+    ) -> dict[str, Any]:
+        # Told only to the agent itself: RabbitMQ rejects a user_id other than the login.
+        from broker.peerview import standing_request
+
+        return await standing_request(self._store, request, now, user_id)
 
     async def _reply(self, request: AbstractIncomingMessage, reply: dict[str, Any]) -> None:
         if not request.reply_to or self._channel is None:

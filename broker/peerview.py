@@ -1,13 +1,17 @@
-"""What `trust-broker peer DID` shows: scores for an ordinary data message from DID."""
+"""What `trust-broker peer DID` (ops) and `trust-broker standing` (the agent itself) show:
+a peer's scores for a message from it, and what the router would do with that message."""
 
 from __future__ import annotations
 
 from dataclasses import asdict
 from typing import Any
 
-from broker.envelope import Envelope
+from pydantic import ValidationError
+
+from broker.decision import Action
+from broker.envelope import MESSAGE_KINDS, Envelope, MessageKind, PaymentIntent
 from broker.scoring import identity_verified, score_dimensions
-from broker.scoring.tiers import REMEDIATION, capped_tier, composite, weakest_dimension
+from broker.scoring.tiers import REMEDIATION, capped_tier, composite, route, weakest_dimension
 from broker.state import Attestation, Bond, Credential, IssuerRole
 from broker.store.redis import Globals, RedisStore
 
@@ -15,12 +19,22 @@ from broker.store.redis import Globals, RedisStore
 _PROBE_RECIPIENT = "did:key:z6MkiTBz1ymuepAQ4HEHYSF1H8quG5GLVVQR3djdX3mDooWp"
 
 
-async def describe_peer(store: RedisStore, did: str, now_ms: int) -> dict[str, Any]:
-    """Dimension scores, reasons, composite and tier of `did` under the current policy."""
+async def describe_peer(
+    store: RedisStore,
+    did: str,
+    now_ms: int,
+    *,
+    kind: MessageKind = "data",
+    payment: PaymentIntent | None = None,
+) -> dict[str, Any]:
+    """Dimension scores, reasons, composite and tier of `did` under the current policy,
+    and what the router would do with a message of `kind` (and `payment`) from it now.
+    Recipient gates (privacy, pacts, unknown recipients) are not judged: no recipient
+    is named."""
     policy = await store.load_policy()
     probe = Envelope.model_construct(
-        version=1, id="peer-probe", sender=did, recipient=_PROBE_RECIPIENT, kind="data",
-        created_at=now_ms, nonce="0" * 32, expires_at=None, payment=None, data_classes=(),
+        version=1, id="peer-probe", sender=did, recipient=_PROBE_RECIPIENT, kind=kind,
+        created_at=now_ms, nonce="0" * 32, expires_at=None, payment=payment, data_classes=(),
         body=None, signature="",
     )  # fmt: skip
     # Admin reads go to Redis, not this process's cache: show what every router will see.
@@ -31,6 +45,10 @@ async def describe_peer(store: RedisStore, did: str, now_ms: int) -> dict[str, A
     verified = identity_verified(probe_ctx, now_ms)
     tier, capped = capped_tier(total, policy, identity_verified=verified)
     weakest = "identity" if capped else weakest_dimension(scores, policy)
+    action, because = route(probe, tier, probe_ctx, policy, now_ms, scores["reputation"])
+    because = capped or because
+    if probe_ctx.peer.revoked:
+        action, because = Action.BLOCK, "revoked_key"
     return {
         "did": did,
         "composite": total,
@@ -40,6 +58,12 @@ async def describe_peer(store: RedisStore, did: str, now_ms: int) -> dict[str, A
         "weakest": weakest,
         "remediation": REMEDIATION[weakest],
         "policy_version": policy.version,
+        "thresholds": policy.thresholds.model_dump(),
+        "weights": policy.weights.as_dict(),
+        "kind": kind,
+        "payment": None if payment is None else payment.model_dump(exclude_none=True),
+        "action": action.value,
+        "action_reason": because,
     }
 
 
@@ -86,3 +110,39 @@ def _view(
     else:
         standing = "expired"
     return {**asdict(item), "standing": standing}
+
+
+# One standing request per agent per this interval: each costs a few Redis reads.
+STANDING_INTERVAL_MS = 200
+
+
+async def standing_request(
+    store: RedisStore, request: dict[str, Any], now_ms: int, user_id: str | None
+) -> dict[str, Any]:
+    """Answer an agent's `standing` request on trust.handshake. Only the agent itself is
+    told: the request must come from the AMQP login named after its DID (RabbitMQ
+    validates the user_id property against the login that publishes)."""
+    agent = request.get("agent")
+    if not isinstance(agent, str) or user_id != agent:
+        return _refusal(
+            "standing_unauthenticated",
+            "a peer's standing is told only to the peer itself: publish with the AMQP login "
+            "named after its DID, with user_id set to it",
+        )
+    kind = request.get("kind", "data")
+    if kind not in MESSAGE_KINDS:
+        return _refusal("malformed", f"kind must be one of {sorted(MESSAGE_KINDS)}")
+    try:
+        payment = None if request.get("payment") is None else PaymentIntent.model_validate(
+            request["payment"]
+        )
+    except ValidationError as exc:
+        return _refusal("malformed", f"payment: {exc.errors()[0]['msg']}")
+    if not await store.try_lock(f"standing:{agent}", STANDING_INTERVAL_MS):
+        return _refusal("standing_busy", f"one standing request per {STANDING_INTERVAL_MS} ms")
+    view = await describe_peer(store, agent, now_ms, kind=kind, payment=payment)
+    return {"op": "standing", "standing": view}
+
+
+def _refusal(code: str, message: str) -> dict[str, Any]:
+    return {"op": "error", "code": code, "message": message}

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import uuid
 from dataclasses import dataclass, replace
 
 import orjson
 
+from broker import recorder
+from broker.clock import wall_clock_ms
 from broker.currency import to_minor
 from broker.decision import Action, Decision, Tier
 from broker.envelope import DecodedEnvelope, Envelope, signature_valid
@@ -58,8 +59,9 @@ class Decided:
 
 
 def new_trace_id() -> str:
-    """A fresh flight-recorder trace id (32 hex characters)."""
-    return uuid.uuid4().hex
+    """A fresh trace id carrying the wall-clock time it was made (not a router's or the
+    simulation's clock: readers seek the blocked stream by it)."""
+    return recorder.new_trace_id(wall_clock_ms())
 
 
 async def decide_envelope(

@@ -47,3 +47,16 @@ def _walk(prefix: str, old: Any, new: Any, out: list[tuple[str, Any, Any]]) -> N
         return
     if old != new:
         out.append((prefix, old, new))
+
+
+def history_with_default(history: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
+    """The recorded versions, newest first, ending with version 1 when it is in range:
+    the built-in default, in force until the first change and never written to the log."""
+    if len(history) >= limit or any(entry.get("version") == 1 for entry in history):
+        return history
+    default = {
+        "version": 1, "who": "(built in)", "at_ms": None,
+        "why": "the default policy, in force until the first change",
+        "policy": Policy().model_dump(mode="json", exclude={"version"}),
+    }  # fmt: skip
+    return [*history, default]

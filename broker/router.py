@@ -362,6 +362,9 @@ def trust_headers(outcome: Outcome) -> dict[str, Any]:
         "x-trust-reasons": ",".join(decision.reasons),
         "x-trust-policy-version": decision.policy_version,
         "x-trust-trace-id": outcome.trace_id,
+        # What holds the sender back, and what it could do: recipients pass it on.
+        "x-trust-weakest": decision.weakest or "",
+        "x-trust-remediation": decision.remediation,
     }
 
 

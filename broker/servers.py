@@ -17,7 +17,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 Progress = Callable[[str], None]
@@ -715,7 +715,41 @@ def start(cfg: ServerConfig, progress: Progress, timeout: float = START_TIMEOUT)
     started = time.monotonic()
     start_redis(cfg, progress, timeout)
     start_rabbitmq(cfg, progress, max(timeout - (time.monotonic() - started), 1.0))
+    remember(cfg)
     progress(f"servers: ready after {time.monotonic() - started:.1f}s")
+
+
+# The settings `start` used, kept in its run directory so that `stop` and `status` aim at
+# the same servers without the start flags being repeated.
+REMEMBERED = "servers.json"
+SETTINGS = {
+    "amqp_port": "TRUST_AMQP_PORT", "dist_port": "TRUST_DIST_PORT",
+    "management_port": "TRUST_MANAGEMENT_PORT", "redis_port": "TRUST_REDIS_PORT",
+    "node_name": "TRUST_NODE_NAME",
+}  # fmt: skip
+
+
+def remember(cfg: ServerConfig) -> None:
+    """Record the ports and node name the servers under cfg.run_dir run with."""
+    settings = {name: getattr(cfg, name) for name in SETTINGS}
+    (cfg.run_dir / REMEMBERED).write_text(json.dumps(settings, indent=2) + "\n")
+
+
+def remembered(
+    cfg: ServerConfig, env: Mapping[str, str], explicit: Sequence[str] = ()
+) -> ServerConfig:
+    """`cfg`, with every setting that neither a flag (`explicit`) nor a TRUST_* variable
+    gave taken from what `start` recorded in cfg.run_dir (if it did)."""
+    try:
+        recorded = json.loads((cfg.run_dir / REMEMBERED).read_text())
+    except (OSError, ValueError):
+        return cfg
+    changes = {
+        name: type(getattr(cfg, name))(recorded[name])
+        for name, variable in SETTINGS.items()
+        if name in recorded and name not in explicit and not env.get(variable)
+    }
+    return replace(cfg, **changes)
 
 
 def stop(cfg: ServerConfig, progress: Progress, timeout: float = STOP_TIMEOUT) -> None:
@@ -833,7 +867,10 @@ def _progress(message: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line entry point: start, stop or status."""
-    args = _parser(os.environ).parse_args(argv)
+    env = os.environ
+    given = [arg.split("=")[0] for arg in (argv if argv is not None else sys.argv[1:])]
+    args = _parser(env).parse_args(argv)
+    explicit = [name for name in SETTINGS if f"--{name.replace('_', '-')}" in given]
     cfg = ServerConfig(
         run_dir=args.run_dir,
         amqp_port=args.amqp_port,
@@ -847,9 +884,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             ensure_installed(_progress)
             start(cfg, _progress)
         elif args.command == "stop":
-            stop(cfg, _progress)
+            stop(remembered(cfg, env, explicit), _progress)
         else:
-            report = status(cfg)
+            report = status(remembered(cfg, env, explicit))
             print(json.dumps(report, indent=2))
             running = all(bool(v["running"]) for v in report.values() if isinstance(v, dict))
             return 0 if running else 3

@@ -49,6 +49,7 @@ from broker.envelope import (
 from broker.errors import EnvelopeError, TrustBrokerError
 from broker.identity import AgentKey
 from broker.policy import Policy
+from broker.records import UNPARSEABLE, parse_record
 from broker.review import Offset, ReviewError, amqp_errors, find_blocked, iso_ms
 from broker.router import Outcome, outcome_record, record_headers, reserve_payment, trust_headers
 from broker.scoring import decide
@@ -80,10 +81,13 @@ UNRELEASABLE = {
     "replay": "a replay is a second copy of a message already seen; releasing it would "
     "deliver that message twice",
     "revoked_key": "the sender's key is revoked; a block for that reason is never a false positive",
+    UNPARSEABLE: "this entry is not a record a router wrote, so nothing vouches for its bytes; "
+    "it can only be confirmed",
 }
 # Blocked records that say nothing about their sender's conduct.
 UNPENALISABLE = {
     "replay": "anyone who saw the message can replay it: a replay proves nothing about its sender",
+    UNPARSEABLE: "this entry is not a record a router wrote: it names no sender",
 }
 _TRACE_ID = re.compile(r"[0-9a-f]{32}")
 _MAX_HELD = 10_000
@@ -131,6 +135,12 @@ def check_request(trace_id: str, reviewer: str, why: str, *, why_required: bool 
 
 def authentic_envelope(record: dict[str, Any], max_bytes: int) -> tuple[bytes, DecodedEnvelope]:
     """The record's original bytes and their envelope, if and only if its sender signed them."""
+    if UNPARSEABLE in record:
+        raise ReviewError(
+            f"this entry is not a record a router wrote ({record[UNPARSEABLE]}); nothing "
+            "vouches for its bytes, so it is never delivered",
+            code=UNPARSEABLE,
+        )
     try:
         raw = base64.b64decode(record["raw_b64"], validate=True)
     except (KeyError, TypeError, ValueError, binascii.Error):
@@ -282,11 +292,8 @@ class _Tx:
             message = await queue.get(no_ack=False, fail=False)
             if message is None:
                 break
-            try:
-                record = orjson.loads(message.body)
-            except orjson.JSONDecodeError:
-                record = {}
-            self.held.append(_Held(message, record if isinstance(record, dict) else {}))
+            record = parse_record(message.body, message.headers or {})
+            self.held.append(_Held(message, record))
         return self.held
 
     async def take(self, trace_id: str) -> _Held:
@@ -490,7 +497,7 @@ async def release_blocked(
     why: str,
     now_ms: int | None = None,
     *,
-    offset: Offset = "first",
+    offset: Offset | None = None,
 ) -> dict[str, Any]:
     """Deliver a blocked message judged a false positive: signature re-verified, the release
     recorded first, at most once. Returns the review record."""
@@ -516,10 +523,10 @@ async def release_blocked(
 
 
 async def _releasable(
-    config: BrokerConfig, store: RedisStore, trace_id: str, now_ms: int, offset: Offset
+    config: BrokerConfig, store: RedisStore, trace_id: str, now_ms: int, offset: Offset | None
 ) -> tuple[dict[str, Any], bytes, Envelope]:
     """The blocked record, its original bytes and their envelope, if they may go out now."""
-    entry = await find_blocked(config, trace_id, offset=offset)
+    entry = await find_blocked(config, trace_id, offset=offset, index=store)
     if entry is None:
         raise ReviewError(f"no blocked record {trace_id} on the stream", code="not_found")
     record = entry.record
@@ -544,14 +551,14 @@ async def confirm_blocked(
     now_ms: int | None = None,
     *,
     penalise: bool = False,
-    offset: Offset = "first",
+    offset: Offset | None = None,
 ) -> dict[str, Any]:
     """Confirm a block was right; with `penalise`, count it as a verified failure of its
     sender (only when the record proves who sent it)."""
     now_ms = _now(now_ms)
     check_request(trace_id, reviewer, why)
     async with _audit(store, trace_id, "confirm", reviewer, why, now_ms):
-        entry = await find_blocked(config, trace_id, offset=offset)
+        entry = await find_blocked(config, trace_id, offset=offset, index=store)
         if entry is None:
             raise ReviewError(f"no blocked record {trace_id} on the stream", code="not_found")
         record = entry.record
@@ -641,9 +648,12 @@ def _raw_and_envelope(record: dict[str, Any]) -> tuple[bytes, Envelope | None]:
     """The record's bytes and, if they decode, their envelope (signature not checked)."""
     try:
         raw = base64.b64decode(record.get("raw_b64") or "", validate=True)
-        return raw, decode_envelope(raw, len(raw) + 1).envelope
-    except (ValueError, binascii.Error, EnvelopeError):
+    except (ValueError, binascii.Error):
         return b"", None
+    try:
+        return raw, decode_envelope(raw, len(raw) + 1).envelope
+    except EnvelopeError:
+        return raw, None  # kept as they are: the blocked stream keeps what arrived
 
 
 def _authentic_sender(record: dict[str, Any], policy: Policy) -> str | None:

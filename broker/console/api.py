@@ -54,6 +54,28 @@ async def escalations(request: Request, caller: Caller) -> Response:
 
 
 @guarded(VIEW)
+async def peers(request: Request, caller: Caller) -> Response:
+    """Known peers with their latest composite, tier and last message; `q` searches DIDs,
+    `sort` is composite, tier, last_seen or did."""
+    query = request.query_params
+    data = await queries.peers(
+        console_of(request),
+        search=query.get("q", ""),
+        sort=query.get("sort") or "composite",
+        limit=params.limit(query, 100),
+    )
+    return JSON(data)
+
+
+@guarded(VIEW)
+async def openapi(request: Request, caller: Caller) -> Response:
+    """This API described as OpenAPI 3.1."""
+    from broker.console.openapi import SPEC
+
+    return JSON(SPEC)
+
+
+@guarded(VIEW)
 async def peer(request: Request, caller: Caller) -> Response:
     """One peer's dimensions, evidence, pacts and score history."""
     did = params.did(request.path_params["did"])

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from broker.cli_support import command
 from broker.config import BrokerConfig
 from broker.console.auth import Role, load_users, new_token, save_users
 from broker.errors import ConfigError
@@ -56,9 +57,11 @@ async def cmd_add_user(args: argparse.Namespace, config: BrokerConfig) -> int:
 
 def add_console_commands(sub: Any) -> None:
     """Register `console serve` and `console add-user` on the trust-broker parser."""
-    console = sub.add_parser(
-        "console",
-        help="web console and admin API (serve, add-user)",
+    console = command(
+        sub, "console",
+        summary="web console and admin API (serve, add-user)",
+        examples=["trust-broker console add-user vera --role viewer --users console-users.json",
+                  "trust-broker console serve --port 8080 --users console-users.json"],
         description="A web console for ops and security: live decisions, the blocked "
         "stream with explanations, escalations to approve or reject, peers, policy with "
         "what-if. Users sign in with a token; roles: viewer (look), security (release, "
@@ -66,7 +69,14 @@ def add_console_commands(sub: Any) -> None:
     )
     actions = console.add_subparsers(dest="console_command", required=True, metavar="ACTION")
 
-    p = actions.add_parser("serve", help="serve the console and admin API")
+    p = command(
+        actions, "serve",
+        summary="serve the console and admin API",
+        description="Serve the web console and its admin API (OpenAPI at /api/openapi.json) "
+        "on --host:--port until SIGINT/SIGTERM. Users sign in with the tokens add-user "
+        "printed; scripts send them as `Authorization: Bearer TOKEN`.",
+        examples=["trust-broker console serve --port 8080 --users console-users.json"],
+    )  # fmt: skip
     p.add_argument("--port", type=int, default=8080, help="TCP port (default 8080)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--users", required=True, help="users file (from add-user)")
@@ -77,14 +87,16 @@ def add_console_commands(sub: Any) -> None:
     )
     p.set_defaults(handler=cmd_serve)
 
-    p = actions.add_parser(
-        "add-user",
-        help="add a console user and print their token once",
+    p = command(
+        actions, "add-user",
+        summary="add a console user and print their token once",
         description="Add NAME with ROLE to the users file (created 0600 if missing) and "
-        "print a new random token once. Only its SHA-256 is stored. Running it again "
-        "for the same NAME replaces the role and the token.",
-    )
-    p.add_argument("name")
+        "print a new random token once. Only its SHA-256 is stored. Running it again for the "
+        "same NAME replaces the role and the token. Roles: viewer (look), security (release, "
+        "confirm, approve, reject), ops (change policy).",
+        examples=["trust-broker console add-user sam --role security --users console-users.json"],
+    )  # fmt: skip
+    p.add_argument("name", help="the user's name, recorded with every decision they make")
     p.add_argument("--role", required=True, choices=[role.value for role in Role])
     p.add_argument("--users", required=True, help="users file to create or update")
     p.set_defaults(handler=cmd_add_user)

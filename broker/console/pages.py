@@ -22,7 +22,7 @@ from broker.console.access import (
 )
 from broker.console.auth import Permission, allowed
 from broker.console.state import SESSION_COOKIE, console_of
-from broker.errors import PolicyError
+from broker.errors import ConfigError, IdentityError, PolicyError
 from broker.recorder import TRACE_ID
 from broker.workflow import UNRELEASABLE
 
@@ -108,10 +108,21 @@ async def peer_page(request: Request, caller: Caller) -> Response:
 
 
 @guarded(VIEW)
-async def peer_lookup(request: Request, caller: Caller) -> Response:
-    """The navigation's peer search: go to that peer's page."""
-    did = params.did(request.query_params.get("did", "").strip())
-    return RedirectResponse("/peers/" + quote(did, safe=""), status_code=303)
+async def peers_page(request: Request, caller: Caller) -> Response:
+    """Every known peer, searchable by DID and sortable; a whole DID goes to its page."""
+    query = request.query_params
+    search = (query.get("q") or query.get("did") or "").strip()
+    note = ""
+    if search.startswith("did:"):
+        try:
+            return RedirectResponse("/peers/" + quote(params.did(search), safe=""), 303)
+        except (ConfigError, IdentityError) as exc:
+            note = f"{search[:80]} is not a whole did:key ({exc}); showing peers that contain it"
+    sort = query.get("sort") or "composite"
+    data = await queries.peers(
+        console_of(request), search=search, sort=sort, limit=params.limit(query, 100)
+    )
+    return render(request, caller, "peers.html", note=note, **data)
 
 
 @guarded(VIEW)

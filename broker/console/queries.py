@@ -8,11 +8,19 @@ from typing import Any
 from broker import policydiff
 from broker.clock import wall_clock_ms
 from broker.console.state import Console
-from broker.console.views import feed_row, history_row, review_row, score_history
+from broker.console.views import (
+    PEER_SORTS,
+    feed_row,
+    history_row,
+    peer_rows,
+    review_row,
+    score_history,
+    when,
+)
 from broker.errors import PolicyError
 from broker.peerview import describe_evidence, describe_peer
 from broker.recorder import TRACE_ID
-from broker.review import BlockedFilter, read_escalations, start_offset, tail_blocked
+from broker.review import BlockedFilter, read_escalations, tail_blocked
 from broker.whatif import replay
 from broker.workflow import describe_review
 
@@ -24,6 +32,8 @@ FEED_LOOKBACK_MS = 10_000
 STREAM_IDLE_S = 0.4
 # A peer's score history is drawn from this many of the latest decisions.
 PEER_HISTORY_DECISIONS = 2000
+# The peer list knows a peer's latest score from this many of the latest decisions.
+PEER_LIST_DECISIONS = 20_000
 
 
 async def feed(console: Console, *, after: int | None, limit: int) -> dict[str, Any]:
@@ -37,11 +47,8 @@ async def feed(console: Console, *, after: int | None, limit: int) -> dict[str, 
 async def blocked(console: Console, wanted: BlockedFilter, *, limit: int) -> dict[str, Any]:
     """The newest `limit` blocked records matching `wanted`, newest first."""
     policy = await console.store.load_policy()
-    # Attach near the window's start (by time) rather than reading the whole stream.
-    offset = start_offset("first", wanted.since_ms)
-    entries = await tail_blocked(
-        console.config, wanted, offset=offset, limit=limit, idle_timeout=STREAM_IDLE_S
-    )
+    # Read backwards from the end, no further than the window's start (by time).
+    entries = await tail_blocked(console.config, wanted, limit=limit, idle_timeout=STREAM_IDLE_S)
     rows = [review_row(entry.record, policy) | {"offset": entry.offset} for entry in entries]
     for row in rows:
         row["review"] = await _review_note(console, row["trace"])
@@ -60,10 +67,35 @@ def _filter_dict(wanted: BlockedFilter) -> dict[str, Any]:
 
 
 async def escalations(console: Console, *, limit: int = 100) -> dict[str, Any]:
-    """Escalations waiting for a human, oldest first (read without taking them)."""
+    """Escalations waiting for a human, oldest first (read without taking them), each
+    with the evidence request sent to its sender, if any."""
     policy = await console.store.load_policy()
     records = await read_escalations(console.config, limit=limit)
-    return {"escalations": [review_row(record, policy) for record in records]}
+    awaiting = await console.store.awaiting_evidence()
+    rows = []
+    for record in records:
+        row = review_row(record, policy)
+        request = awaiting.get(row["trace"])
+        row["evidence_requested"] = None if request is None else {
+            "at": when(request.get("requested_at")), "reviewer": request.get("reviewer"),
+            "why": request.get("why") or "", "request_id": request.get("request_id"),
+        }  # fmt: skip
+        rows.append(row)
+    return {"escalations": rows}
+
+
+async def peers(
+    console: Console, *, search: str = "", sort: str = "composite", limit: int = 100
+) -> dict[str, Any]:
+    """Known peers (senders in the decision log, and provisioned agents) with their latest
+    composite, tier and last message; `search` is part of a DID."""
+    if sort not in PEER_SORTS:
+        raise PolicyError(f"sort by one of {', '.join(PEER_SORTS)}, not {sort[:40]!r}")
+    entries = await console.store.recent_decisions(limit=PEER_LIST_DECISIONS)
+    recipients = await console.store.recipient_dids()
+    rows = peer_rows(entries, recipients, search, sort)
+    return {"peers": rows[:limit], "total": len(rows), "search": search, "sort": sort,
+            "decisions_read": len(entries)}  # fmt: skip
 
 
 async def peer(console: Console, did: str) -> dict[str, Any]:

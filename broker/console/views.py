@@ -14,6 +14,7 @@ from typing import Any
 from broker.envelope import decode_envelope
 from broker.errors import EnvelopeError
 from broker.policy import Policy
+from broker.records import UNPARSEABLE
 from broker.review import record_time_ms
 
 DIMENSIONS = ("identity", "reputation", "compliance", "behavioral", "stake")
@@ -104,6 +105,7 @@ def review_row(record: dict[str, Any], policy: Policy) -> dict[str, Any]:
         "reasons": decision.get("reasons") or [],
         "remediation": decision.get("remediation") or "",
         "bars": bars(decision.get("dimensions") or {}, policy),
+        "unparseable": record.get(UNPARSEABLE) or "",
     }
 
 
@@ -151,3 +153,48 @@ def score_history(entries: list[dict[str, Any]], did: str, policy: Policy) -> Pl
 def history_row(entry: dict[str, Any]) -> dict[str, Any]:
     """A policy history entry without the full policy body."""
     return {k: entry.get(k) for k in ("version", "who", "why")} | {"when": when(entry.get("at_ms"))}
+
+
+TIER_RANK = {"trusted": 3, "established": 2, "probation": 1, "blocked": 0, "revoked": -1}
+PEER_SORTS = ("composite", "tier", "last_seen", "did")
+
+
+def peer_rows(
+    entries: list[dict[str, Any]], recipients: list[str], search: str, sort: str
+) -> list[dict[str, Any]]:
+    """Every peer seen in `entries` (decision log, oldest first) or provisioned, with its
+    latest composite, tier and action, matching `search` (part of the DID), sorted."""
+    peers: dict[str, dict[str, Any]] = {}
+    for entry in entries:
+        did = entry.get("from")
+        if not isinstance(did, str):
+            continue
+        row = peers.setdefault(did, {"did": did, "messages": 0, "provisioned": False})
+        row.update(composite=entry.get("c"), tier=entry.get("tier"), action=entry.get("action"),
+                   last_seen=entry.get("t"), when=when(entry.get("t")))  # fmt: skip
+        row["messages"] += 1
+    for did in recipients:
+        unseen = {"did": did, "messages": 0, "composite": None, "tier": None, "action": None,
+                  "last_seen": None, "when": "never"}  # fmt: skip
+        row = peers.setdefault(did, unseen)
+        row["provisioned"] = True
+    wanted = search.strip().lower()
+    rows = [row for row in peers.values() if wanted in row["did"].lower()]
+    return sorted(rows, key=_peer_key(sort))
+
+
+def _peer_key(sort: str) -> Any:
+    """Highest first; peers with nothing known last; then by DID."""
+
+    def key(row: dict[str, Any]) -> tuple[Any, ...]:
+        composite = row.get("composite")
+        seen = row.get("last_seen")
+        if sort == "did":
+            return (row["did"],)
+        if sort == "tier":
+            return (-TIER_RANK.get(row.get("tier") or "", -2), -(composite or -1.0), row["did"])
+        if sort == "last_seen":
+            return (-(seen or 0), row["did"])
+        return (composite is None, -(composite or 0.0), row["did"])
+
+    return key

@@ -164,6 +164,10 @@ class Keys:
         """Hash trace id -> evidence request JSON: escalations re-scored on every sweep."""
         return f"{self.prefix}awaiting-evidence"
 
+    def blocked_offset(self, trace_id: str) -> str:
+        """Offset of a trace's record on the blocked stream, as a reader last found it."""
+        return f"{self.prefix}blocked-offset:{trace_id}"
+
     def lock(self, name: str) -> str:
         """A short-lived lock, e.g. so only one router sweeps escalations per interval."""
         return f"{self.prefix}lock:{name}"

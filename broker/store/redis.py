@@ -1228,6 +1228,31 @@ class RedisStore:
         if trace_ids:
             await self._call(self._redis.hdel(self.keys.awaiting_evidence, *trace_ids))
 
+    async def recipient_dids(self, limit: int = 10_000) -> list[str]:
+        """DIDs of registered recipients (provisioned agents), up to `limit`."""
+        prefix = self.keys.recipient("")
+
+        async def scan() -> list[str]:
+            found: list[str] = []
+            async for key in self._redis.scan_iter(match=prefix + "*", count=500):
+                found.append(key.decode()[len(prefix) :])
+                if len(found) >= limit:
+                    break
+            return found
+
+        return await self._call(scan())
+
+    async def blocked_offset(self, trace_id: str) -> int | None:
+        """Where on the blocked stream a reader last found the record of `trace_id`."""
+        raw = await self._call(self._redis.get(self.keys.blocked_offset(trace_id)))
+        return None if raw is None else int(raw)
+
+    async def remember_blocked_offset(self, trace_id: str, offset: int) -> None:
+        """Remember where the record of `trace_id` is on the blocked stream (a hint: the
+        reader checks the record it finds there)."""
+        key = self.keys.blocked_offset(trace_id)
+        await self._call(self._redis.set(key, str(offset), px=_REVIEW_MS))
+
     async def try_lock(self, name: str, ttl_ms: int) -> bool:
         """True for the one caller that takes `name` until it expires after `ttl_ms`."""
         key = self.keys.lock(name)

@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 
 from broker.config import BrokerConfig
+from broker.identity import AgentKey
 from broker.router import Router
 
 
@@ -89,8 +90,9 @@ async def test_bad_input_gives_a_clear_error_and_a_non_zero_exit(
     assert done.returncode == 1 and "thresholds must rise strictly" in done.stderr
     done = await cli(config, "peer", "did:key:zNotADid", check=False)
     assert done.returncode == 1 and "did:key" in done.stderr
+    someone = AgentKey.generate().did
     done = await cli(
-        config, "send", "--key", str(tmp_path / "missing.key"), "--to", "x", check=False
+        config, "send", "--key", str(tmp_path / "missing.key"), "--to", someone, check=False
     )
     assert done.returncode == 1 and "cannot read key file" in done.stderr
 

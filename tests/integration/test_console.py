@@ -1,7 +1,8 @@
 """The web console on the real servers: every page, the admin API, refusals, and an end to
 end run in headless Chromium (Debian's /usr/bin/chromium driven by Playwright).
 
-Set TRUST_CONSOLE_SCREENSHOT=docs/console.png to refresh the README's screenshot."""
+Set TRUST_CONSOLE_SCREENSHOTS=docs to refresh the README's screenshots (from a run with a
+few hundred decisions and a dozen peers)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ from broker.identity import AgentKey
 from broker.review import read_escalations
 from broker.router import Router
 from broker.store.redis import RedisStore
+from broker.workflow import request_evidence
 from tests.integration.conftest import Agent, AgentFactory
 from tests.integration.trust import make_level
 
@@ -320,8 +322,6 @@ async def test_security_sees_a_block_and_approves_an_escalation_in_chromium(
         await expect(record.locator(".remediation")).to_contain_text("identity verification")
         shot = tmp_path / "console.png"
         await page.screenshot(path=str(shot), full_page=True)
-        if target := os.environ.get("TRUST_CONSOLE_SCREENSHOT"):
-            await page.screenshot(path=target, full_page=True)
 
         # An established sender pays 150 USD: over its cap, so it waits for a human.
         payment = await payer.send(recipient, {"invoice": 7}, **usd("150.00"))
@@ -341,3 +341,69 @@ async def test_security_sees_a_block_and_approves_an_escalation_in_chromium(
     review = await store.review(received.trust.trace_id)
     assert review is not None
     assert (review["reviewer"], review["why"]) == ("sam", "known supplier, invoice 7 checked")
+
+
+async def _realistic_traffic(store: RedisStore, config: BrokerConfig, agents: AgentFactory,
+                             broker_key: AgentKey) -> tuple[list[Agent], Agent]:  # fmt: skip
+    """A dozen peers at every level and a few hundred decisions, as the screenshots show."""
+    recipients = [await agents() for _ in range(3)]
+    levels = ["new"] * 4 + ["probation"] * 3 + ["established"] * 3 + ["trusted"] * 2
+    peers = [await agents() for _ in levels]
+    for peer, level in zip(peers, levels, strict=True):
+        await make_level(store, peer.client, AgentKey.generate(), level)
+    for round_ in range(20):
+        for n, peer in enumerate(peers):
+            await peer.send(recipients[(round_ + n) % 3], {"task": f"summarise {round_}"})
+    payer = peers[7]  # established: 150 USD is over its per-message cap
+    await payer.send(recipients[0], {"invoice": 4411}, **usd("150.00"))
+    await peers[8].send(recipients[1], {"invoice": 4412}, **usd("320.00"))
+    pending = await eventually(lambda: _two(read_escalations(config)), timeout=30)
+    asked = next(record for record in pending if record["sender"] == payer.did)
+    await request_evidence(config, store, broker_key, asked["trace_id"], "sam",
+                           "a bond that covers 150 USD, please")  # fmt: skip
+    await eventually(lambda: _decided(store, 240), timeout=60)
+    return peers, payer
+
+
+async def _two(read: Awaitable[list[dict[str, Any]]]) -> list[dict[str, Any]] | None:
+    records = await read
+    return records if len(records) >= 2 else None
+
+
+async def _decided(store: RedisStore, count: int) -> bool:
+    return len(await store.recent_decisions(limit=count)) >= count
+
+
+async def test_the_readme_screenshots_from_a_realistic_run(
+    router: Router, config: BrokerConfig, store: RedisStore, agents: AgentFactory,
+    console: Console, broker_key: AgentKey, tmp_path: Path,
+) -> None:  # fmt: skip
+    if not CHROMIUM.exists():
+        pytest.skip("Debian's chromium is not installed (apt-get install -y chromium)")
+    from playwright.async_api import async_playwright, expect
+
+    peers, payer = await _realistic_traffic(store, config, agents, broker_key)
+    target = Path(os.environ.get("TRUST_CONSOLE_SCREENSHOTS") or tmp_path)
+    shots = {name: target / f"{name}.png" for name in
+             ("console", "console-peers", "console-escalations")}  # fmt: skip
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=str(CHROMIUM),
+                                                   args=CHROMIUM_ARGS)  # fmt: skip
+        page = await browser.new_page(viewport={"width": 1280, "height": 860})
+        await page.goto(console.url + "/login")
+        await page.fill("input[name=token]", TOKENS["sam"])
+        await page.click("button[type=submit]")
+        await page.goto(console.url + "/blocked?limit=12")
+        record = page.locator("details.record").first
+        await record.locator("summary .reason").click()
+        await expect(record.locator(".remediation")).to_be_visible()
+        await page.screenshot(path=str(shots["console"]), full_page=True)
+        await page.goto(console.url + "/peers")
+        await expect(page.locator("#peers tbody tr")).to_have_count(len(peers) + 3)
+        await page.screenshot(path=str(shots["console-peers"]), full_page=True)
+        await page.goto(console.url + "/escalations")
+        card = page.locator("article.escalation", has=page.locator(f'a[title="{payer.did}"]'))
+        await expect(card.locator(".evidence-state")).to_contain_text("requested from the sender")
+        await page.screenshot(path=str(shots["console-escalations"]), full_page=True)
+        await browser.close()
+    assert all(shot.stat().st_size > 20_000 for shot in shots.values())

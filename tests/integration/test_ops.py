@@ -209,3 +209,26 @@ async def test_trace_retention_follows_the_configuration(config: BrokerConfig) -
     finally:
         await store.close()
     assert 3_540_000 < ttl_ms <= 3_600_000
+
+
+def test_routers_on_one_host_each_get_a_metrics_port() -> None:
+    import socket
+
+    import pytest
+
+    from broker.errors import ConfigError
+    from broker.metrics import RouterMetrics
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    try:
+        # A second router with the default (a starting point) moves on to a free port...
+        moved = RouterMetrics().serve(port, explicit=False)
+        assert moved != port and port < moved < port + 10
+        # ...and one that asked for exactly that port is told, instead of running unseen.
+        with pytest.raises(ConfigError, match=f"port {port} on 127.0.0.1 in use.*--metrics-port"):
+            RouterMetrics().serve(port, explicit=True)
+    finally:
+        taken.close()

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -16,12 +19,26 @@ from broker.identity import AgentKey
 from broker.keyfile import load_key, save_key
 
 
-def test_every_command_has_help_that_explains_it() -> None:
-    parser = build_parser()
-    commands = parser._subparsers._group_actions[0].choices  # type: ignore[union-attr]
-    for name, sub in commands.items():
+def _commands(parser: argparse.ArgumentParser, path: str) -> Iterator[tuple[str, Any]]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield f"{path} {name}", sub
+                yield from _commands(sub, f"{path} {name}")
+
+
+def test_every_command_has_a_description_and_an_example() -> None:
+    commands = list(_commands(build_parser(), "trust-broker"))
+    assert len(commands) >= 40
+    for path, sub in commands:
         text = sub.format_help()
-        assert f"trust-broker {name}" in text and len(text) > 80, name
+        assert text.startswith(f"usage: {path}"), path
+        assert sub.description and len(sub.description) > 40, f"{path}: no description"
+        examples = (sub.epilog or "").partition("examples:\n")[2]
+        assert examples.strip().startswith("trust-broker") or "=$(trust-broker" in examples, (
+            f"{path}: no example"
+        )
+        assert "examples:" in text, path
 
 
 def test_python_dash_m_broker_prints_help() -> None:
@@ -98,3 +115,45 @@ def test_the_router_runs_on_asyncio_unless_uvloop_is_asked_for() -> None:
     assert event_loop_factory(keygen, {"TRUST_EVENT_LOOP": "uvloop"}) is None
     with pytest.raises(ConfigError, match="TRUST_EVENT_LOOP"):
         event_loop_factory(router(), {"TRUST_EVENT_LOOP": "trio"})
+
+
+# -- who decides -------------------------------------------------------------------------
+
+TRACE = "01a2335440847160be5e665f909ae659"
+
+
+def _no_account() -> str:
+    raise KeyError("getpwuid(): uid not found: 54321")  # a container's anonymous uid
+
+
+def test_decisions_default_to_the_configured_name_then_the_os_account(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import getpass
+
+    from broker.cli_support import os_account, person
+
+    monkeypatch.setattr(getpass, "getuser", lambda: "olga")
+    assert os_account({}) == "olga"
+    assert os_account({"TRUST_REVIEWER": "sam"}) == "sam"
+    assert person("rita", "olga", "--reviewer") == "rita"
+    assert person(None, "olga", "--reviewer") == "olga"
+    monkeypatch.setattr(getpass, "getuser", _no_account)
+    assert os_account({}) is None
+    with pytest.raises(ConfigError, match=r"--reviewer NAME.*TRUST_REVIEWER"):
+        person(None, None, "--reviewer")
+
+
+def test_without_any_name_a_review_says_which_flag_to_use(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import getpass
+
+    for name in ("USER", "LOGNAME", "LNAME", "USERNAME", "TRUST_REVIEWER"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(getpass, "getuser", _no_account)
+    assert main(["blocked", "release", TRACE, "--why", "false positive"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--reviewer NAME" in err and "Traceback" not in err
+    assert main(["policy", "set", "thresholds.probation", "0.55", "--why", "x"]) == 1
+    assert "--who NAME" in capsys.readouterr().err
