@@ -147,8 +147,14 @@ async def _play(config: BrokerConfig, cast: Cast, steps: list[Step]) -> dict[str
             await wire.publish_raw(encode_envelope(envelope))
             if step.label == "trusted, pays $5,000":
                 await asyncio.sleep(0.3)
+                # The identical bytes again would be idempotent (one outcome, no block);
+                # a replay is another message reusing the id, here with a new amount.
+                again = sender.envelope(
+                    step.recipient, {"demo": "replay"}, message_id=envelope.id,
+                    **{**step.options, "payment": PaymentIntent(currency="USD", amount="4999.00")},
+                )  # fmt: skip
                 labels[envelope.id + "#replay"] = "replay of that payment"
-                await wire.publish_raw(encode_envelope(envelope))
+                await wire.publish_raw(encode_envelope(again))
         forged = wire.envelope(cast.did("analyst"), {"demo": "forged"})
         forged = forged.model_copy(update={"sender": cast.did("trusted")})
         labels[forged.id] = "forged: newcomer signs as trusted"

@@ -21,7 +21,7 @@ from typing import Any
 
 import aio_pika
 import orjson
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
 from aio_pika.exceptions import AMQPError
 
 from broker.agreements import apply_document
@@ -65,7 +65,7 @@ class NegotiationService:
             "present": self._present,
         }
 
-    async def start(self, connection: AbstractRobustConnection) -> None:
+    async def start(self, connection: AbstractConnection) -> None:
         """Declare the handshake exchange and queue and start answering."""
         self._channel = await connection.channel()
         await self._channel.set_qos(prefetch_count=64)

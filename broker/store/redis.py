@@ -48,25 +48,34 @@ class Claim(StrEnum):
 
     NEW = "new"  # never seen: process it
     RETRY = "retry"  # our own redelivery after a crash before its outcome was recorded
-    DONE = "done"  # our own redelivery of a message whose outcome is confirmed: ack only
-    REPLAY = "replay"  # the id or nonce was used before by another copy: block it
+    DONE = "done"  # the same bytes again, outcome already committed: ack only
+    COPY = "copy"  # the same bytes published again while the first copy is in flight
+    REPLAY = "replay"  # the id or nonce was used before by a different message: block it
 
 
-# KEYS: seen, nonce. ARGV: digest, ttl_ms, redelivered ("1"/"0").
+# The claim decides by the bytes, not by who sent them twice. Publishing the identical
+# bytes again (a producer retrying after a lost confirm) is idempotent: while the first
+# copy is in flight (`pending`) that copy is still on its queue or already committed, so
+# this one is dropped (`copy`); once done, every copy is `done`. Only RabbitMQ's own
+# redelivery of the claimed copy (`redelivered`) routes it again (`retry`): that copy was
+# never committed. A different message reusing the id or the nonce is a `replay`.
+# The pending record keeps when the message was first claimed: a retry is judged as of
+# then, so time the broker lost (a paused router, a failover) is never clock skew.
+# KEYS: seen, nonce. ARGV: digest, ttl_ms, redelivered ("1"/"0"), now_ms.
+# Returns the claim, and for a retry 'retry|<first claimed ms>'.
 _CLAIM = """
 local current = redis.call('GET', KEYS[1])
 if current then
   local sep = string.find(current, '|', 1, true)
   local digest = string.sub(current, 1, sep - 1)
   local state = string.sub(current, sep + 1, sep + 4)
-  if digest == ARGV[1] and ARGV[3] == '1' then
-    if state == 'done' then return 'done' end
-    return 'retry'
-  end
-  return 'replay'
+  if digest ~= ARGV[1] then return 'replay' end
+  if state == 'done' then return 'done' end
+  if ARGV[3] ~= '1' then return 'copy' end
+  return 'retry|' .. (string.match(current, '^[^|]*|pending|(%d+)$') or '')
 end
 if redis.call('EXISTS', KEYS[2]) == 1 then return 'replay' end
-redis.call('SET', KEYS[1], ARGV[1] .. '|pending', 'PX', ARGV[2])
+redis.call('SET', KEYS[1], ARGV[1] .. '|pending|' .. ARGV[4], 'PX', ARGV[2])
 redis.call('SET', KEYS[2], '1', 'PX', ARGV[2])
 return 'new'
 """
@@ -381,10 +390,18 @@ class RedisStore:
 
     async def claim(self, env: Envelope, digest: str, redelivered: bool) -> Claim:
         """Claim a message id and nonce atomically (dedup after crashes, replay defence)."""
+        claim, _ = await self.claim_at(env, digest, redelivered, int(time.time() * 1000))
+        return claim
+
+    async def claim_at(
+        self, env: Envelope, digest: str, redelivered: bool, now_ms: int
+    ) -> tuple[Claim, int | None]:
+        """The claim, and for a retry the time the message was first claimed (if known)."""
         keys = [self.keys.seen(env.id), self.keys.nonce(env.sender, env.nonce)]
-        args: list[str | int] = [digest, self._dedup_ttl_ms, "1" if redelivered else "0"]
-        result = await self._call(self._auto.run(Command.eval(self._claim, keys, args)))
-        return Claim(result.decode() if isinstance(result, bytes) else result)
+        args: list[str | int] = [digest, self._dedup_ttl_ms, "1" if redelivered else "0", now_ms]
+        raw = await self._call(self._auto.run(Command.eval(self._claim, keys, args)))
+        state, _, first = (raw.decode() if isinstance(raw, bytes) else str(raw)).partition("|")
+        return Claim(state), int(first) if first else None
 
     async def finish(
         self, env: Envelope, digest: str, result: Finish, policy: Policy, now_ms: int
