@@ -40,6 +40,11 @@ class Topology:
     undeliverable_exchange: str = "trust.undeliverable"
     blocked_stream: str = "trust.blocked"
     escalations_queue: str = "trust.escalations"
+    # The router publishes records through these exchanges (bound to the stream and the
+    # queue of the same names), never through the default exchange: its login may write
+    # to nothing else.
+    blocked_exchange: str = "trust.blocked"
+    escalations_exchange: str = "trust.escalations"
     agent_queue_prefix: str = "agent."
     handshake_exchange: str = "trust.handshake"
     handshake_queue: str = "trust.handshake"
@@ -62,6 +67,10 @@ class BrokerConfig:
     amqp_url: str = field(default="amqp://127.0.0.1:5672/", repr=False)
     redis_url: str = field(default="redis://127.0.0.1:6379/0", repr=False)
     management_url: str = field(default="http://127.0.0.1:15672/", repr=False)
+    # The admin's AMQP login (declaring the topology, provisioning); '' means amqp_url.
+    admin_amqp_url: str = field(default="", repr=False)
+    # The login the router answers handshakes with (direct reply-to); '' means amqp_url.
+    reply_amqp_url: str = field(default="", repr=False)
     vhost: str = "/"
     key_prefix: str = "tb:"
     topology: Topology = field(default_factory=Topology)
@@ -102,6 +111,11 @@ class BrokerConfig:
     def amqp_vhost_urls(self) -> tuple[str, ...]:
         """Every AMQP node URL, pointed at this configuration's vhost."""
         return tuple(with_vhost(url, self.vhost) for url in split_urls(self.amqp_url))
+
+    @property
+    def admin_url(self) -> str:
+        """The admin's AMQP URL(s): admin_amqp_url, or amqp_url when there is none."""
+        return self.admin_amqp_url or self.amqp_url
 
     @property
     def management_urls(self) -> tuple[str, ...]:

@@ -23,7 +23,7 @@ from broker.errors import ConfigError
 from broker.evidence import sign_evidence
 from broker.identity import AgentKey
 from broker.policy import Policy
-from broker.provision import ManagementAPI, agent_amqp_url, provision_agent
+from broker.provision import ManagementAPI, agent_amqp_url, provision_agent, setup_vhost
 from broker.review import read_blocked, read_escalations
 from broker.router import Router
 from broker.state import RecipientProfile
@@ -64,10 +64,9 @@ async def _prepare(config: BrokerConfig, store: RedisStore) -> Cast:
     api = ManagementAPI(config.management_url)
     with contextlib.suppress(ConfigError):  # absent on the first run
         await asyncio.to_thread(api.delete_vhost, config.vhost)
-    await asyncio.to_thread(api.put_vhost, config.vhost)
-    router_user = unquote(urlsplit(config.amqp_url).username or "guest")
-    everything = {"configure": ".*", "write": ".*", "read": ".*"}
-    await asyncio.to_thread(api.set_permissions, config.vhost, router_user, everything)
+    # The admin declares the topology (the servers create no guest; see credentials.py).
+    admin = unquote(urlsplit(config.management_url).username or "")
+    await setup_vhost(config, {"admin": admin})
     await store.purge()
     names = ["analyst", "archive", "newcomer", "verified", "established", "trusted"]
     cast = Cast(AgentKey.generate(), {name: AgentKey.generate() for name in names}, {})

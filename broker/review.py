@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import aio_pika
 import orjson
 from aio_pika.abc import AbstractIncomingMessage
 from aio_pika.exceptions import AMQPError, ChannelNotFoundEntity
@@ -23,6 +22,7 @@ from aio_pika.exceptions import AMQPError, ChannelNotFoundEntity
 from broker.config import BrokerConfig
 from broker.envelope import decode_envelope
 from broker.errors import EnvelopeError, TrustBrokerError
+from broker.failover import connect_config
 
 # Offsets the stream understands by name; anything else is a number or a time.
 NAMED_OFFSETS = ("first", "last", "next")
@@ -129,7 +129,7 @@ async def stream_blocked(
     """Yield blocked records from `offset` (a name, a number or a datetime) as they come;
     stop after `idle_timeout` seconds without one, or never when it is None."""
     with amqp_errors():
-        connection = await aio_pika.connect(config.amqp_vhost_url)
+        connection = await connect_config(config)
         async with connection:
             channel = await connection.channel()
             # Stream consumers must set a prefetch and ack; acking does not remove anything.
@@ -252,7 +252,7 @@ async def read_escalations(
 
 
 async def _read_escalations(config: BrokerConfig, limit: int, remove: bool) -> list[dict[str, Any]]:
-    connection = await aio_pika.connect(config.amqp_vhost_url)
+    connection = await connect_config(config)
     records: list[dict[str, Any]] = []
     async with connection:
         channel = await connection.channel()

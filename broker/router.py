@@ -37,7 +37,7 @@ from aio_pika.exceptions import AMQPError, ChannelInvalidStateError
 
 from broker.clock import wall_clock_ms
 from broker.committer import CommitFailed, Outbound, TransactionalCommitter
-from broker.config import BrokerConfig
+from broker.config import BrokerConfig, split_urls, with_vhost
 from broker.currency import to_minor
 from broker.decision import Action, Decision, Tier
 from broker.envelope import DecodedEnvelope, Envelope, decode_envelope, signature_valid
@@ -52,7 +52,7 @@ from broker.reports import REFUSALS, parse_report, reporter_weight
 from broker.scoring import blocked, decide, reject_undecodable, sender_composite
 from broker.state import PeerState, TrustContext
 from broker.store.redis import Claim, Finish, RedisStore, wait_until_available
-from broker.topology import declare_router_topology
+from broker.topology import open_router_topology
 
 log = logging.getLogger("broker.router")
 # A report still counts when only the reported peer's own acceptance rules block it.
@@ -81,6 +81,7 @@ class _Session:
     queue: AbstractQueue
     committer: TransactionalCommitter
     ended: asyncio.Event
+    replies: AbstractConnection | None = None
     why: str = ""
 
 
@@ -180,9 +181,14 @@ class Router:
         channel = await connection.channel(publisher_confirms=False)
         channel.close_callbacks.add(lambda *_: ended.set())
         await channel.set_qos(prefetch_count=self._config.prefetch)
-        queue, _ = await declare_router_topology(channel, self._config.topology)
+        queue = await open_router_topology(channel, self._config.topology)
+        replies = None
         if self._negotiation is not None:
-            await self._negotiation.start(connection)
+            # Replies need the default exchange, which the router's own login may not
+            # write to: they go over a second login that can do nothing else.
+            replies = await self._reply_connection(connection)
+            replies.close_callbacks.add(lambda *_: ended.set())
+            await self._negotiation.start(replies)
         holder: list[_Session] = []
 
         def broken(why: str) -> None:
@@ -192,9 +198,18 @@ class Router:
         committer = TransactionalCommitter(
             channel, timeout_s=self._config.commit_timeout_ms / 1000, on_broken=broken
         )
-        session = _Session(connection, channel, queue, committer, ended)
+        session = _Session(connection, channel, queue, committer, ended, replies)
         holder.append(session)
         return session
+
+    async def _reply_connection(self, connection: AbstractConnection) -> AbstractConnection:
+        if not self._config.reply_amqp_url:
+            return connection
+        urls = [
+            with_heartbeat(with_vhost(url, self._config.vhost), self._config.heartbeat_s)
+            for url in split_urls(self._config.reply_amqp_url)
+        ]
+        return await connect_any(urls, timeout=self._deadline(), first=self._next_node)
 
     async def _keep_sessions(self) -> None:
         """Whenever the session ends, give back what it held and open the next one."""
@@ -222,6 +237,8 @@ class Router:
         # not committed; an open transaction is rolled back with it.
         session.committer.break_off(session.why or "session closed")
         await _close_quietly(session.connection, self._deadline())
+        if session.replies is not None and session.replies is not session.connection:
+            await _close_quietly(session.replies, self._deadline())
 
     async def _watchdog(self, tick_s: float = 0.5) -> None:
         """Notice that this process stood still (SIGSTOP, a frozen VM, a blocked loop):
@@ -516,7 +533,11 @@ class Router:
         """A block or escalation record (the original bytes kept verbatim)."""
         topology = self._config.topology
         action = outcome.decision.action
-        queue = topology.escalations_queue if action is Action.ESCALATE else topology.blocked_stream
+        exchange = (
+            topology.escalations_exchange
+            if action is Action.ESCALATE
+            else topology.blocked_exchange
+        )
         record = outcome_record(raw, outcome)
         headers = record_headers(outcome)
         message = aio_pika.Message(
@@ -526,7 +547,7 @@ class Router:
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             message_id=outcome.trace_id,
         )
-        return Outbound("", queue, message)
+        return Outbound(exchange, "", message)
 
     def _log(self, outcome: Outcome) -> None:
         if not log.isEnabledFor(logging.DEBUG):

@@ -20,6 +20,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from broker import credentials
+
 Progress = Callable[[str], None]
 
 START_TIMEOUT = 90.0
@@ -51,6 +53,34 @@ class ServerConfig:
     management_port: int = 15672
     redis_port: int = 6379
     node_name: str = "trustbroker@localhost"
+    # RabbitMQ nodes clustered together; node i (from 0) listens on amqp_port + i,
+    # management_port + i and dist_port + i.
+    nodes: int = 1
+    # A Redis replica on redis_port + 1 and three Sentinels on sentinel_port .. + 2.
+    sentinel: bool = False
+    sentinel_port: int = 0  # 0: redis_port + 20000
+
+    @property
+    def amqp_ports(self) -> tuple[int, ...]:
+        """The AMQP port of every node."""
+        return tuple(self.amqp_port + i for i in range(self.nodes))
+
+    @property
+    def management_ports(self) -> tuple[int, ...]:
+        """The management API port of every node."""
+        return tuple(self.management_port + i for i in range(self.nodes))
+
+    @property
+    def sentinel_ports(self) -> tuple[int, ...]:
+        """The three Sentinels' ports (empty without Sentinel)."""
+        if not self.sentinel:
+            return ()
+        first = self.sentinel_port or self.redis_port + 20000
+        return (first, first + 1, first + 2)
+
+
+# The name Sentinel monitors the master under (redis+sentinel://.../<this>/0).
+SENTINEL_SERVICE = "trustbroker"
 
 
 class ServersError(Exception):
@@ -257,9 +287,31 @@ def _port_open(port: int) -> bool:
     return _exchange(port, b"") is not None
 
 
-def _redis_ping(port: int) -> bool:
+def _redis_command(port: int, password: str, *words: str, timeout: float = 1.0) -> bytes | None:
+    """Send one command (after AUTH when a password is set); the start of its reply, b''
+    when the server closed without one (SHUTDOWN), None when nothing listens."""
+    commands = ([f"AUTH {password}"] if password else []) + [" ".join(words)]
+    payload = "".join(f"{command}\r\n" for command in commands).encode()
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+            sock.sendall(payload)
+            received = b""
+            while received.count(b"\r\n") < len(commands):
+                chunk = sock.recv(256)
+                if not chunk:
+                    break
+                received += chunk
+    except OSError:
+        return None
+    lines = received.split(b"\r\n")
+    if password and lines[0].startswith(b"-"):
+        return lines[0]  # AUTH refused: that is the answer
+    return lines[len(commands) - 1] if len(lines) >= len(commands) else b""
+
+
+def _redis_ping(port: int, password: str = "") -> bool:
     """Whether a Redis server answers PING (not LOADING) on the port."""
-    answer = _exchange(port, b"PING\r\n")
+    answer = _redis_command(port, password, "PING")
     return answer is not None and answer.startswith(b"+PONG")
 
 
@@ -422,11 +474,20 @@ def _run(
 # ---------------------------------------------------------------- Redis
 
 
-def _redis_conf(cfg: ServerConfig, layout: _Layout) -> str:
-    """redis.conf for one instance: loopback only, daemonized, append-only."""
+def _redis_password(cfg: ServerConfig) -> str:
+    """The Redis password from the run directory ('' for a run dir from before them)."""
+    creds = credentials.load(cfg.run_dir.resolve())
+    return creds.redis_password if creds is not None else ""
+
+
+def _redis_conf(cfg: ServerConfig, layout: _Layout, password: str) -> str:
+    """redis.conf for one instance: loopback only, daemonized, append-only, a password."""
     return "\n".join(
         [
             "bind 127.0.0.1",
+            # No default credentials: every client (routers, CLI, replicas) authenticates.
+            f"requirepass {password}",
+            f"masterauth {password}",
             f"port {cfg.redis_port}",
             "protected-mode yes",
             "daemonize yes",
@@ -452,13 +513,15 @@ def start_redis(cfg: ServerConfig, progress: Progress, timeout: float = START_TI
     """Start this instance's Redis unless it runs already; return once it answers PING."""
     layout = _Layout.of(cfg)
     deadline = time.monotonic() + timeout
+    password = credentials.load_or_create(cfg.run_dir.resolve()).redis_password
     pid = _redis_pid(cfg)
     if pid is not None:
         progress(f"redis: already running (pid {pid}, port {cfg.redis_port})")
+        _require_redis_password(cfg, password, progress)
     else:
-        _launch_redis(cfg, layout)
+        _launch_redis(cfg, layout, password)
         progress(f"redis: starting on 127.0.0.1:{cfg.redis_port}")
-    if not _wait_for(lambda: _redis_ping(cfg.redis_port), deadline):
+    if not _wait_for(lambda: _redis_ping(cfg.redis_port, password), deadline):
         raise ServersError(
             f"redis did not answer PING on 127.0.0.1:{cfg.redis_port} within {timeout:.0f}s; "
             f"see {layout.redis_log}\n{_log_tail(layout.redis_startup_log, layout.redis_log)}"
@@ -466,7 +529,16 @@ def start_redis(cfg: ServerConfig, progress: Progress, timeout: float = START_TI
     progress(f"redis: ready on 127.0.0.1:{cfg.redis_port}")
 
 
-def _launch_redis(cfg: ServerConfig, layout: _Layout) -> None:
+def _require_redis_password(cfg: ServerConfig, password: str, progress: Progress) -> None:
+    """A Redis started before passwords existed gets one now, without a restart."""
+    if _redis_ping(cfg.redis_port, "") and not _redis_ping(cfg.redis_port, password):
+        _redis_command(cfg.redis_port, "", "CONFIG", "SET", "requirepass", password)
+        _redis_command(cfg.redis_port, password, "CONFIG", "SET", "masterauth", password)
+        _redis_command(cfg.redis_port, password, "CONFIG", "REWRITE")
+        progress("redis: set the generated password (it had none)")
+
+
+def _launch_redis(cfg: ServerConfig, layout: _Layout, password: str) -> None:
     """Write redis.conf and run redis-server, which daemonizes itself."""
     binary = _require_binary("redis-server")
     account = _account(REDIS_USER)
@@ -475,7 +547,8 @@ def _launch_redis(cfg: ServerConfig, layout: _Layout) -> None:
     _check_reachable(layout.redis, account)
     _make_dirs(account, layout.redis, layout.redis_data)
     conf = layout.redis / "redis.conf"
-    _write(conf, _redis_conf(cfg, layout), account)
+    # The password is in this file: readable by the redis user only.
+    _write(conf, _redis_conf(cfg, layout, password), account, mode=0o600)
     with layout.redis_startup_log.open("w") as out:
         result = subprocess.run(
             [binary, str(conf)],
@@ -506,7 +579,7 @@ def stop_redis(cfg: ServerConfig, progress: Progress, timeout: float = STOP_TIME
         return
     progress(f"redis: stopping (pid {pid})")
     # SHUTDOWN closes the connection without a reply when it succeeds; a reply is a refusal.
-    refusal = _exchange(cfg.redis_port, b"SHUTDOWN\r\n", timeout=timeout)
+    refusal = _redis_command(cfg.redis_port, _redis_password(cfg), "SHUTDOWN", timeout=timeout)
     if refusal or not _wait_for(lambda: not _alive(pid, "redis-server"), time.monotonic() + 10):
         progress(f"redis: SHUTDOWN did not stop it ({refusal!r}); sending SIGTERM")
         _terminate(pid, "redis-server", timeout)
@@ -531,8 +604,15 @@ def kill_redis(cfg: ServerConfig) -> None:
 # ---------------------------------------------------------------- RabbitMQ
 
 
-def _rabbit_conf(cfg: ServerConfig) -> str:
-    """rabbitmq.conf: every listener on loopback; guest keeps its loopback-only default."""
+# A router that holds a delivery this long without acking it loses its channel and the
+# delivery goes to another router: well under the clock-skew window (5 min), so a stuck
+# router never turns a delay into clock_skew blocks. Agents ack as they go (the SDK acks
+# when the loop body moves on), so this also bounds how long one may sit on a message.
+CONSUMER_TIMEOUT_MS = 60_000
+
+
+def _rabbit_conf(cfg: ServerConfig, creds: credentials.Credentials) -> str:
+    """rabbitmq.conf: every listener on loopback; the generated admin instead of guest."""
     return "\n".join(
         [
             f"listeners.tcp.1 = 127.0.0.1:{cfg.amqp_port}",
@@ -540,9 +620,61 @@ def _rabbit_conf(cfg: ServerConfig) -> str:
             "management.tcp.ip = 127.0.0.1",
             # The node log file is enough; stdout (startup.log) then only shows boot failures.
             "log.console = false",
+            # No guest: a fresh node creates this user instead (an older node loses guest
+            # in _ensure_accounts).
+            f"default_user = {creds.admin_user}",
+            f"default_pass = {creds.admin_password}",
+            "default_user_tags.administrator = true",
+            f"consumer_timeout = {CONSUMER_TIMEOUT_MS}",
             "",
         ]
     )
+
+
+def _ensure_accounts(cfg: ServerConfig, progress: Progress) -> None:
+    """The service accounts exist with the run directory's passwords; guest does not.
+
+    One `list_users` when all is in order (each rabbitmqctl call costs about a second)."""
+    creds = credentials.load_or_create(cfg.run_dir.resolve())
+    listed = _rabbitmqctl(cfg, ["list_users", "--quiet", "--no-table-headers"], 30)
+    users = {line.split()[0] for line in listed.stdout.splitlines() if line.strip()}
+    wanted = {creds.admin_user: creds.admin_password, creds.router_user: creds.router_password,
+              creds.negotiator_user: creds.negotiator_password}  # fmt: skip
+    for user, password in wanted.items():
+        if user not in users:
+            _ctl_or_fail(cfg, ["add_user", user, password])
+            progress(f"rabbitmq: created user {user}")
+    if creds.admin_user not in users:
+        _ctl_or_fail(cfg, ["set_user_tags", creds.admin_user, "administrator"])
+        _ctl_or_fail(cfg, ["set_permissions", "-p", "/", creds.admin_user, ".*", ".*", ".*"])
+    if creds.router_user not in users or creds.negotiator_user not in users:
+        _grant_services(cfg, creds, "/")
+    if "guest" in users:
+        _ctl_or_fail(cfg, ["delete_user", "guest"])
+        progress("rabbitmq: deleted the default guest user")
+
+
+def _grant_services(cfg: ServerConfig, creds: credentials.Credentials, vhost: str) -> None:
+    """The router's and negotiator's permissions on `vhost`, from broker.provision."""
+    from broker.config import Topology
+    from broker.provision import negotiator_permissions, router_permissions
+
+    topology = Topology()
+    for user, perms in ((creds.router_user, router_permissions(topology)),
+                        (creds.negotiator_user, negotiator_permissions(topology))):  # fmt: skip
+        args = [perms["configure"], perms["write"], perms["read"]]
+        _ctl_or_fail(cfg, ["set_permissions", "-p", vhost, user, *args])
+
+
+def _ctl_or_fail(cfg: ServerConfig, args: Sequence[str]) -> None:
+    result = _rabbitmqctl(cfg, args, 30)
+    if result.returncode != 0:
+        layout = _Layout.of(cfg)
+        raise _rabbit_failure(
+            cfg,
+            layout,
+            f"`rabbitmqctl {args[0]}` failed: {(result.stderr or result.stdout).strip()}",
+        )
 
 
 def _rabbit_env(cfg: ServerConfig, layout: _Layout) -> dict[str, str]:
@@ -601,7 +733,9 @@ def _prepare_rabbitmq(
     if not cookie.exists():
         # Erlang refuses a cookie file that others can read.
         _write(cookie, secrets.token_hex(20), account, mode=0o400)
-    _write(layout.rabbit / "rabbitmq.conf", _rabbit_conf(cfg), account)
+    creds = credentials.load_or_create(cfg.run_dir.resolve())
+    # Holds the admin's password: readable by the rabbitmq user only.
+    _write(layout.rabbit / "rabbitmq.conf", _rabbit_conf(cfg, creds), account, mode=0o600)
     _write(layout.rabbit / "enabled_plugins", "[rabbitmq_management].\n", account)
     _write(layout.rabbit / "rabbitmq-env.conf", "", account)
     layout.rabbit_pid.unlink(missing_ok=True)
@@ -683,6 +817,7 @@ def start_rabbitmq(cfg: ServerConfig, progress: Progress, timeout: float = START
             f"management 127.0.0.1:{cfg.management_port}); log {layout.rabbit_log}"
         )
     _await_rabbitmq(cfg, layout, started + timeout, progress)
+    _ensure_accounts(cfg, progress)
     progress(f"rabbitmq: ready after {time.monotonic() - started:.1f}s")
 
 
@@ -746,7 +881,7 @@ def status(cfg: ServerConfig) -> dict[str, object]:
             "log": str(layout.rabbit_log),
         },
         "redis": {
-            "running": redis_pid is not None and _redis_ping(cfg.redis_port),
+            "running": redis_pid is not None and _redis_ping(cfg.redis_port, _redis_password(cfg)),
             "pid": redis_pid,
             "port": cfg.redis_port,
             "log": str(layout.redis_log),
