@@ -37,6 +37,7 @@ PACKAGE_OF = {
     "rabbitmq-server": "rabbitmq-server",
     "rabbitmqctl": "rabbitmq-server",
     "redis-server": "redis-server",
+    "redis-sentinel": "redis-sentinel",
 }
 DOCKER_HINT = "or use `docker compose up` on a machine with Docker"
 # Kept so a server we launched can be reaped after it stops (and so an early crash is noticed).
@@ -59,6 +60,9 @@ class ServerConfig:
     # A Redis replica on redis_port + 1 and three Sentinels on sentinel_port .. + 2.
     sentinel: bool = False
     sentinel_port: int = 0  # 0: redis_port + 20000
+    # Where credentials.json lives when not in run_dir (the extra nodes of a cluster
+    # share the first node's).
+    secrets_dir: Path | None = None
 
     @property
     def amqp_ports(self) -> tuple[int, ...]:
@@ -85,6 +89,10 @@ SENTINEL_SERVICE = "trustbroker"
 
 class ServersError(Exception):
     """A local server could not be installed, started or stopped."""
+
+
+def _creds_dir(cfg: ServerConfig) -> Path:
+    return (cfg.secrets_dir or cfg.run_dir).resolve()
 
 
 @dataclass(frozen=True)
@@ -476,7 +484,7 @@ def _run(
 
 def _redis_password(cfg: ServerConfig) -> str:
     """The Redis password from the run directory ('' for a run dir from before them)."""
-    creds = credentials.load(cfg.run_dir.resolve())
+    creds = credentials.load(_creds_dir(cfg))
     return creds.redis_password if creds is not None else ""
 
 
@@ -513,7 +521,7 @@ def start_redis(cfg: ServerConfig, progress: Progress, timeout: float = START_TI
     """Start this instance's Redis unless it runs already; return once it answers PING."""
     layout = _Layout.of(cfg)
     deadline = time.monotonic() + timeout
-    password = credentials.load_or_create(cfg.run_dir.resolve()).redis_password
+    password = credentials.load_or_create(_creds_dir(cfg)).redis_password
     pid = _redis_pid(cfg)
     if pid is not None:
         progress(f"redis: already running (pid {pid}, port {cfg.redis_port})")
@@ -538,7 +546,7 @@ def _require_redis_password(cfg: ServerConfig, password: str, progress: Progress
         progress("redis: set the generated password (it had none)")
 
 
-def _launch_redis(cfg: ServerConfig, layout: _Layout, password: str) -> None:
+def _launch_redis(cfg: ServerConfig, layout: _Layout, password: str, extra: str = "") -> None:
     """Write redis.conf and run redis-server, which daemonizes itself."""
     binary = _require_binary("redis-server")
     account = _account(REDIS_USER)
@@ -547,8 +555,11 @@ def _launch_redis(cfg: ServerConfig, layout: _Layout, password: str) -> None:
     _check_reachable(layout.redis, account)
     _make_dirs(account, layout.redis, layout.redis_data)
     conf = layout.redis / "redis.conf"
-    # The password is in this file: readable by the redis user only.
-    _write(conf, _redis_conf(cfg, layout, password), account, mode=0o600)
+    # With Sentinel, the file is Sentinel's after the first start (it records who is
+    # master there): never regenerated then. The password is in it: redis user only.
+    if not (cfg.sentinel and conf.exists()):
+        text = _redis_conf(cfg, layout, password) + (extra + "\n" if extra else "")
+        _write(conf, text, account, mode=0o600)
     with layout.redis_startup_log.open("w") as out:
         result = subprocess.run(
             [binary, str(conf)],
@@ -626,6 +637,9 @@ def _rabbit_conf(cfg: ServerConfig, creds: credentials.Credentials) -> str:
             f"default_pass = {creds.admin_password}",
             "default_user_tags.administrator = true",
             f"consumer_timeout = {CONSUMER_TIMEOUT_MS}",
+            # In a cluster, a node cut off from the majority pauses itself and resumes
+            # once it sees the others again: no split brain to repair by hand.
+            *(["cluster_partition_handling = pause_minority"] if cfg.nodes > 1 else []),
             "",
         ]
     )
@@ -635,7 +649,7 @@ def _ensure_accounts(cfg: ServerConfig, progress: Progress) -> None:
     """The service accounts exist with the run directory's passwords; guest does not.
 
     One `list_users` when all is in order (each rabbitmqctl call costs about a second)."""
-    creds = credentials.load_or_create(cfg.run_dir.resolve())
+    creds = credentials.load_or_create(_creds_dir(cfg))
     listed = _rabbitmqctl(cfg, ["list_users", "--quiet", "--no-table-headers"], 30)
     users = {line.split()[0] for line in listed.stdout.splitlines() if line.strip()}
     wanted = {creds.admin_user: creds.admin_password, creds.router_user: creds.router_password,
@@ -733,7 +747,7 @@ def _prepare_rabbitmq(
     if not cookie.exists():
         # Erlang refuses a cookie file that others can read.
         _write(cookie, secrets.token_hex(20), account, mode=0o400)
-    creds = credentials.load_or_create(cfg.run_dir.resolve())
+    creds = credentials.load_or_create(_creds_dir(cfg))
     # Holds the admin's password: readable by the rabbitmq user only.
     _write(layout.rabbit / "rabbitmq.conf", _rabbit_conf(cfg, creds), account, mode=0o600)
     _write(layout.rabbit / "enabled_plugins", "[rabbitmq_management].\n", account)
@@ -846,23 +860,61 @@ def stop_rabbitmq(cfg: ServerConfig, progress: Progress, timeout: float = STOP_T
 
 
 def start(cfg: ServerConfig, progress: Progress, timeout: float = START_TIMEOUT) -> None:
-    """Start whichever of Redis and RabbitMQ is not running; return once both answer."""
+    """Start whichever of Redis and RabbitMQ is not running; return once both answer
+    (every cluster node, replica and Sentinel too, when cfg asks for them)."""
     started = time.monotonic()
     start_redis(cfg, progress, timeout)
-    start_rabbitmq(cfg, progress, max(timeout - (time.monotonic() - started), 1.0))
+    if cfg.sentinel:
+        from broker import cluster
+
+        cluster.start_sentinel_group(cfg, progress, timeout)
+    if cfg.nodes > 1:
+        from broker import cluster
+
+        cluster.start_cluster(cfg, progress, max(timeout - (time.monotonic() - started), 1.0))
+    else:
+        start_rabbitmq(cfg, progress, max(timeout - (time.monotonic() - started), 1.0))
     progress(f"servers: ready after {time.monotonic() - started:.1f}s")
 
 
 def stop(cfg: ServerConfig, progress: Progress, timeout: float = STOP_TIMEOUT) -> None:
     """Stop both servers cleanly; each is attempted even if the other fails."""
+    from broker import cluster
+
     errors: list[str] = []
-    for stop_one in (stop_rabbitmq, stop_redis):
+    stops: list[Callable[[ServerConfig, Progress, float], None]] = [stop_rabbitmq, stop_redis]
+    if cfg.nodes > 1 or cfg.sentinel:
+        stops = [cluster.stop_cluster, cluster.stop_sentinel_group, stop_redis]
+    for stop_one in stops:
         try:
             stop_one(cfg, progress, timeout)
         except ServersError as err:
             errors.append(str(err))
     if errors:
         raise ServersError("\n".join(errors))
+
+
+def rotate(cfg: ServerConfig, progress: Progress) -> None:
+    """New passwords for the admin, router, negotiator and Redis, applied to the running
+    servers, then written to credentials.json. Open connections stay up; new ones need
+    the new passwords (restart routers and re-read the file)."""
+    old = credentials.load(_creds_dir(cfg))
+    if old is None:
+        raise ServersError(f"no {credentials.path_in(_creds_dir(cfg))}: start the servers first")
+    new = old.rotated()
+    for user, password in ((new.admin_user, new.admin_password),
+                           (new.router_user, new.router_password),
+                           (new.negotiator_user, new.negotiator_password)):  # fmt: skip
+        _ctl_or_fail(cfg, ["change_password", user, password])
+    ports = [cfg.redis_port] + ([cfg.redis_port + 1] if cfg.sentinel else [])
+    for port in ports:
+        for key in ("masterauth", "requirepass"):
+            _redis_command(port, old.redis_password, "CONFIG", "SET", key, new.redis_password)
+        _redis_command(port, new.redis_password, "CONFIG", "REWRITE")
+    credentials.save(_creds_dir(cfg), new)
+    progress(f"new passwords in force and written to {credentials.path_in(_creds_dir(cfg))}")
+    if cfg.sentinel:
+        progress("Sentinels keep the old Redis password until restarted with their files edited")
 
 
 def status(cfg: ServerConfig) -> dict[str, object]:
@@ -886,7 +938,27 @@ def status(cfg: ServerConfig) -> dict[str, object]:
             "port": cfg.redis_port,
             "log": str(layout.redis_log),
         },
+        **_cluster_status(cfg),
     }
+
+
+def _cluster_status(cfg: ServerConfig) -> dict[str, object]:
+    """The extra nodes, replica and Sentinels, when there are any."""
+    from broker import cluster
+
+    extra: dict[str, object] = {}
+    if cfg.nodes > 1:
+        members = cluster.node_status(cfg)
+        extra["cluster"] = {"running": all(m["running"] for m in members), "nodes": members}
+    if cfg.sentinel:
+        password = _redis_password(cfg)
+        follower = cluster.replica(cfg)
+        up = [_redis_ping(port, password) for port in (follower.redis_port, *cfg.sentinel_ports)]
+        extra["sentinel"] = {
+            "running": all(up), "replica_port": follower.redis_port,
+            "sentinel_ports": list(cfg.sentinel_ports), "master_port": cluster.master_port(cfg),
+        }  # fmt: skip
+    return extra
 
 
 # ---------------------------------------------------------------- command line
@@ -898,6 +970,8 @@ commands:
           RabbitMQ answers AMQP, `rabbitmqctl await_startup` and its management API
   stop    stop both servers cleanly (rabbitmqctl stop; Redis SHUTDOWN); fine if already stopped
   status  print JSON with running/pid/ports/log per server; exit 0 if both run, else 3
+  rotate  new passwords for every generated account (RabbitMQ users, Redis), applied to the
+          running servers and written to <run dir>/credentials.json (0600)
 
 Everything (data, logs, pid files, config, Erlang cookie) lives under --run-dir.
 Both servers listen on 127.0.0.1 only and, when run as root, drop to the rabbitmq/redis users.
@@ -948,16 +1022,31 @@ def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         default=env.get("TRUST_NODE_NAME") or defaults.node_name,
         help="RabbitMQ node name (env TRUST_NODE_NAME; default %(default)s)",
     )
+    common.add_argument(
+        "--nodes",
+        type=int,
+        default=_int_env(env, "TRUST_RABBITMQ_NODES", 1),
+        help="RabbitMQ cluster nodes; node i listens on each base port + i "
+        "(env TRUST_RABBITMQ_NODES; default %(default)s)",
+    )
+    common.add_argument(
+        "--sentinel",
+        action="store_true",
+        default=env.get("TRUST_REDIS_SENTINEL", "") in ("1", "true", "yes"),
+        help="also a Redis replica (redis port + 1) and three Sentinels (redis port + "
+        "20000 ..) that fail over to it (env TRUST_REDIS_SENTINEL=1)",
+    )
     parser = argparse.ArgumentParser(
         prog="scripts/servers",
         description="Run local RabbitMQ and Redis servers from the Debian packages (no Docker).",
         epilog=COMMANDS_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{start,stop,status}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{start,stop,status,rotate}")
     sub.add_parser("start", parents=[common], help="install if needed, start, wait until ready")
     sub.add_parser("stop", parents=[common], help="stop both servers cleanly")
     sub.add_parser("status", parents=[common], help="print JSON status; exit 3 unless both run")
+    sub.add_parser("rotate", parents=[common], help="new passwords for every generated account")
     return parser
 
 
@@ -976,6 +1065,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         management_port=args.management_port,
         redis_port=args.redis_port,
         node_name=args.node_name,
+        nodes=args.nodes,
+        sentinel=args.sentinel,
     )
     try:
         if args.command == "start":
@@ -983,6 +1074,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             start(cfg, _progress)
         elif args.command == "stop":
             stop(cfg, _progress)
+        elif args.command == "rotate":
+            rotate(cfg, _progress)
         else:
             report = status(cfg)
             print(json.dumps(report, indent=2))
