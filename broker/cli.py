@@ -154,8 +154,14 @@ async def cmd_setup(args: argparse.Namespace, config: BrokerConfig) -> int:
     from broker import credentials
     from broker.provision import setup_vhost
 
+    # TRUST_SETUP_ACCOUNTS=router=NAME,negotiator=NAME names the service users where
+    # there is no local credentials file (docker-compose.yml).
+    named = os.environ.get("TRUST_SETUP_ACCOUNTS", "")
+    accounts = dict(pair.split("=", 1) for pair in named.split(",") if "=" in pair)
     creds = credentials.load(server_config(os.environ).run_dir)
-    await setup_vhost(config, creds.accounts() if creds is not None else {})
+    if not accounts and creds is not None:
+        accounts = creds.accounts()
+    await setup_vhost(config, accounts)
     print(f"vhost {config.vhost!r}: topology declared, service accounts granted", file=sys.stderr)
     return 0
 

@@ -58,7 +58,8 @@ def _full_name(cfg: ServerConfig) -> str:
     done = servers._rabbitmqctl(cfg, ["eval", "node()."], 30)
     if done.returncode != 0:
         raise ServersError(f"node {cfg.node_name}: {done.stderr.strip() or done.stdout.strip()}")
-    return done.stdout.strip()
+    # Printed as an Elixir atom: name@host, or :"name-with-dashes@host".
+    return done.stdout.strip().lstrip(":").strip("'\"")
 
 
 def _share_cookie(primary: ServerConfig, other: ServerConfig) -> None:
@@ -92,6 +93,10 @@ def start_cluster(cfg: ServerConfig, progress: Progress, timeout: float) -> None
             _share_cookie(primary, member)
             servers._launch_rabbitmq(member, servers._Layout.of(member))
             progress(f"rabbitmq: starting node {member.node_name} (AMQP :{member.amqp_port})")
+    for member in members[1:]:
+        if servers._rabbit_pid(member) is not None and not servers._port_open(member.amqp_port):
+            # Left with its app stopped (an interrupted join): start it again.
+            servers._rabbitmqctl(member, ["start_app"], 120)
     for member in members:
         servers._await_rabbitmq(member, servers._Layout.of(member), deadline, progress)
     servers._ensure_accounts(primary, progress)
