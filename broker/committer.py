@@ -89,12 +89,14 @@ class TransactionalCommitter:
         """Return `message` to its queue (nack with requeue), committed."""
         await self._groups.submit(_Pending(message, None, requeue=True))
 
-    def break_off(self, why: str) -> None:
-        """Refuse every further commit; the owner is told once, to drop the channel."""
+    def break_off(self, why: str, *, expected: bool = False) -> None:
+        """Refuse every further commit; the owner is told once, to drop the channel.
+        `expected` (a clean stop) logs at INFO rather than as a warning."""
         if self.broken:
             return
         self.broken = why
-        log.warning("commits stopped (%s): the channel is dropped, its messages come back", why)
+        level = logging.INFO if expected else logging.WARNING
+        log.log(level, "commits stopped (%s): the channel is dropped, its messages come back", why)
         if self._on_broken is not None:
             self._on_broken(why)
 

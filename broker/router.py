@@ -33,7 +33,7 @@ from aio_pika.abc import (
     AbstractIncomingMessage,
     AbstractQueue,
 )
-from aio_pika.exceptions import AMQPError, ChannelInvalidStateError
+from aio_pika.exceptions import AMQPError, ChannelInvalidStateError, ChannelNotFoundEntity
 
 from broker.clock import wall_clock_ms
 from broker.committer import CommitFailed, Outbound, TransactionalCommitter
@@ -41,7 +41,7 @@ from broker.config import BrokerConfig, split_urls, with_vhost
 from broker.currency import to_minor
 from broker.decision import Action, Decision, Tier
 from broker.envelope import DecodedEnvelope, Envelope, decode_envelope, signature_valid
-from broker.errors import EnvelopeError, StoreUnavailable
+from broker.errors import ConfigError, EnvelopeError, StoreUnavailable
 from broker.failover import ATTEMPT_ERRORS, connect_any, with_heartbeat
 from broker.identity import AgentKey
 from broker.metrics import RouterMetrics, poll_health
@@ -124,7 +124,13 @@ class Router:
                 self._config, self._store, self._broker_key, self._clock
             )
         # The first session must open here: a router that cannot reach any node says so.
-        await self._open_session()
+        try:
+            await self._open_session()
+        except ChannelNotFoundEntity as exc:
+            raise ConfigError(
+                f"vhost {self._config.vhost!r} lacks the broker's topology ({exc}); run "
+                "`trust-broker setup` once with the admin login (routers declare nothing)"
+            ) from None
         self._spawn(self._keep_sessions())
         self._spawn(self._watchdog())
         self._spawn(self._follow_invalidations())
@@ -235,7 +241,8 @@ class Router:
     async def _close_session(self, session: _Session) -> None:
         # Closing the channel makes the broker requeue everything delivered on it that was
         # not committed; an open transaction is rolled back with it.
-        session.committer.break_off(session.why or "session closed")
+        stopping = self._stopping.is_set()
+        session.committer.break_off(session.why or "router stopping", expected=stopping)
         await _close_quietly(session.connection, self._deadline())
         if session.replies is not None and session.replies is not session.connection:
             await _close_quietly(session.replies, self._deadline())

@@ -193,7 +193,19 @@ async def produce(
             await asyncio.gather(*(one(sender, recipient, i) for i in burst))
             await asyncio.sleep(pause * rng.uniform(0.5, 1.5))
 
-    await asyncio.gather(*(producer(i, s) for i, s in enumerate(world.senders)))
+    progress = asyncio.create_task(_report(attempts, total))
+    try:
+        await asyncio.gather(*(producer(i, s) for i, s in enumerate(world.senders)))
+    finally:
+        progress.cancel()
+
+
+async def _report(attempts: dict[str, str], total: int) -> None:
+    while True:
+        await asyncio.sleep(10)
+        counts = Counter(attempts.values())
+        _log(f"producers: {len(attempts)}/{total} attempted, {counts[CONFIRMED]} confirmed, "
+             f"{counts[UNKNOWN]} unsettled or unknown")  # fmt: skip
 
 
 async def settle(world: World, timeout: float) -> None:

@@ -482,6 +482,7 @@ def _through(config: BrokerConfig, port: int) -> BrokerConfig:
     return replace(config, amqp_url=urlunsplit(parts._replace(netloc=netloc)))
 
 
+@pytest.mark.timeout(300)
 async def test_a_commit_on_a_frozen_connection_gives_its_messages_back(
     config: BrokerConfig,
     store: RedisStore,
@@ -578,6 +579,7 @@ def _reopened(channel: Any) -> Callable[[], Awaitable[bool]]:
     return check
 
 
+@pytest.mark.timeout(300)
 async def test_a_paused_router_is_noticed_and_its_messages_reach_a_healthy_one(
     config: BrokerConfig,
     store: RedisStore,
