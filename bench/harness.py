@@ -88,7 +88,7 @@ class World:
 
     @property
     def amqp_url(self) -> str:
-        """The guest URL of the private vhost."""
+        """The admin's URL of the private vhost."""
         return self.config.amqp_vhost_url
 
 

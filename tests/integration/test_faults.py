@@ -39,6 +39,7 @@ from broker.committer import Outbound, TransactionalCommitter
 from broker.config import BrokerConfig
 from broker.envelope import encode_envelope
 from broker.evidence import credential_from, sign_evidence, verify_evidence
+from broker.failover import NoNodeAvailable, connect_any
 from broker.identity import AgentKey
 from broker.review import read_blocked, read_escalations
 from broker.router import Router
@@ -144,7 +145,7 @@ class Probe:
 
 @pytest.fixture
 async def probe(config: BrokerConfig) -> AsyncIterator[Probe]:
-    """A guest connection to the test's vhost for exact queue counts."""
+    """An admin connection to the test's vhost for exact queue counts."""
     connection = await aio_pika.connect_robust(config.amqp_vhost_url)
     try:
         yield Probe(connection, config)
@@ -431,47 +432,6 @@ async def test_router_started_while_redis_is_down_waits_then_starts(
     await _nothing_set_aside(config)
 
 
-async def test_rabbitmq_restart_router_reconnects_by_itself(
-    config: BrokerConfig,
-    server_cfg: servers.ServerConfig,
-    store: RedisStore,
-    agents: AgentFactory,
-    probe: Probe,
-    router: Router,
-) -> None:
-    """Restart RabbitMQ under a running router: it reconnects and consumes again without
-    help, what was delivered before survives, and new messages are delivered once."""
-    sender, recipient = await _pair(agents, store)
-    before = await _send(sender, recipient, 50, "before")
-
-    def delivered(count: int) -> Callable[[], Awaitable[bool]]:
-        async def check() -> bool:
-            return await probe.delivered(recipient) >= count
-
-        return check
-
-    await _eventually(delivered(len(before)), 15, "deliveries before the restart")
-    try:
-        await asyncio.to_thread(servers.stop_rabbitmq, server_cfg, _progress)
-    finally:
-        await asyncio.to_thread(servers.start_rabbitmq, server_cfg, _progress)
-
-    async def router_consuming() -> bool:
-        try:
-            _, consumers = await probe.ingress()
-        except (AMQPError, ConnectionError, RuntimeError):
-            return False  # the probe's own connection is still reconnecting
-        return consumers == 1
-
-    took = await _eventually(router_consuming, 45, "the router consuming again", interval=0.25)
-    _progress(f"router consuming again {took:.1f}s after RabbitMQ answered")
-    async with AgentClient(sender.key, sender.amqp_url) as client:
-        after = [(await client.send(recipient.did, {"after": i})).id for i in range(50)]
-    await _eventually(delivered(len(before) + len(after)), 15, "deliveries after the restart")
-    _exactly_once(await _drain_ids(recipient), before + after)
-    await _nothing_set_aside(config)
-
-
 # -- the findings of issue 13 -------------------------------------------------------------
 
 
@@ -648,3 +608,55 @@ async def test_publishing_the_same_bytes_again_is_idempotent(
     await _eventually(settled, 30, "ingress drained")
     _exactly_once(await _drain_ids(recipient), ids)
     await _nothing_set_aside(config)
+
+
+async def test_rabbitmq_restart_router_reconnects_by_itself(
+    config: BrokerConfig,
+    server_cfg: servers.ServerConfig,
+    store: RedisStore,
+    agents: AgentFactory,
+    probe: Probe,
+    router: Router,
+) -> None:
+    """Restart RabbitMQ under a running router: it reconnects and consumes again without
+    help, what was delivered before survives, and new messages are delivered once."""
+    sender, recipient = await _pair(agents, store)
+    before = await _send(sender, recipient, 50, "before")
+
+    def delivered(count: int) -> Callable[[], Awaitable[bool]]:
+        async def check() -> bool:
+            return await probe.delivered(recipient) >= count
+
+        return check
+
+    await _eventually(delivered(len(before)), 15, "deliveries before the restart")
+    try:
+        await asyncio.to_thread(servers.stop_rabbitmq, server_cfg, _progress)
+    finally:
+        await asyncio.to_thread(servers.start_rabbitmq, server_cfg, _progress)
+
+    async def router_consuming() -> bool:
+        try:
+            _, consumers = await probe.ingress()
+        except (AMQPError, ConnectionError, RuntimeError):
+            return False  # the probe's own connection is still reconnecting
+        return consumers == 1
+
+    took = await _eventually(router_consuming, 45, "the router consuming again", interval=0.25)
+    _progress(f"router consuming again {took:.1f}s after RabbitMQ answered")
+    async with AgentClient(sender.key, sender.amqp_url) as client:
+        after = [(await client.send(recipient.did, {"after": i})).id for i in range(50)]
+    await _eventually(delivered(len(before) + len(after)), 15, "deliveries after the restart")
+    _exactly_once(await _drain_ids(recipient), before + after)
+    await _nothing_set_aside(config)
+
+
+async def test_connecting_to_no_reachable_node_names_every_node_tried() -> None:
+    """Every node refuses (nothing listens there): one clear error naming each URL tried,
+    never a password."""
+    with pytest.raises(NoNodeAvailable) as raised:
+        await connect_any(
+            ["amqp://u:secret@127.0.0.1:1/", "amqp://u:secret@127.0.0.1:2/"], timeout=2
+        )
+    text = str(raised.value)
+    assert "127.0.0.1:1" in text and "127.0.0.1:2" in text and "secret" not in text
