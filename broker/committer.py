@@ -71,10 +71,14 @@ class TransactionalCommitter:
         *,
         timeout_s: float = 10.0,
         on_broken: Callable[[str], None] | None = None,
+        awake: Callable[[], bool] | None = None,
     ) -> None:
         self._channel = channel
         self._timeout_s = timeout_s
         self._on_broken = on_broken
+        # False right after the process stood still (the router's watchdog): decisions
+        # made before a pause are never committed after it.
+        self._awake = awake
         self._groups: GroupQueue[_Pending] = GroupQueue(self._commit_batch)
         self._tx_channel: UnderlayChannel | None = None
         self.broken = ""
@@ -120,6 +124,9 @@ class TransactionalCommitter:
             # A fresh channel (first use, or after a robust reconnect) starts outside a tx.
             await underlay.tx_select()
             self._tx_channel = underlay
+        if self._awake is not None and not self._awake():
+            self.break_off("the process stood still before this commit")
+            raise CommitFailed("the process stood still: its decisions are not committed")
         results: list[Exception | None] = []
         for item in batch:
             if not _delivered_on(item.message, underlay):

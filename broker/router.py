@@ -20,6 +20,7 @@ import base64
 import contextlib
 import hashlib
 import logging
+import random
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -55,6 +56,7 @@ from broker.store.redis import Claim, Finish, RedisStore, wait_until_available
 from broker.topology import open_router_topology
 
 log = logging.getLogger("broker.router")
+_WATCHDOG_TICK_S = 0.5
 # A report still counts when only the reported peer's own acceptance rules block it.
 _REPORTABLE_DESPITE = (None, "unknown_recipient", "privacy_violation", "pact_violation")
 
@@ -108,7 +110,9 @@ class Router:
         self._stopping = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._unfinished: list[tuple[Envelope, str, Finish, int]] = []
-        self._next_node = 0
+        # Routers start on different nodes, so one node's death is not every router's.
+        self._next_node = random.randrange(1 << 16)
+        self._last_tick: float | None = None
         self.sessions = 0
         self.stalls = 0
         self.counts: dict[str, int] = {"deliver": 0, "block": 0, "escalate": 0, "duplicate": 0}
@@ -202,7 +206,10 @@ class Router:
                 _end(holder[0], why)
 
         committer = TransactionalCommitter(
-            channel, timeout_s=self._config.commit_timeout_ms / 1000, on_broken=broken
+            channel,
+            timeout_s=self._config.commit_timeout_ms / 1000,
+            on_broken=broken,
+            awake=self._awake,
         )
         session = _Session(connection, channel, queue, committer, ended, replies)
         holder.append(session)
@@ -247,16 +254,23 @@ class Router:
         if session.replies is not None and session.replies is not session.connection:
             await _close_quietly(session.replies, self._deadline())
 
-    async def _watchdog(self, tick_s: float = 0.5) -> None:
+    def _awake(self) -> bool:
+        """False when the watchdog has not run for longer than stall_ms (a pause)."""
+        if self._last_tick is None:
+            return True
+        late = asyncio.get_running_loop().time() - self._last_tick
+        return late <= self._config.stall_ms / 1000 + _WATCHDOG_TICK_S
+
+    async def _watchdog(self, tick_s: float = _WATCHDOG_TICK_S) -> None:
         """Notice that this process stood still (SIGSTOP, a frozen VM, a blocked loop):
         whatever it decided before the pause may be stale and another router may have
         taken over its messages, so it commits none of it and drops the session."""
         stall_s = self._config.stall_ms / 1000
         loop = asyncio.get_running_loop()
-        last = loop.time()
+        last = self._last_tick = loop.time()
         while not self._stopping.is_set():
             await asyncio.sleep(tick_s)
-            now = loop.time()
+            now = self._last_tick = loop.time()
             if now - last > stall_s + tick_s and self._session is not None:
                 self.stalls += 1
                 log.warning("router stood still for %.1fs: giving back its messages", now - last)

@@ -58,8 +58,12 @@ async def declare_router_topology(
     handshake = await channel.declare_exchange(
         topology.handshake_exchange, aio_pika.ExchangeType.FANOUT, durable=True
     )
+    # Quorum like every other queue: a classic queue lives on one node, and with that node
+    # down no router could open its session (the fault suite's kill-rabbit found it).
     requests = await channel.declare_queue(
-        topology.handshake_queue, durable=True, arguments={"x-message-ttl": HANDSHAKE_TTL_MS}
+        topology.handshake_queue,
+        durable=True,
+        arguments={"x-queue-type": "quorum", "x-message-ttl": HANDSHAKE_TTL_MS},
     )
     await requests.bind(handshake)
     return queue, deliver

@@ -295,7 +295,9 @@ async def run_once(
             except subprocess.TimeoutExpired:
                 process.kill()
         await _remove_vhost(world.config)
-    (log_dir / "verdict.json").write_text(json.dumps(verdict.row(), indent=2))
+    details = {**verdict.row(), "lost_ids": verdict.lost[:100],
+               "duplicated_ids": dict(list(verdict.duplicated.items())[:100])}  # fmt: skip
+    (log_dir / "verdict.json").write_text(json.dumps(details, indent=2))
     return verdict
 
 
