@@ -185,6 +185,8 @@ class AgentClient:
         self._channel: AbstractChannel | None = None
         self._recent: OrderedDict[str, None] = OrderedDict()
         self._handshakes: _RequestLine | None = None
+        # Ids whose first publish went unconfirmed, so the same bytes went out again.
+        self.republished: set[str] = set()
 
     @property
     def did(self) -> str:
@@ -286,6 +288,8 @@ class AgentClient:
                     # its connection would only be noticed dead later. Drop it; the robust
                     # connection moves on to the next node.
                     await self._drop_connection()
+                if message_id is not None:
+                    self.republished.add(message_id)
                 if asyncio.get_running_loop().time() + 0.5 >= deadline:
                     raise BrokerUnavailable(
                         f"no RabbitMQ node confirmed the publish within "

@@ -295,8 +295,12 @@ async def run_once(
             except subprocess.TimeoutExpired:
                 process.kill()
         await _remove_vhost(world.config)
+    republished = set().union(*(client.republished for client in world.senders))
     details = {**verdict.row(), "lost_ids": verdict.lost[:100],
-               "duplicated_ids": dict(list(verdict.duplicated.items())[:100])}  # fmt: skip
+               "duplicated_ids": dict(list(verdict.duplicated.items())[:100]),
+               "republished": len(republished),
+               "duplicated_and_republished": sorted(set(verdict.duplicated) & republished),
+               }  # fmt: skip
     (log_dir / "verdict.json").write_text(json.dumps(details, indent=2))
     return verdict
 
