@@ -190,6 +190,7 @@ async def setup_vhost(config: BrokerConfig, accounts: dict[str, str] | None = No
     api = ManagementAPI(config.management_url)
     await asyncio.to_thread(api.put_vhost, config.vhost)
     await grant_service_accounts(api, config.vhost, config.topology, accounts or {})
+    await asyncio.to_thread(_replace_classic_handshake_queue, api, config)
     urls = [with_vhost(url, config.vhost) for url in split_urls(config.admin_url)]
     connection = await connect_any(urls, timeout=config.amqp_timeout_ms / 1000)
     async with connection:
@@ -216,6 +217,20 @@ async def provision_agent(
         await declare_agent_queue(channel, config.topology, profile.did)
     await store.register_recipient(profile)
     return AgentCredentials(profile.did, secret)
+
+
+def _replace_classic_handshake_queue(api: ManagementAPI, config: BrokerConfig) -> None:
+    """Vhosts set up before trust.handshake became a quorum queue have a classic one,
+    which a redeclaration refuses (PRECONDITION_FAILED). It only ever holds handshake
+    requests younger than a minute, which agents retry: delete it, setup redeclares it."""
+    queue = quote(config.topology.handshake_queue, safe="")
+    path = f"/api/queues/{quote(config.vhost, safe='')}/{queue}"
+    try:
+        info = api.request("GET", path)
+    except ConfigError:
+        return  # absent (404): nothing to replace
+    if isinstance(info, dict) and info.get("type") == "classic":
+        api.request("DELETE", path)
 
 
 def agent_amqp_url(config: BrokerConfig, credentials: AgentCredentials) -> str:
