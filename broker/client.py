@@ -7,7 +7,7 @@ import contextlib
 import os
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -159,6 +159,22 @@ class _RequestLine:
             )
 
 
+class ConnectionLost(ConnectionError):
+    """The connection closed under a pending publish (aiormq cancels its confirm)."""
+
+
+async def _uncancelled(operation: Awaitable[None]) -> None:
+    """Run `operation`; a CancelledError it raises while nobody cancelled us is aiormq
+    telling a pending confirm that its connection closed: a ConnectionError like any."""
+    try:
+        await operation
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+        raise ConnectionLost("the connection closed before the broker confirmed") from None
+
+
 class AgentClient:
     """An agent's connection to the broker (async context manager)."""
 
@@ -280,7 +296,7 @@ class AgentClient:
             left = deadline - asyncio.get_running_loop().time()
             try:
                 attempt = min(max(left, 0.1), _ATTEMPT_S)
-                await asyncio.wait_for(self._publish_once(raw, message_id), attempt)
+                await asyncio.wait_for(_uncancelled(self._publish_once(raw, message_id)), attempt)
                 return
             except _PUBLISH_ERRORS as exc:
                 if isinstance(exc, TimeoutError):

@@ -100,3 +100,16 @@ async def test_a_commit_that_cannot_answer_in_time_fails_and_breaks_the_committe
     assert committer.broken and broken
     with pytest.raises(CommitFailed):  # and stays broken: the owner drops the channel
         await committer.commit(_Closed(), None)  # type: ignore[arg-type]
+
+
+async def test_a_confirm_cancelled_by_a_closing_connection_is_a_connection_error() -> None:
+    from broker.client import ConnectionLost, _uncancelled
+
+    async def confirm_cancelled() -> None:
+        raise asyncio.CancelledError  # what aiormq does to a pending confirm on close
+
+    with pytest.raises(ConnectionLost):
+        await _uncancelled(confirm_cancelled())
+    # A real cancellation of the caller still cancels (wait_for's deadline relies on it).
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(_uncancelled(asyncio.sleep(10)), 0.05)
