@@ -321,7 +321,7 @@ class RedisStore:
         trace_ttl_ms: int = 86_400_000,
         decision_log_max: int = 100_000,
     ) -> None:
-        self._redis = connect_redis(url)
+        self._redis, self._sentinels = connect_redis(url)
         self._replicated = url.startswith("redis+sentinel://")
         self.keys = keys
         self._dedup_ttl_ms = dedup_ttl_ms
@@ -352,8 +352,10 @@ class RedisStore:
         self._add_capped_success = self._redis.register_script(_ADD_CAPPED_SUCCESS)
 
     async def close(self) -> None:
-        """Close the connection pool."""
+        """Close the connection pool (and the Sentinel clients, if any)."""
         await self._redis.aclose()
+        for sentinel in self._sentinels:
+            await sentinel.aclose()
 
     async def _call(self, operation: Awaitable[T]) -> T:
         try:
@@ -1021,17 +1023,18 @@ class _BlockingSentinelPool(SentinelConnectionPool, aioredis.BlockingConnectionP
     failover) that waits for a free connection like the plain blocking pool below."""
 
 
-def connect_redis(url: str) -> aioredis.Redis:
-    """A client for redis://[:password@]host:port/db, or for the master a Sentinel group
-    watches: redis+sentinel://[:password@]host:port[,host:port...]/service[/db]. The
-    password authenticates to the Sentinels and to the master alike."""
+def connect_redis(url: str) -> tuple[aioredis.Redis, list[aioredis.Redis]]:
+    """A client (and the Sentinel clients it asks, to close with it) for
+    redis://[:password@]host:port/db, or for the master a Sentinel group watches:
+    redis+sentinel://[:password@]host:port[,host:port...]/service[/db]. The password
+    authenticates to the Sentinels and to the master alike."""
     if not url.startswith("redis+sentinel://"):
         # A blocking pool: with `prefetch` decisions in flight, a plain pool runs out of
         # connections and raises, which would read as "Redis down" and pause the router.
         # Here a caller waits for a free connection instead (bench/ found ~100 false
         # pauses per 5,000 messages before this).
         pool = aioredis.BlockingConnectionPool.from_url(url, **_POOL)
-        return aioredis.Redis.from_pool(pool)  # owns the pool: aclose() closes it
+        return aioredis.Redis.from_pool(pool), []  # owns the pool: aclose() closes it
     parts = urlsplit(url)
     hosts = parts.netloc.rpartition("@")[2]
     password = unquote(parts.password) if parts.password else None
@@ -1052,7 +1055,7 @@ def connect_redis(url: str) -> aioredis.Redis:
         service, redis_class=aioredis.Redis, connection_pool_class=_BlockingSentinelPool,
         retry_on_timeout=False, **pool_options,
     )  # fmt: skip
-    return master
+    return master, list(sentinel.sentinels)
 
 
 def _as_bytes(fields: dict[Any, Any]) -> dict[bytes, bytes]:
