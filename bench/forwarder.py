@@ -10,7 +10,7 @@ the same quorum queues. Two delivery disciplines:
   tx       the router's own discipline: publish + ack in one AMQP transaction, grouped
            across messages (broker.committer.TransactionalCommitter)
 
-    python bench/forwarder.py --amqp-url amqp://guest:guest@127.0.0.1:5672/vhost --mode confirm
+    python bench/forwarder.py --amqp-url amqp://trust-admin:PW@127.0.0.1:5672/vhost --mode confirm
 
 Runs until SIGTERM/SIGINT.
 """

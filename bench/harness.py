@@ -29,6 +29,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import aio_pika
 import orjson
@@ -87,7 +88,7 @@ class World:
 
     @property
     def amqp_url(self) -> str:
-        """The guest URL of the private vhost."""
+        """The admin's URL of the private vhost."""
         return self.config.amqp_vhost_url
 
 
@@ -98,7 +99,9 @@ async def private_world(base: BrokerConfig, name: str) -> AsyncIterator[World]:
     api = ManagementAPI(base.management_url)
     await asyncio.to_thread(api.put_vhost, vhost)
     everything = {"configure": ".*", "write": ".*", "read": ".*"}
-    await asyncio.to_thread(api.set_permissions, vhost, "guest", everything)
+    # The admin's login (from the management URL; the servers create no guest).
+    admin = unquote(urlsplit(base.management_url).username or "")
+    await asyncio.to_thread(api.set_permissions, vhost, admin, everything)
     config = replace(base, vhost=vhost, key_prefix=f"{vhost}:")
     store = open_store(config)
     # The load is a flood from a few senders, far above the per-minute rate they showed in

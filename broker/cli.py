@@ -42,27 +42,61 @@ def server_config(env: Mapping[str, str]) -> servers.ServerConfig:
         management_port=int(env.get("TRUST_MANAGEMENT_PORT", defaults.management_port)),
         redis_port=int(env.get("TRUST_REDIS_PORT", defaults.redis_port)),
         node_name=env.get("TRUST_NODE_NAME", defaults.node_name),
+        nodes=int(env.get("TRUST_RABBITMQ_NODES", defaults.nodes)),
+        sentinel=env.get("TRUST_REDIS_SENTINEL", "") in ("1", "true", "yes"),
+        sentinel_port=int(env.get("TRUST_SENTINEL_PORT", defaults.sentinel_port)),
     )
 
 
 def broker_config(env: Mapping[str, str], args: argparse.Namespace) -> BrokerConfig:
     """Router/client settings: flags beat TRUST_* variables, which beat defaults that
-    follow the local server ports."""
+    follow the local servers (their ports, and the logins in the run directory's
+    credentials.json; there are no default credentials)."""
+    local = local_urls(server_config(env))
     ports = server_config(env)
-    amqp = env.get("TRUST_AMQP_URL", f"amqp://guest:guest@127.0.0.1:{ports.amqp_port}/")
-    redis = env.get("TRUST_REDIS_URL", f"redis://127.0.0.1:{ports.redis_port}/0")
-    management = env.get(
-        "TRUST_MANAGEMENT_URL", f"http://guest:guest@127.0.0.1:{ports.management_port}/"
-    )
     return BrokerConfig(
-        amqp_url=args.amqp_url or amqp,
-        redis_url=args.redis_url or redis,
-        management_url=args.management_url or management,
+        amqp_url=args.amqp_url or env.get("TRUST_AMQP_URL", local["admin_amqp"]),
+        redis_url=args.redis_url or env.get("TRUST_REDIS_URL", local["redis"]),
+        management_url=args.management_url or env.get("TRUST_MANAGEMENT_URL", local["management"]),
+        admin_amqp_url=env.get("TRUST_ADMIN_AMQP_URL", ""),
+        reply_amqp_url=env.get("TRUST_REPLY_AMQP_URL", ""),
         vhost=args.vhost or env.get("TRUST_VHOST", "/"),
         key_prefix=args.key_prefix or env.get("TRUST_KEY_PREFIX", "tb:"),
         broker_key_file=env.get("TRUST_BROKER_KEY", str(ports.run_dir / "broker.key")),
         trace_ttl_ms=_hours_ms(env, "TRUST_TRACE_TTL_HOURS", 24),
     )
+
+
+def local_urls(ports: servers.ServerConfig) -> dict[str, str]:
+    """The local servers' URLs for each account, from the run directory's credentials
+    (no login at all when the servers never started there)."""
+    from broker import credentials
+    from broker.provision import with_login
+
+    creds = credentials.load(ports.run_dir)
+    hosts = [f"127.0.0.1:{port}" for port in ports.amqp_ports]
+    bare = ",".join(f"amqp://{host}/" for host in hosts)
+    management = ",".join(f"http://127.0.0.1:{port}/" for port in ports.management_ports)
+    password = creds.redis_password if creds else ""
+    auth = f":{password}@" if password else ""
+    redis = f"redis://{auth}127.0.0.1:{ports.redis_port}/0"
+    if ports.sentinel:
+        sentinels = ",".join(f"127.0.0.1:{port}" for port in ports.sentinel_ports)
+        redis = f"redis+sentinel://{auth}{sentinels}/{servers.SENTINEL_SERVICE}/0"
+    if creds is None:
+        return {"admin_amqp": bare, "router_amqp": bare, "reply_amqp": "", "redis": redis,
+                "management": management}  # fmt: skip
+
+    def login(urls: str, user: str, secret: str) -> str:
+        return ",".join(with_login(url, user, secret) for url in urls.split(","))
+
+    return {
+        "admin_amqp": login(bare, creds.admin_user, creds.admin_password),
+        "router_amqp": login(bare, creds.router_user, creds.router_password),
+        "reply_amqp": login(bare, creds.negotiator_user, creds.negotiator_password),
+        "redis": redis,
+        "management": login(management, creds.admin_user, creds.admin_password),
+    }
 
 
 def _hours_ms(env: Mapping[str, str], name: str, default: float) -> int:
@@ -86,6 +120,11 @@ async def cmd_router(args: argparse.Namespace, config: BrokerConfig) -> int:
     from broker.app import run_router
     from broker.metrics import DEFAULT_PORT
 
+    config = _router_logins(config, os.environ)
+    if config.admin_amqp_url and config.admin_amqp_url != config.amqp_url:
+        # The router's own login declares nothing: with the admin's at hand (local
+        # servers), the topology is declared first, as `trust-broker setup` would.
+        await cmd_setup(args, config)
     if args.prefetch:
         config = replace(config, prefetch=args.prefetch)
     # --metrics-port is exact; TRUST_METRICS_PORT (or 9108) is where the search for a free
@@ -95,6 +134,37 @@ async def cmd_router(args: argparse.Namespace, config: BrokerConfig) -> int:
         port = int(os.environ.get("TRUST_METRICS_PORT") or DEFAULT_PORT)
     config = replace(config, metrics_port=port)
     await run_router(config, metrics_port_explicit=explicit)
+    return 0
+
+
+def _router_logins(config: BrokerConfig, env: Mapping[str, str]) -> BrokerConfig:
+    """The router's least-privilege logins: TRUST_ROUTER_AMQP_URL (and TRUST_REPLY_AMQP_URL),
+    else the local servers' router account; TRUST_AMQP_URL alone keeps one login for all."""
+    from dataclasses import replace
+
+    local = local_urls(server_config(env))
+    explicit = "TRUST_AMQP_URL" in env
+    router = env.get("TRUST_ROUTER_AMQP_URL") or ("" if explicit else local["router_amqp"])
+    if not router:
+        return config
+    reply = env.get("TRUST_REPLY_AMQP_URL") or ("" if explicit else local["reply_amqp"])
+    return replace(config, amqp_url=router, reply_amqp_url=reply, admin_amqp_url=config.admin_url)
+
+
+async def cmd_setup(args: argparse.Namespace, config: BrokerConfig) -> int:
+    """Create the vhost, grant the service accounts and declare the topology (admin)."""
+    from broker import credentials
+    from broker.provision import setup_vhost
+
+    # TRUST_SETUP_ACCOUNTS=router=NAME,negotiator=NAME names the service users where
+    # there is no local credentials file (docker-compose.yml).
+    named = os.environ.get("TRUST_SETUP_ACCOUNTS", "")
+    accounts = dict(pair.split("=", 1) for pair in named.split(",") if "=" in pair)
+    creds = credentials.load(server_config(os.environ).run_dir)
+    if not accounts and creds is not None:
+        accounts = creds.accounts()
+    await setup_vhost(config, accounts)
+    print(f"vhost {config.vhost!r}: topology declared, service accounts granted", file=sys.stderr)
     return 0
 
 
@@ -225,6 +295,18 @@ def _add_local_commands(sub: Any) -> None:
         "installed; uvloop needs pip install 'trust-broker[uvloop]')",
     )
     p.set_defaults(handler=cmd_router)
+
+    p = command(
+        sub, "setup",
+        summary="declare the topology and grant the service accounts (admin login)",
+        description="With the admin login (TRUST_AMQP_URL / TRUST_MANAGEMENT_URL, or the "
+        "local run directory's credentials.json): create the vhost, give the router and "
+        "negotiator accounts their permissions and declare every exchange and queue. "
+        "Routers declare nothing themselves; run it once per vhost, and again after an "
+        "upgrade that adds exchanges or queues.",
+        examples=["trust-broker setup", "trust-broker --vhost prod setup"],
+    )  # fmt: skip
+    p.set_defaults(handler=cmd_setup)
 
     p = command(
         sub, "servers",

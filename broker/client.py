@@ -7,7 +7,7 @@ import contextlib
 import os
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -23,7 +23,7 @@ from aio_pika.abc import (
 )
 
 from broker.clock import wall_clock_ms
-from broker.config import Topology
+from broker.config import Topology, mask_url, split_urls
 from broker.envelope import (
     Envelope,
     PaymentIntent,
@@ -32,7 +32,8 @@ from broker.envelope import (
     sign_envelope,
     signature_valid,
 )
-from broker.errors import EnvelopeError, EvidenceError
+from broker.errors import BrokerUnavailable, EnvelopeError, EvidenceError
+from broker.failover import ATTEMPT_ERRORS, connect_robust_any, with_heartbeat
 from broker.handshake import Proof, answer_challenge
 from broker.identity import AgentKey
 from broker.presentation import make_presentation
@@ -42,6 +43,9 @@ from broker.signing import signed_by
 # window (a crash between a confirmed publish and recording it) for SDK users.
 _RECENT_IDS = 10_000
 _DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
+# What a publish on a failing connection raises; the SDK waits for the next node.
+_PUBLISH_ERRORS = (*ATTEMPT_ERRORS, RuntimeError)
+_ATTEMPT_S = 10.0  # one node's chance to confirm a publish before the next is tried
 
 
 @dataclass(frozen=True)
@@ -166,6 +170,22 @@ class _RequestLine:
             )
 
 
+class ConnectionLost(ConnectionError):
+    """The connection closed under a pending publish (aiormq cancels its confirm)."""
+
+
+async def _uncancelled(operation: Awaitable[None]) -> None:
+    """Run `operation`; a CancelledError it raises while nobody cancelled us is aiormq
+    telling a pending confirm that its connection closed: a ConnectionError like any."""
+    try:
+        await operation
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+        raise ConnectionLost("the connection closed before the broker confirmed") from None
+
+
 class AgentClient:
     """An agent's connection to the broker (async context manager)."""
 
@@ -176,9 +196,16 @@ class AgentClient:
         *,
         topology: Topology | None = None,
         clock: Callable[[], int] = wall_clock_ms,
+        publish_timeout: float = 30.0,
+        connect_timeout: float = 10.0,
     ) -> None:
+        """`amqp_url` may list several cluster nodes, comma-separated: the client connects
+        to the first that answers and fails over to the next. `publish_timeout` bounds
+        how long send() keeps trying (the same bytes) through an outage."""
         self.key = key
         self._amqp_url = amqp_url
+        self._publish_timeout = publish_timeout
+        self._connect_timeout = connect_timeout
         self._topology = topology or Topology()
         self._clock = clock
         self._connection: AbstractRobustConnection | None = None
@@ -187,6 +214,8 @@ class AgentClient:
         self._handshakes: _RequestLine | None = None
         # The broker's DID, learnt from its signed handshake result; presentations name it.
         self._broker: str | None = None
+        # Ids whose first publish went unconfirmed, so the same bytes went out again.
+        self.republished: set[str] = set()
 
     @property
     def did(self) -> str:
@@ -194,8 +223,14 @@ class AgentClient:
         return self.key.did
 
     async def connect(self) -> AgentClient:
-        """Open a robust connection and a channel with publisher confirms."""
-        self._connection = await aio_pika.connect_robust(self._amqp_url)
+        """Open a robust connection (to the first node that answers; on loss, to the next)
+        and a channel with publisher confirms."""
+        # A 10 s heartbeat: a node that froze is given up on in about 30 s, not 3 min.
+        urls = [with_heartbeat(url, 10) for url in split_urls(self._amqp_url)]
+        try:
+            self._connection = await connect_robust_any(urls, timeout=self._connect_timeout)
+        except ConnectionError as exc:
+            raise BrokerUnavailable(f"{exc} (URLs: {mask_url(self._amqp_url)})") from None
         self._channel = await self._connection.channel(publisher_confirms=True)
         return self
 
@@ -246,8 +281,13 @@ class AgentClient:
     async def send(self, recipient: str, body: Any, **options: Any) -> Envelope:
         """Sign and publish a message; returns once the broker confirmed it."""
         envelope = self.envelope(recipient, body, **options)
-        await self.publish_raw(encode_envelope(envelope), message_id=envelope.id)
+        await self.send_envelope(envelope)
         return envelope
+
+    async def send_envelope(self, envelope: Envelope) -> None:
+        """Publish an envelope built earlier (e.g. again, after BrokerUnavailable: the
+        same bytes are routed once); returns once the broker confirmed it."""
+        await self.publish_raw(encode_envelope(envelope), message_id=envelope.id)
 
     async def report(
         self, received: Envelope, outcome: str, *, severity: str | None = None
@@ -265,8 +305,42 @@ class AgentClient:
         return await self.send(sender, body, kind="report")
 
     async def publish_raw(self, raw: bytes, *, message_id: str | None = None) -> None:
-        """Publish already-encoded bytes to the ingress exchange (confirmed)."""
+        """Publish already-encoded bytes to the ingress exchange; returns once a node
+        confirmed them. Through an outage the same bytes are published again until one
+        does (the broker routes identical copies once), for up to `publish_timeout`
+        seconds; then BrokerUnavailable."""
         assert self._channel is not None, "call connect() first"
+        deadline = asyncio.get_running_loop().time() + self._publish_timeout
+        while True:
+            left = deadline - asyncio.get_running_loop().time()
+            try:
+                attempt = min(max(left, 0.1), _ATTEMPT_S)
+                await asyncio.wait_for(_uncancelled(self._publish_once(raw, message_id)), attempt)
+                return
+            except _PUBLISH_ERRORS as exc:
+                if isinstance(exc, TimeoutError):
+                    # No confirm from this node in time: it may be frozen or cut off, and
+                    # its connection would only be noticed dead later. Drop it; the robust
+                    # connection moves on to the next node.
+                    await self._drop_connection()
+                if message_id is not None:
+                    self.republished.add(message_id)
+                if asyncio.get_running_loop().time() + 0.5 >= deadline:
+                    raise BrokerUnavailable(
+                        f"no RabbitMQ node confirmed the publish within "
+                        f"{self._publish_timeout:g}s ({type(exc).__name__}); publishing the "
+                        "same bytes again later is safe"
+                    ) from exc
+                await asyncio.sleep(0.5)
+
+    async def _drop_connection(self) -> None:
+        transport = getattr(self._connection, "transport", None)
+        if transport is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(transport.connection.close(), 2.0)
+
+    async def _publish_once(self, raw: bytes, message_id: str | None) -> None:
+        assert self._channel is not None
         exchange = await self._channel.get_exchange(self._topology.ingress_exchange, ensure=False)
         message = aio_pika.Message(
             raw,

@@ -11,15 +11,21 @@ def with_vhost(amqp_url: str, vhost: str) -> str:
     return urlunsplit(urlsplit(amqp_url)._replace(path="/" + quote(vhost, safe="")))
 
 
+def split_urls(urls: str) -> tuple[str, ...]:
+    """The node URLs of a comma-separated list (one URL is a list of one)."""
+    return tuple(url.strip() for url in urls.split(",") if url.strip())
+
+
 def mask_url(url: str) -> str:
-    """The URL with any password replaced by '***', for logs and repr."""
+    """The URL (or comma-separated URLs) with any password replaced by '***'."""
+    if "," in url:
+        return ",".join(mask_url(one) for one in split_urls(url))
     parts = urlsplit(url)
     if parts.password is None:
         return url
-    netloc = f"{parts.username}:***@{parts.hostname}"
-    if parts.port is not None:
-        netloc += f":{parts.port}"
-    return urlunsplit(parts._replace(netloc=netloc))
+    user, _, hosts = parts.netloc.rpartition("@")
+    name = user.partition(":")[0]
+    return urlunsplit(parts._replace(netloc=f"{name}:***@{hosts}"))
 
 
 @dataclass(frozen=True)
@@ -34,6 +40,11 @@ class Topology:
     undeliverable_exchange: str = "trust.undeliverable"
     blocked_stream: str = "trust.blocked"
     escalations_queue: str = "trust.escalations"
+    # The router publishes records through these exchanges (bound to the stream and the
+    # queue of the same names), never through the default exchange: its login may write
+    # to nothing else.
+    blocked_exchange: str = "trust.blocked"
+    escalations_exchange: str = "trust.escalations"
     agent_queue_prefix: str = "agent."
     handshake_exchange: str = "trust.handshake"
     handshake_queue: str = "trust.handshake"
@@ -45,11 +56,21 @@ class Topology:
 
 @dataclass(frozen=True)
 class BrokerConfig:
-    """Where the servers are and how the router behaves."""
+    """Where the servers are and how the router behaves.
 
-    amqp_url: str = field(default="amqp://guest:guest@127.0.0.1:5672/", repr=False)
+    `amqp_url` and `management_url` may each list several cluster nodes, comma-separated:
+    every client tries them in turn and fails over to the next. `redis_url` may name a
+    Sentinel-monitored master: redis+sentinel://[:password@]host:port[,host:port]/service[/db].
+    There are no default credentials: the CLI reads them from the run directory.
+    """
+
+    amqp_url: str = field(default="amqp://127.0.0.1:5672/", repr=False)
     redis_url: str = field(default="redis://127.0.0.1:6379/0", repr=False)
-    management_url: str = field(default="http://guest:guest@127.0.0.1:15672/", repr=False)
+    management_url: str = field(default="http://127.0.0.1:15672/", repr=False)
+    # The admin's AMQP login (declaring the topology, provisioning); '' means amqp_url.
+    admin_amqp_url: str = field(default="", repr=False)
+    # The login the router answers handshakes with (direct reply-to); '' means amqp_url.
+    reply_amqp_url: str = field(default="", repr=False)
     vhost: str = "/"
     key_prefix: str = "tb:"
     topology: Topology = field(default_factory=Topology)
@@ -68,11 +89,38 @@ class BrokerConfig:
     broker_key_file: str = ".run/broker.key"
     # Prometheus /metrics on 127.0.0.1; 0 turns it off.
     metrics_port: int = 0
+    # Deadlines. Every wait on RabbitMQ has one: a commit that has not answered within
+    # commit_timeout_ms gives its messages back (the channel is dropped, so the broker
+    # requeues them) instead of holding every later commit behind it.
+    commit_timeout_ms: int = 10_000
+    # Connecting, declaring and other single AMQP round trips.
+    amqp_timeout_ms: int = 10_000
+    # AMQP heartbeat: RabbitMQ drops the connection of a router that stopped answering
+    # (SIGSTOP, a frozen VM) after about two of these, and requeues what it held.
+    heartbeat_s: int = 10
+    # The router's own watchdog: an event loop that did not run for this long (the
+    # process was paused) gives back everything it holds rather than commit late.
+    stall_ms: int = 5_000
 
     @property
     def amqp_vhost_url(self) -> str:
-        """amqp_url pointed at this configuration's vhost."""
-        return with_vhost(self.amqp_url, self.vhost)
+        """The first AMQP node URL, pointed at this configuration's vhost."""
+        return self.amqp_vhost_urls[0]
+
+    @property
+    def amqp_vhost_urls(self) -> tuple[str, ...]:
+        """Every AMQP node URL, pointed at this configuration's vhost."""
+        return tuple(with_vhost(url, self.vhost) for url in split_urls(self.amqp_url))
+
+    @property
+    def admin_url(self) -> str:
+        """The admin's AMQP URL(s): admin_amqp_url, or amqp_url when there is none."""
+        return self.admin_amqp_url or self.amqp_url
+
+    @property
+    def management_urls(self) -> tuple[str, ...]:
+        """Every management API URL (one per node)."""
+        return split_urls(self.management_url)
 
     def __repr__(self) -> str:
         return (

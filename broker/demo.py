@@ -24,7 +24,7 @@ from broker.errors import ConfigError
 from broker.evidence import sign_evidence
 from broker.identity import AgentKey
 from broker.policy import Policy
-from broker.provision import ManagementAPI, agent_amqp_url, provision_agent
+from broker.provision import ManagementAPI, agent_amqp_url, provision_agent, setup_vhost
 from broker.review import read_blocked, read_escalations
 from broker.router import Router
 from broker.state import IssuerRole, RecipientProfile
@@ -66,10 +66,9 @@ async def _prepare(config: BrokerConfig, store: RedisStore) -> Cast:
     api = ManagementAPI(config.management_url)
     with contextlib.suppress(ConfigError):  # absent on the first run
         await asyncio.to_thread(api.delete_vhost, config.vhost)
-    await asyncio.to_thread(api.put_vhost, config.vhost)
-    router_user = unquote(urlsplit(config.amqp_url).username or "guest")
-    everything = {"configure": ".*", "write": ".*", "read": ".*"}
-    await asyncio.to_thread(api.set_permissions, config.vhost, router_user, everything)
+    # The admin declares the topology (the servers create no guest; see credentials.py).
+    admin = unquote(urlsplit(config.management_url).username or "")
+    await setup_vhost(config, {"admin": admin})
     await store.purge()
     names = ["analyst", "archive", "newcomer", "verified", "established", "trusted"]
     keys = {name: AgentKey.generate() for name in names}
@@ -151,8 +150,14 @@ async def _play(config: BrokerConfig, cast: Cast, steps: list[Step]) -> dict[str
             await wire.publish_raw(encode_envelope(envelope))
             if step.label == "trusted, pays $5,000":
                 await asyncio.sleep(0.3)
+                # The identical bytes again would be idempotent (one outcome, no block);
+                # a replay is another message reusing the id, here with a new amount.
+                again = sender.envelope(
+                    step.recipient, {"demo": "replay"}, message_id=envelope.id,
+                    **{**step.options, "payment": PaymentIntent(currency="USD", amount="4999.00")},
+                )  # fmt: skip
                 labels[envelope.id + "#replay"] = "replay of that payment"
-                await wire.publish_raw(encode_envelope(envelope))
+                await wire.publish_raw(encode_envelope(again))
         forged = wire.envelope(cast.did("analyst"), {"demo": "forged"})
         forged = forged.model_copy(update={"sender": cast.did("trusted")})
         labels[forged.id] = "forged: newcomer signs as trusted"

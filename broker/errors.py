@@ -32,6 +32,11 @@ class StoreUnavailable(TrustBrokerError):
     """The peer-state store cannot be reached; the router must stop taking messages."""
 
 
+class BrokerUnavailable(TrustBrokerError):
+    """No RabbitMQ node confirmed a publish before the deadline; retrying the same bytes
+    later is safe (the broker routes identical copies once)."""
+
+
 class ConfigError(TrustBrokerError):
     """Command-line or environment configuration is invalid."""
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import aio_pika
 import orjson
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
 from aio_pika.exceptions import AMQPError
 
 from broker.agreements import apply_document
@@ -67,19 +67,12 @@ class NegotiationService:
             "present": self._present,
         }
 
-    async def start(self, connection: AbstractRobustConnection) -> None:
+    async def start(self, connection: AbstractConnection) -> None:
         """Declare the handshake exchange and queue and start answering."""
         self._channel = await connection.channel()
         await self._channel.set_qos(prefetch_count=64)
-        topology = self._config.topology
-        exchange = await self._channel.declare_exchange(
-            topology.handshake_exchange, aio_pika.ExchangeType.FANOUT, durable=True
-        )
-        # Handshakes are interactive: a request nobody answered within a minute is stale.
-        queue = await self._channel.declare_queue(
-            topology.handshake_queue, durable=True, arguments={"x-message-ttl": 60_000}
-        )
-        await queue.bind(exchange)
+        # Declared by the admin (broker.topology.declare_router_topology): checked only.
+        queue = await self._channel.get_queue(self._config.topology.handshake_queue, ensure=True)
         await queue.consume(self._on_request)
 
     async def _on_request(self, message: AbstractIncomingMessage) -> None:

@@ -73,8 +73,9 @@ async def decide_envelope(
     *,
     redelivered: bool,
 ) -> Decided | None:
-    """Decide one decoded envelope; None for our own redelivery of a message whose outcome
-    is already committed (ack it, nothing else)."""
+    """Decide one decoded envelope; None when these very bytes already have (or are
+    getting) their outcome: a redelivery after a commit, or a producer's retry (ack it,
+    nothing else)."""
     env = decoded.envelope
     digest = hashlib.sha256(raw).hexdigest()
     signature_ok = signature_valid(decoded)
@@ -82,9 +83,11 @@ async def decide_envelope(
     if signature_ok:
         # Only authentic messages may claim an id: a forger must not be able to burn
         # the ids and nonces of messages a real sender has yet to send.
-        claim = await store.claim(env, digest, redelivered)
-        if claim is Claim.DONE:
-            return None
+        claim, first_ms = await store.claim_at(env, digest, redelivered, received_ms)
+        if claim in (Claim.DONE, Claim.COPY):
+            return None  # the same bytes again: one outcome per message, never a second
+        # A retry is decided as of its first claim: time lost to a fault is no clock skew.
+        received_ms = first_ms or received_ms
         ctx = await store.context(env, received_ms, replayed=claim is Claim.REPLAY)
     else:
         ctx = TrustContext(peer=PeerState(did=env.sender), recipient=None)

@@ -20,13 +20,13 @@ from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-import aio_pika
 import orjson
 from aio_pika.abc import AbstractIncomingMessage
 from aio_pika.exceptions import AMQPError, ChannelNotFoundEntity
 
 from broker.config import BrokerConfig
 from broker.errors import TrustBrokerError
+from broker.failover import connect_config
 from broker.recorder import trace_time_ms
 from broker.records import (
     BlockedFilter,
@@ -142,7 +142,7 @@ async def _blocked(
     """A reader of the blocked stream; RabbitMQ's errors in the block become ReviewError."""
     with amqp_errors():
         async with StreamReader(
-            config.amqp_vhost_url, config.topology.blocked_stream, prefetch=prefetch, stats=stats
+            config.amqp_vhost_urls, config.topology.blocked_stream, prefetch=prefetch, stats=stats
         ) as reader:
             yield reader
 
@@ -482,7 +482,7 @@ async def read_escalations(
 
 
 async def _read_escalations(config: BrokerConfig, limit: int, remove: bool) -> list[dict[str, Any]]:
-    connection = await aio_pika.connect(config.amqp_vhost_url)
+    connection = await connect_config(config)
     records: list[dict[str, Any]] = []
     async with connection:
         channel = await connection.channel()

@@ -1,11 +1,17 @@
-"""The router: consume ingress -> decide (broker/pipeline.py) -> publish the outcome and
-ack the ingress message in one AMQP transaction -> record the outcome.
+"""The router: consume ingress -> decide (broker/pipeline.py) -> publish and ack in one
+commit -> record the outcome.
 
 Every ingress message ends in exactly one place: the recipient's queue, the blocked
 stream or the escalation queue. The ingress message is acked in the same transaction
-that publishes its outcome (broker/committer.py). When Redis is down the router stops
-consuming and requeues what it holds, so nothing is delivered unscored and nothing is
-blocked because of the outage.
+that publishes its outcome. When Redis is down the router stops consuming and requeues
+what it holds, so nothing is delivered unscored and nothing is blocked because of the
+outage.
+
+The AMQP side runs in sessions: one connection (to whichever cluster node answers) with
+one consuming channel. A session ends when its connection or channel closes, when a
+commit misses its deadline, or when the watchdog finds the process was paused; its
+uncommitted messages then go back to the broker with the channel, and the next session
+starts on the next node that answers. Nothing ever waits on RabbitMQ without a deadline.
 """
 
 from __future__ import annotations
@@ -14,25 +20,28 @@ import asyncio
 import base64
 import contextlib
 import logging
+import random
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import aio_pika
 import orjson
 from aio_pika.abc import (
     AbstractChannel,
+    AbstractConnection,
     AbstractIncomingMessage,
     AbstractQueue,
-    AbstractRobustConnection,
 )
-from aio_pika.exceptions import AMQPError, ChannelInvalidStateError
+from aio_pika.exceptions import AMQPError, ChannelInvalidStateError, ChannelNotFoundEntity
 
 from broker.clock import wall_clock_ms
-from broker.committer import Outbound, TransactionalCommitter
-from broker.config import BrokerConfig
+from broker.committer import CommitFailed, Outbound, TransactionalCommitter
+from broker.config import BrokerConfig, split_urls, with_vhost
 from broker.decision import Action
 from broker.envelope import DecodedEnvelope, Envelope, decode_envelope
-from broker.errors import EnvelopeError, StoreUnavailable
+from broker.errors import ConfigError, EnvelopeError, StoreUnavailable
+from broker.failover import ATTEMPT_ERRORS, connect_any, with_heartbeat
 from broker.identity import AgentKey
 from broker.metrics import RouterMetrics, poll_health
 from broker.negotiation import NegotiationService
@@ -48,12 +57,26 @@ from broker.pipeline import (
 from broker.policy import Policy
 from broker.scoring import reject_undecodable
 from broker.store.redis import Finish, RedisStore, wait_until_available
-from broker.topology import declare_router_topology
+from broker.topology import open_router_topology
 
 __all__ = ["Outcome", "Router", "outcome_record", "record_headers", "reserve_payment",
            "trust_headers"]  # fmt: skip
 
 log = logging.getLogger("broker.router")
+_WATCHDOG_TICK_S = 0.5
+
+
+@dataclass
+class _Session:
+    """One connection and its consuming channel; replaced whole when anything fails."""
+
+    connection: AbstractConnection
+    channel: AbstractChannel
+    queue: AbstractQueue
+    committer: TransactionalCommitter
+    ended: asyncio.Event
+    replies: AbstractConnection | None = None
+    why: str = ""
 
 
 class Router:
@@ -72,15 +95,18 @@ class Router:
         self._store = store
         self._clock = clock
         self.policy = Policy()
-        self._connection: AbstractRobustConnection | None = None
-        self._channel: AbstractChannel | None = None
-        self._queue: AbstractQueue | None = None
+        self._session: _Session | None = None
+        self._negotiation: NegotiationService | None = None
         self._consumer_tag: str | None = None
-        self._committer: TransactionalCommitter | None = None
         self._paused = asyncio.Event()
         self._stopping = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._unfinished: list[tuple[Envelope, str, Finish, int]] = []
+        # Routers start on different nodes, so one node's death is not every router's.
+        self._next_node = random.randrange(1 << 16)
+        self._last_tick: float | None = None
+        self.sessions = 0
+        self.stalls = 0
         self.counts: dict[str, int] = {"deliver": 0, "block": 0, "escalate": 0, "duplicate": 0}
         self.metrics = RouterMetrics()
 
@@ -88,18 +114,21 @@ class Router:
 
     async def start(self) -> None:
         """Connect, declare the topology, load the policy and start consuming."""
-        self._connection = await aio_pika.connect_robust(self._config.amqp_vhost_url)
-        # Transactions, not publisher confirms: see broker/committer.py for why.
-        self._channel = await self._connection.channel(publisher_confirms=False)
-        self._committer = TransactionalCommitter(self._channel)
-        await self._channel.set_qos(prefetch_count=self._config.prefetch)
-        self._queue, _ = await declare_router_topology(self._channel, self._config.topology)
         self.policy = await self._store.load_policy()
         if self._broker_key is not None:
-            negotiation = NegotiationService(
+            self._negotiation = NegotiationService(
                 self._config, self._store, self._broker_key, self._clock
             )
-            await negotiation.start(self._connection)
+        # The first session must open here: a router that cannot reach any node says so.
+        try:
+            await self._open_session()
+        except ChannelNotFoundEntity as exc:
+            raise ConfigError(
+                f"vhost {self._config.vhost!r} lacks the broker's topology ({exc}); run "
+                "`trust-broker setup` once with the admin login (routers declare nothing)"
+            ) from None
+        self._spawn(self._keep_sessions())
+        self._spawn(self._watchdog())
         self._spawn(self._follow_invalidations())
         self._spawn(
             poll_health(
@@ -111,7 +140,6 @@ class Router:
         from broker.workflow import run_sweeper
 
         self._spawn(run_sweeper(self._config, self._store, self._stopping, clock=self._clock))
-        await self._consume()
         log.info("router started: %r, policy version %d", self._config, self.policy.version)
 
     async def stop(self) -> None:
@@ -121,8 +149,8 @@ class Router:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._connection is not None:
-            await self._connection.close()
+        if self._session is not None:
+            await self._close_session(self._session)
         log.info("router stopped: %s", self.counts)
 
     def _spawn(self, coro: Any) -> None:
@@ -130,15 +158,131 @@ class Router:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def _deadline(self) -> float:
+        return self._config.amqp_timeout_ms / 1000
+
+    async def _open_session(self) -> None:
+        """Connect to the next node that answers and start consuming there."""
+        config = self._config
+        urls = [with_heartbeat(url, config.heartbeat_s) for url in config.amqp_vhost_urls]
+        connection = await connect_any(urls, timeout=self._deadline(), first=self._next_node)
+        try:
+            session = await asyncio.wait_for(self._prepare(connection), self._deadline())
+        except BaseException:
+            await _close_quietly(connection, self._deadline())
+            raise
+        self._session = session
+        self.sessions += 1
+        if not self._paused.is_set() and not self._stopping.is_set():
+            await self._consume()
+
+    async def _prepare(self, connection: AbstractConnection) -> _Session:
+        ended = asyncio.Event()
+        connection.close_callbacks.add(lambda *_: ended.set())
+        # Transactions, not publisher confirms: see broker/committer.py for why.
+        channel = await connection.channel(publisher_confirms=False)
+        channel.close_callbacks.add(lambda *_: ended.set())
+        await channel.set_qos(prefetch_count=self._config.prefetch)
+        queue = await open_router_topology(channel, self._config.topology)
+        replies = None
+        if self._negotiation is not None:
+            # Replies need the default exchange, which the router's own login may not
+            # write to: they go over a second login that can do nothing else.
+            replies = await self._reply_connection(connection)
+            replies.close_callbacks.add(lambda *_: ended.set())
+            await self._negotiation.start(replies)
+        holder: list[_Session] = []
+
+        def broken(why: str) -> None:
+            if holder:
+                _end(holder[0], why)
+
+        committer = TransactionalCommitter(
+            channel,
+            timeout_s=self._config.commit_timeout_ms / 1000,
+            on_broken=broken,
+            awake=self._awake,
+        )
+        session = _Session(connection, channel, queue, committer, ended, replies)
+        holder.append(session)
+        return session
+
+    async def _reply_connection(self, connection: AbstractConnection) -> AbstractConnection:
+        if not self._config.reply_amqp_url:
+            return connection
+        urls = [
+            with_heartbeat(with_vhost(url, self._config.vhost), self._config.heartbeat_s)
+            for url in split_urls(self._config.reply_amqp_url)
+        ]
+        return await connect_any(urls, timeout=self._deadline(), first=self._next_node)
+
+    async def _keep_sessions(self) -> None:
+        """Whenever the session ends, give back what it held and open the next one."""
+        while not self._stopping.is_set():
+            session = self._session
+            if session is not None:
+                await session.ended.wait()
+                if self._stopping.is_set():
+                    return
+                log.warning("AMQP session ended (%s): reconnecting", session.why or "closed")
+                self._consumer_tag = None
+                await self._close_session(session)
+                self._session = None
+                self._next_node += 1
+            try:
+                await self._open_session()
+            except (*ATTEMPT_ERRORS, RuntimeError) as exc:
+                log.warning("no RabbitMQ node usable yet (%s); retrying", exc)
+                self._next_node += 1
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), 1.0)
+
+    async def _close_session(self, session: _Session) -> None:
+        # Closing the channel makes the broker requeue everything delivered on it that was
+        # not committed; an open transaction is rolled back with it.
+        stopping = self._stopping.is_set()
+        session.committer.break_off(session.why or "router stopping", expected=stopping)
+        await _close_quietly(session.connection, self._deadline())
+        if session.replies is not None and session.replies is not session.connection:
+            await _close_quietly(session.replies, self._deadline())
+
+    def _awake(self) -> bool:
+        """False when the watchdog has not run for longer than stall_ms (a pause)."""
+        if self._last_tick is None:
+            return True
+        late = asyncio.get_running_loop().time() - self._last_tick
+        return late <= self._config.stall_ms / 1000 + _WATCHDOG_TICK_S
+
+    async def _watchdog(self, tick_s: float = _WATCHDOG_TICK_S) -> None:
+        """Notice that this process stood still (SIGSTOP, a frozen VM, a blocked loop):
+        whatever it decided before the pause may be stale and another router may have
+        taken over its messages, so it commits none of it and drops the session."""
+        stall_s = self._config.stall_ms / 1000
+        loop = asyncio.get_running_loop()
+        last = self._last_tick = loop.time()
+        while not self._stopping.is_set():
+            await asyncio.sleep(tick_s)
+            now = self._last_tick = loop.time()
+            if now - last > stall_s + tick_s and self._session is not None:
+                self.stalls += 1
+                log.warning("router stood still for %.1fs: giving back its messages", now - last)
+                _end(self._session, f"process paused for {now - last:.1f}s")
+            last = now
+
     async def _consume(self) -> None:
-        assert self._queue is not None
-        self._consumer_tag = await self._queue.consume(self._on_message)
+        session = self._session
+        if session is None:
+            return
+        self._consumer_tag = await asyncio.wait_for(
+            session.queue.consume(self._on_message), self._deadline()
+        )
 
     async def _cancel_consumer(self) -> None:
-        if self._queue is not None and self._consumer_tag is not None:
-            tag, self._consumer_tag = self._consumer_tag, None
-            with contextlib.suppress(AMQPError, RuntimeError):
-                await self._queue.cancel(tag)
+        session, tag = self._session, self._consumer_tag
+        if session is not None and tag is not None:
+            self._consumer_tag = None
+            with contextlib.suppress(AMQPError, RuntimeError, TimeoutError, ConnectionError):
+                await asyncio.wait_for(session.queue.cancel(tag), self._deadline())
 
     # -- store outage -------------------------------------------------------------------
 
@@ -159,7 +303,12 @@ class Router:
         self._paused.clear()
         self.metrics.paused.set(0)
         if not self._stopping.is_set():
-            await self._consume()
+            try:
+                await self._consume()
+            except (AMQPError, RuntimeError, TimeoutError, ConnectionError):
+                # The session is failing too; the next one consumes once it opens.
+                if self._session is not None:
+                    _end(self._session, "consume failed after the store came back")
             log.warning("peer-state store is back: consumption resumed")
 
     async def _flush_unfinished(self) -> None:
@@ -198,8 +347,9 @@ class Router:
             await self._requeue(message)
             await self._pause_for_store()
         except (TimeoutError, AMQPError, ConnectionError, ChannelInvalidStateError) as exc:
-            # Not committed, so not published: the broker redelivers the message
-            # (redelivered=True) once the channel is re-established.
+            # Not committed (CommitFailed among them), so not published and no outcome
+            # recorded: the broker redelivers the message (redelivered=True) with the
+            # channel it came on, and the retry routes it once.
             log.warning("outcome not committed for an ingress message: %s", type(exc).__name__)
         except Exception:
             # A bug must not stall the queue or lose the message: keep it on the blocked
@@ -212,8 +362,9 @@ class Router:
             await self._committer_or_fail().requeue(message)
 
     def _committer_or_fail(self) -> TransactionalCommitter:
-        assert self._committer is not None, "router not started"
-        return self._committer
+        if self._session is None:
+            raise CommitFailed("no AMQP session: the message comes back")
+        return self._session.committer
 
     async def _block_internal_error(self, message: AbstractIncomingMessage) -> None:
         policy = self.policy
@@ -315,7 +466,11 @@ class Router:
         """A block or escalation record (the original bytes kept verbatim)."""
         topology = self._config.topology
         action = outcome.decision.action
-        queue = topology.escalations_queue if action is Action.ESCALATE else topology.blocked_stream
+        exchange = (
+            topology.escalations_exchange
+            if action is Action.ESCALATE
+            else topology.blocked_exchange
+        )
         record = outcome_record(raw, outcome)
         headers = record_headers(outcome)
         message = aio_pika.Message(
@@ -325,7 +480,7 @@ class Router:
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             message_id=outcome.trace_id,
         )
-        return Outbound("", queue, message)
+        return Outbound(exchange, "", message)
 
     def _log(self, outcome: Outcome) -> None:
         if not log.isEnabledFor(logging.DEBUG):
@@ -392,3 +547,17 @@ def outcome_record(raw: bytes, outcome: Outcome) -> dict[str, Any]:
         "decision": outcome.decision.to_dict(),
         "raw_b64": base64.b64encode(raw).decode("ascii"),
     }
+
+
+def _end(session: _Session, why: str) -> None:
+    """Mark a session over; the session keeper closes it and opens the next."""
+    if not session.why:
+        session.why = why
+    session.ended.set()
+
+
+async def _close_quietly(connection: AbstractConnection, deadline_s: float) -> None:
+    # A frozen node never answers Connection.Close: past the deadline the socket is
+    # simply dropped (cancelling the close tears down aiormq's reader and writer).
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(connection.close(), deadline_s)

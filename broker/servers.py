@@ -20,6 +20,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from broker import credentials
+
 Progress = Callable[[str], None]
 
 START_TIMEOUT = 90.0
@@ -35,6 +37,7 @@ PACKAGE_OF = {
     "rabbitmq-server": "rabbitmq-server",
     "rabbitmqctl": "rabbitmq-server",
     "redis-server": "redis-server",
+    "redis-sentinel": "redis-sentinel",
 }
 DOCKER_HINT = "or use `docker compose up` on a machine with Docker"
 # Kept so a server we launched can be reaped after it stops (and so an early crash is noticed).
@@ -51,10 +54,45 @@ class ServerConfig:
     management_port: int = 15672
     redis_port: int = 6379
     node_name: str = "trustbroker@localhost"
+    # RabbitMQ nodes clustered together; node i (from 0) listens on amqp_port + i,
+    # management_port + i and dist_port + i.
+    nodes: int = 1
+    # A Redis replica on redis_port + 1 and three Sentinels on sentinel_port .. + 2.
+    sentinel: bool = False
+    sentinel_port: int = 0  # 0: redis_port + 20000
+    # Where credentials.json lives when not in run_dir (the extra nodes of a cluster
+    # share the first node's).
+    secrets_dir: Path | None = None
+
+    @property
+    def amqp_ports(self) -> tuple[int, ...]:
+        """The AMQP port of every node."""
+        return tuple(self.amqp_port + i for i in range(self.nodes))
+
+    @property
+    def management_ports(self) -> tuple[int, ...]:
+        """The management API port of every node."""
+        return tuple(self.management_port + i for i in range(self.nodes))
+
+    @property
+    def sentinel_ports(self) -> tuple[int, ...]:
+        """The three Sentinels' ports (empty without Sentinel)."""
+        if not self.sentinel:
+            return ()
+        first = self.sentinel_port or self.redis_port + 20000
+        return (first, first + 1, first + 2)
+
+
+# The name Sentinel monitors the master under (redis+sentinel://.../<this>/0).
+SENTINEL_SERVICE = "trustbroker"
 
 
 class ServersError(Exception):
     """A local server could not be installed, started or stopped."""
+
+
+def _creds_dir(cfg: ServerConfig) -> Path:
+    return (cfg.secrets_dir or cfg.run_dir).resolve()
 
 
 @dataclass(frozen=True)
@@ -257,9 +295,31 @@ def _port_open(port: int) -> bool:
     return _exchange(port, b"") is not None
 
 
-def _redis_ping(port: int) -> bool:
+def _redis_command(port: int, password: str, *words: str, timeout: float = 1.0) -> bytes | None:
+    """Send one command (after AUTH when a password is set); the start of its reply, b''
+    when the server closed without one (SHUTDOWN), None when nothing listens."""
+    commands = ([f"AUTH {password}"] if password else []) + [" ".join(words)]
+    payload = "".join(f"{command}\r\n" for command in commands).encode()
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+            sock.sendall(payload)
+            received = b""
+            while received.count(b"\r\n") < len(commands):
+                chunk = sock.recv(256)
+                if not chunk:
+                    break
+                received += chunk
+    except OSError:
+        return None
+    lines = received.split(b"\r\n")
+    if password and lines[0].startswith(b"-"):
+        return lines[0]  # AUTH refused: that is the answer
+    return lines[len(commands) - 1] if len(lines) >= len(commands) else b""
+
+
+def _redis_ping(port: int, password: str = "") -> bool:
     """Whether a Redis server answers PING (not LOADING) on the port."""
-    answer = _exchange(port, b"PING\r\n")
+    answer = _redis_command(port, password, "PING")
     return answer is not None and answer.startswith(b"+PONG")
 
 
@@ -422,11 +482,20 @@ def _run(
 # ---------------------------------------------------------------- Redis
 
 
-def _redis_conf(cfg: ServerConfig, layout: _Layout) -> str:
-    """redis.conf for one instance: loopback only, daemonized, append-only."""
+def _redis_password(cfg: ServerConfig) -> str:
+    """The Redis password from the run directory ('' for a run dir from before them)."""
+    creds = credentials.load(_creds_dir(cfg))
+    return creds.redis_password if creds is not None else ""
+
+
+def _redis_conf(cfg: ServerConfig, layout: _Layout, password: str) -> str:
+    """redis.conf for one instance: loopback only, daemonized, append-only, a password."""
     return "\n".join(
         [
             "bind 127.0.0.1",
+            # No default credentials: every client (routers, CLI, replicas) authenticates.
+            f"requirepass {password}",
+            f"masterauth {password}",
             f"port {cfg.redis_port}",
             "protected-mode yes",
             "daemonize yes",
@@ -452,13 +521,15 @@ def start_redis(cfg: ServerConfig, progress: Progress, timeout: float = START_TI
     """Start this instance's Redis unless it runs already; return once it answers PING."""
     layout = _Layout.of(cfg)
     deadline = time.monotonic() + timeout
+    password = credentials.load_or_create(_creds_dir(cfg)).redis_password
     pid = _redis_pid(cfg)
     if pid is not None:
         progress(f"redis: already running (pid {pid}, port {cfg.redis_port})")
+        _require_redis_password(cfg, password, progress)
     else:
-        _launch_redis(cfg, layout)
+        _launch_redis(cfg, layout, password)
         progress(f"redis: starting on 127.0.0.1:{cfg.redis_port}")
-    if not _wait_for(lambda: _redis_ping(cfg.redis_port), deadline):
+    if not _wait_for(lambda: _redis_ping(cfg.redis_port, password), deadline):
         raise ServersError(
             f"redis did not answer PING on 127.0.0.1:{cfg.redis_port} within {timeout:.0f}s; "
             f"see {layout.redis_log}\n{_log_tail(layout.redis_startup_log, layout.redis_log)}"
@@ -466,7 +537,16 @@ def start_redis(cfg: ServerConfig, progress: Progress, timeout: float = START_TI
     progress(f"redis: ready on 127.0.0.1:{cfg.redis_port}")
 
 
-def _launch_redis(cfg: ServerConfig, layout: _Layout) -> None:
+def _require_redis_password(cfg: ServerConfig, password: str, progress: Progress) -> None:
+    """A Redis started before passwords existed gets one now, without a restart."""
+    if _redis_ping(cfg.redis_port, "") and not _redis_ping(cfg.redis_port, password):
+        _redis_command(cfg.redis_port, "", "CONFIG", "SET", "requirepass", password)
+        _redis_command(cfg.redis_port, password, "CONFIG", "SET", "masterauth", password)
+        _redis_command(cfg.redis_port, password, "CONFIG", "REWRITE")
+        progress("redis: set the generated password (it had none)")
+
+
+def _launch_redis(cfg: ServerConfig, layout: _Layout, password: str, extra: str = "") -> None:
     """Write redis.conf and run redis-server, which daemonizes itself."""
     binary = _require_binary("redis-server")
     account = _account(REDIS_USER)
@@ -475,7 +555,11 @@ def _launch_redis(cfg: ServerConfig, layout: _Layout) -> None:
     _check_reachable(layout.redis, account)
     _make_dirs(account, layout.redis, layout.redis_data)
     conf = layout.redis / "redis.conf"
-    _write(conf, _redis_conf(cfg, layout), account)
+    # With Sentinel, the file is Sentinel's after the first start (it records who is
+    # master there): never regenerated then. The password is in it: redis user only.
+    if not (cfg.sentinel and conf.exists()):
+        text = _redis_conf(cfg, layout, password) + (extra + "\n" if extra else "")
+        _write(conf, text, account, mode=0o600)
     with layout.redis_startup_log.open("w") as out:
         result = subprocess.run(
             [binary, str(conf)],
@@ -506,7 +590,7 @@ def stop_redis(cfg: ServerConfig, progress: Progress, timeout: float = STOP_TIME
         return
     progress(f"redis: stopping (pid {pid})")
     # SHUTDOWN closes the connection without a reply when it succeeds; a reply is a refusal.
-    refusal = _exchange(cfg.redis_port, b"SHUTDOWN\r\n", timeout=timeout)
+    refusal = _redis_command(cfg.redis_port, _redis_password(cfg), "SHUTDOWN", timeout=timeout)
     if refusal or not _wait_for(lambda: not _alive(pid, "redis-server"), time.monotonic() + 10):
         progress(f"redis: SHUTDOWN did not stop it ({refusal!r}); sending SIGTERM")
         _terminate(pid, "redis-server", timeout)
@@ -531,8 +615,15 @@ def kill_redis(cfg: ServerConfig) -> None:
 # ---------------------------------------------------------------- RabbitMQ
 
 
-def _rabbit_conf(cfg: ServerConfig) -> str:
-    """rabbitmq.conf: every listener on loopback; guest keeps its loopback-only default."""
+# A router that holds a delivery this long without acking it loses its channel and the
+# delivery goes to another router: well under the clock-skew window (5 min), so a stuck
+# router never turns a delay into clock_skew blocks. Agents ack as they go (the SDK acks
+# when the loop body moves on), so this also bounds how long one may sit on a message.
+CONSUMER_TIMEOUT_MS = 60_000
+
+
+def _rabbit_conf(cfg: ServerConfig, creds: credentials.Credentials) -> str:
+    """rabbitmq.conf: every listener on loopback; the generated admin instead of guest."""
     return "\n".join(
         [
             f"listeners.tcp.1 = 127.0.0.1:{cfg.amqp_port}",
@@ -540,9 +631,64 @@ def _rabbit_conf(cfg: ServerConfig) -> str:
             "management.tcp.ip = 127.0.0.1",
             # The node log file is enough; stdout (startup.log) then only shows boot failures.
             "log.console = false",
+            # No guest: a fresh node creates this user instead (an older node loses guest
+            # in _ensure_accounts).
+            f"default_user = {creds.admin_user}",
+            f"default_pass = {creds.admin_password}",
+            "default_user_tags.administrator = true",
+            f"consumer_timeout = {CONSUMER_TIMEOUT_MS}",
+            # In a cluster, a node cut off from the majority pauses itself and resumes
+            # once it sees the others again: no split brain to repair by hand.
+            *(["cluster_partition_handling = pause_minority"] if cfg.nodes > 1 else []),
             "",
         ]
     )
+
+
+def _ensure_accounts(cfg: ServerConfig, progress: Progress) -> None:
+    """The service accounts exist with the run directory's passwords; guest does not.
+
+    One `list_users` when all is in order (each rabbitmqctl call costs about a second)."""
+    creds = credentials.load_or_create(_creds_dir(cfg))
+    listed = _rabbitmqctl(cfg, ["list_users", "--quiet", "--no-table-headers"], 30)
+    users = {line.split()[0] for line in listed.stdout.splitlines() if line.strip()}
+    wanted = {creds.admin_user: creds.admin_password, creds.router_user: creds.router_password,
+              creds.negotiator_user: creds.negotiator_password}  # fmt: skip
+    for user, password in wanted.items():
+        if user not in users:
+            _ctl_or_fail(cfg, ["add_user", user, password])
+            progress(f"rabbitmq: created user {user}")
+    if creds.admin_user not in users:
+        _ctl_or_fail(cfg, ["set_user_tags", creds.admin_user, "administrator"])
+        _ctl_or_fail(cfg, ["set_permissions", "-p", "/", creds.admin_user, ".*", ".*", ".*"])
+    if creds.router_user not in users or creds.negotiator_user not in users:
+        _grant_services(cfg, creds, "/")
+    if "guest" in users:
+        _ctl_or_fail(cfg, ["delete_user", "guest"])
+        progress("rabbitmq: deleted the default guest user")
+
+
+def _grant_services(cfg: ServerConfig, creds: credentials.Credentials, vhost: str) -> None:
+    """The router's and negotiator's permissions on `vhost`, from broker.provision."""
+    from broker.config import Topology
+    from broker.provision import negotiator_permissions, router_permissions
+
+    topology = Topology()
+    for user, perms in ((creds.router_user, router_permissions(topology)),
+                        (creds.negotiator_user, negotiator_permissions(topology))):  # fmt: skip
+        args = [perms["configure"], perms["write"], perms["read"]]
+        _ctl_or_fail(cfg, ["set_permissions", "-p", vhost, user, *args])
+
+
+def _ctl_or_fail(cfg: ServerConfig, args: Sequence[str]) -> None:
+    result = _rabbitmqctl(cfg, args, 30)
+    if result.returncode != 0:
+        layout = _Layout.of(cfg)
+        raise _rabbit_failure(
+            cfg,
+            layout,
+            f"`rabbitmqctl {args[0]}` failed: {(result.stderr or result.stdout).strip()}",
+        )
 
 
 def _rabbit_env(cfg: ServerConfig, layout: _Layout) -> dict[str, str]:
@@ -601,7 +747,9 @@ def _prepare_rabbitmq(
     if not cookie.exists():
         # Erlang refuses a cookie file that others can read.
         _write(cookie, secrets.token_hex(20), account, mode=0o400)
-    _write(layout.rabbit / "rabbitmq.conf", _rabbit_conf(cfg), account)
+    creds = credentials.load_or_create(_creds_dir(cfg))
+    # Holds the admin's password: readable by the rabbitmq user only.
+    _write(layout.rabbit / "rabbitmq.conf", _rabbit_conf(cfg, creds), account, mode=0o600)
     _write(layout.rabbit / "enabled_plugins", "[rabbitmq_management].\n", account)
     _write(layout.rabbit / "rabbitmq-env.conf", "", account)
     layout.rabbit_pid.unlink(missing_ok=True)
@@ -683,6 +831,7 @@ def start_rabbitmq(cfg: ServerConfig, progress: Progress, timeout: float = START
             f"management 127.0.0.1:{cfg.management_port}); log {layout.rabbit_log}"
         )
     _await_rabbitmq(cfg, layout, started + timeout, progress)
+    _ensure_accounts(cfg, progress)
     progress(f"rabbitmq: ready after {time.monotonic() - started:.1f}s")
 
 
@@ -711,10 +860,20 @@ def stop_rabbitmq(cfg: ServerConfig, progress: Progress, timeout: float = STOP_T
 
 
 def start(cfg: ServerConfig, progress: Progress, timeout: float = START_TIMEOUT) -> None:
-    """Start whichever of Redis and RabbitMQ is not running; return once both answer."""
+    """Start whichever of Redis and RabbitMQ is not running; return once both answer
+    (every cluster node, replica and Sentinel too, when cfg asks for them)."""
     started = time.monotonic()
     start_redis(cfg, progress, timeout)
-    start_rabbitmq(cfg, progress, max(timeout - (time.monotonic() - started), 1.0))
+    if cfg.sentinel:
+        from broker import cluster
+
+        cluster.start_sentinel_group(cfg, progress, timeout)
+    if cfg.nodes > 1:
+        from broker import cluster
+
+        cluster.start_cluster(cfg, progress, max(timeout - (time.monotonic() - started), 1.0))
+    else:
+        start_rabbitmq(cfg, progress, max(timeout - (time.monotonic() - started), 1.0))
     remember(cfg)
     progress(f"servers: ready after {time.monotonic() - started:.1f}s")
 
@@ -725,12 +884,14 @@ REMEMBERED = "servers.json"
 SETTINGS = {
     "amqp_port": "TRUST_AMQP_PORT", "dist_port": "TRUST_DIST_PORT",
     "management_port": "TRUST_MANAGEMENT_PORT", "redis_port": "TRUST_REDIS_PORT",
-    "node_name": "TRUST_NODE_NAME",
+    "node_name": "TRUST_NODE_NAME", "nodes": "TRUST_RABBITMQ_NODES",
+    "sentinel": "TRUST_REDIS_SENTINEL",
 }  # fmt: skip
 
 
 def remember(cfg: ServerConfig) -> None:
-    """Record the ports and node name the servers under cfg.run_dir run with."""
+    """Record the ports, node name and shape (cluster, Sentinel) the servers under
+    cfg.run_dir run with."""
     settings = {name: getattr(cfg, name) for name in SETTINGS}
     (cfg.run_dir / REMEMBERED).write_text(json.dumps(settings, indent=2) + "\n")
 
@@ -754,14 +915,42 @@ def remembered(
 
 def stop(cfg: ServerConfig, progress: Progress, timeout: float = STOP_TIMEOUT) -> None:
     """Stop both servers cleanly; each is attempted even if the other fails."""
+    from broker import cluster
+
     errors: list[str] = []
-    for stop_one in (stop_rabbitmq, stop_redis):
+    stops: list[Callable[[ServerConfig, Progress, float], None]] = [stop_rabbitmq, stop_redis]
+    if cfg.nodes > 1 or cfg.sentinel:
+        stops = [cluster.stop_cluster, cluster.stop_sentinel_group, stop_redis]
+    for stop_one in stops:
         try:
             stop_one(cfg, progress, timeout)
         except ServersError as err:
             errors.append(str(err))
     if errors:
         raise ServersError("\n".join(errors))
+
+
+def rotate(cfg: ServerConfig, progress: Progress) -> None:
+    """New passwords for the admin, router, negotiator and Redis, applied to the running
+    servers, then written to credentials.json. Open connections stay up; new ones need
+    the new passwords (restart routers and re-read the file)."""
+    old = credentials.load(_creds_dir(cfg))
+    if old is None:
+        raise ServersError(f"no {credentials.path_in(_creds_dir(cfg))}: start the servers first")
+    new = old.rotated()
+    for user, password in ((new.admin_user, new.admin_password),
+                           (new.router_user, new.router_password),
+                           (new.negotiator_user, new.negotiator_password)):  # fmt: skip
+        _ctl_or_fail(cfg, ["change_password", user, password])
+    ports = [cfg.redis_port] + ([cfg.redis_port + 1] if cfg.sentinel else [])
+    for port in ports:
+        for key in ("masterauth", "requirepass"):
+            _redis_command(port, old.redis_password, "CONFIG", "SET", key, new.redis_password)
+        _redis_command(port, new.redis_password, "CONFIG", "REWRITE")
+    credentials.save(_creds_dir(cfg), new)
+    progress(f"new passwords in force and written to {credentials.path_in(_creds_dir(cfg))}")
+    if cfg.sentinel:
+        progress("Sentinels keep the old Redis password until restarted with their files edited")
 
 
 def status(cfg: ServerConfig) -> dict[str, object]:
@@ -780,12 +969,32 @@ def status(cfg: ServerConfig) -> dict[str, object]:
             "log": str(layout.rabbit_log),
         },
         "redis": {
-            "running": redis_pid is not None and _redis_ping(cfg.redis_port),
+            "running": redis_pid is not None and _redis_ping(cfg.redis_port, _redis_password(cfg)),
             "pid": redis_pid,
             "port": cfg.redis_port,
             "log": str(layout.redis_log),
         },
+        **_cluster_status(cfg),
     }
+
+
+def _cluster_status(cfg: ServerConfig) -> dict[str, object]:
+    """The extra nodes, replica and Sentinels, when there are any."""
+    from broker import cluster
+
+    extra: dict[str, object] = {}
+    if cfg.nodes > 1:
+        members = cluster.node_status(cfg)
+        extra["cluster"] = {"running": all(m["running"] for m in members), "nodes": members}
+    if cfg.sentinel:
+        password = _redis_password(cfg)
+        follower = cluster.replica(cfg)
+        up = [_redis_ping(port, password) for port in (follower.redis_port, *cfg.sentinel_ports)]
+        extra["sentinel"] = {
+            "running": all(up), "replica_port": follower.redis_port,
+            "sentinel_ports": list(cfg.sentinel_ports), "master_port": cluster.master_port(cfg),
+        }  # fmt: skip
+    return extra
 
 
 # ---------------------------------------------------------------- command line
@@ -797,6 +1006,8 @@ commands:
           RabbitMQ answers AMQP, `rabbitmqctl await_startup` and its management API
   stop    stop both servers cleanly (rabbitmqctl stop; Redis SHUTDOWN); fine if already stopped
   status  print JSON with running/pid/ports/log per server; exit 0 if both run, else 3
+  rotate  new passwords for every generated account (RabbitMQ users, Redis), applied to the
+          running servers and written to <run dir>/credentials.json (0600)
 
 Everything (data, logs, pid files, config, Erlang cookie) lives under --run-dir.
 Both servers listen on 127.0.0.1 only and, when run as root, drop to the rabbitmq/redis users.
@@ -847,16 +1058,31 @@ def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         default=env.get("TRUST_NODE_NAME") or defaults.node_name,
         help="RabbitMQ node name (env TRUST_NODE_NAME; default %(default)s)",
     )
+    common.add_argument(
+        "--nodes",
+        type=int,
+        default=_int_env(env, "TRUST_RABBITMQ_NODES", 1),
+        help="RabbitMQ cluster nodes; node i listens on each base port + i "
+        "(env TRUST_RABBITMQ_NODES; default %(default)s)",
+    )
+    common.add_argument(
+        "--sentinel",
+        action="store_true",
+        default=env.get("TRUST_REDIS_SENTINEL", "") in ("1", "true", "yes"),
+        help="also a Redis replica (redis port + 1) and three Sentinels (redis port + "
+        "20000 ..) that fail over to it (env TRUST_REDIS_SENTINEL=1)",
+    )
     parser = argparse.ArgumentParser(
         prog="scripts/servers",
         description="Run local RabbitMQ and Redis servers from the Debian packages (no Docker).",
         epilog=COMMANDS_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{start,stop,status}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{start,stop,status,rotate}")
     sub.add_parser("start", parents=[common], help="install if needed, start, wait until ready")
     sub.add_parser("stop", parents=[common], help="stop both servers cleanly")
     sub.add_parser("status", parents=[common], help="print JSON status; exit 3 unless both run")
+    sub.add_parser("rotate", parents=[common], help="new passwords for every generated account")
     return parser
 
 
@@ -878,6 +1104,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         management_port=args.management_port,
         redis_port=args.redis_port,
         node_name=args.node_name,
+        nodes=args.nodes,
+        sentinel=args.sentinel,
     )
     try:
         if args.command == "start":
@@ -885,6 +1113,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             start(cfg, _progress)
         elif args.command == "stop":
             stop(remembered(cfg, env, explicit), _progress)
+        elif args.command == "rotate":
+            rotate(remembered(cfg, env, explicit), _progress)
         else:
             report = status(remembered(cfg, env, explicit))
             print(json.dumps(report, indent=2))

@@ -15,15 +15,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
 from typing import Any
 
-import aio_pika
 from aio_pika.abc import AbstractConnection, AbstractIncomingMessage
 from aio_pika.exceptions import AMQPError
+
+from broker.failover import connect_any
 
 # Offsets the stream understands by name; anything else is a number or a time.
 NAMED_OFFSETS = ("first", "last", "next")
@@ -72,13 +73,13 @@ class StreamReader:
 
     def __init__(
         self,
-        amqp_url: str,
+        amqp_urls: Sequence[str],
         stream: str,
         *,
         prefetch: int = PREFETCH,
         stats: ReadStats | None = None,
     ) -> None:
-        self._url = amqp_url
+        self._urls = list(amqp_urls)  # the cluster's nodes: the first that answers serves
         self._stream = stream
         self._prefetch = max(1, prefetch)
         self._connection: AbstractConnection | None = None
@@ -87,7 +88,7 @@ class StreamReader:
         self.stopped_by_deadline = False
 
     async def __aenter__(self) -> StreamReader:
-        self._connection = await aio_pika.connect(self._url)
+        self._connection = await connect_any(self._urls)
         return self
 
     async def __aexit__(

@@ -12,10 +12,26 @@ from broker.config import Topology
 BLOCKED_STREAM_MAX_BYTES = 5 * 1024**3
 
 
+# Handshakes are interactive: a request nobody answered within a minute is stale.
+HANDSHAKE_TTL_MS = 60_000
+
+
+async def open_router_topology(channel: AbstractChannel, topology: Topology) -> AbstractQueue:
+    """The ingress queue the router consumes, checked passively: the router's login
+    declares nothing (the admin did, with declare_router_topology); a missing topology
+    is a clear error instead of a half-declared one."""
+    for exchange in (
+        topology.deliver_exchange, topology.blocked_exchange, topology.escalations_exchange
+    ):  # fmt: skip
+        await channel.get_exchange(exchange, ensure=True)
+    return await channel.get_queue(topology.ingress_queue, ensure=True)
+
+
 async def declare_router_topology(
     channel: AbstractChannel, topology: Topology
 ) -> tuple[AbstractQueue, AbstractExchange]:
-    """Declare everything the router uses; return the ingress queue and deliver exchange."""
+    """Declare everything the router uses (the admin does, on setup); return the ingress
+    queue and deliver exchange."""
     ingress = await channel.declare_exchange(
         topology.ingress_exchange, aio_pika.ExchangeType.FANOUT, durable=True
     )
@@ -31,9 +47,25 @@ async def declare_router_topology(
     deliver = await declare_deliver_exchange(channel, topology)
     undeliverable = await channel.get_exchange(topology.undeliverable_exchange, ensure=False)
     await blocked.bind(undeliverable)
-    await channel.declare_queue(
+    escalations = await channel.declare_queue(
         topology.escalations_queue, durable=True, arguments={"x-queue-type": "quorum"}
     )
+    for record_queue, name in (
+        (blocked, topology.blocked_exchange), (escalations, topology.escalations_exchange)
+    ):  # fmt: skip
+        exchange = await channel.declare_exchange(name, aio_pika.ExchangeType.FANOUT, durable=True)
+        await record_queue.bind(exchange)
+    handshake = await channel.declare_exchange(
+        topology.handshake_exchange, aio_pika.ExchangeType.FANOUT, durable=True
+    )
+    # Quorum like every other queue: a classic queue lives on one node, and with that node
+    # down no router could open its session (the fault suite's kill-rabbit found it).
+    requests = await channel.declare_queue(
+        topology.handshake_queue,
+        durable=True,
+        arguments={"x-queue-type": "quorum", "x-message-ttl": HANDSHAKE_TTL_MS},
+    )
+    await requests.bind(handshake)
     return queue, deliver
 
 

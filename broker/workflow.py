@@ -47,6 +47,7 @@ from broker.envelope import (
     signature_valid,
 )
 from broker.errors import EnvelopeError, TrustBrokerError
+from broker.failover import connect_config
 from broker.identity import AgentKey
 from broker.policy import Policy
 from broker.records import UNPARSEABLE, parse_record
@@ -347,8 +348,10 @@ class _Tx:
         """A record for the blocked stream, as the router writes them."""
         headers = record_headers(outcome)
         body = orjson.dumps(outcome_record(raw, outcome))
-        stream = self._config.topology.blocked_stream
-        await self.publish("", stream, body, {**headers, **extra}, message_id=outcome.trace_id)
+        # Through the exchange, not the default one: the router's login (the sweeper runs
+        # in routers) may write only trust.deliver, trust.blocked and trust.escalations.
+        exchange = self._config.topology.blocked_exchange
+        await self.publish(exchange, "", body, {**headers, **extra}, message_id=outcome.trace_id)
 
     async def commit(self, done: Iterable[_Held] = (), *, decisive: bool = False) -> None:
         """Ack `done`, return every other held escalation, and commit it all at once.
@@ -379,9 +382,9 @@ class _Tx:
             await held.message.nack(requeue=True)
             return
         headers = {k: v for k, v in (held.message.headers or {}).items() if k != "x-delivery-count"}
-        queue = self._config.topology.escalations_queue
+        exchange = self._config.topology.escalations_exchange
         await self.publish(
-            "", queue, held.message.body, headers, message_id=held.message.message_id
+            exchange, "", held.message.body, headers, message_id=held.message.message_id
         )
         await held.message.ack()
 
@@ -390,7 +393,7 @@ class _Tx:
 async def _transaction(config: BrokerConfig) -> AsyncIterator[_Tx]:
     """A transactional channel on a connection of its own; AMQP errors become ReviewError."""
     with amqp_errors():
-        connection = await aio_pika.connect(config.amqp_vhost_url)
+        connection = await connect_config(config)
         async with connection:
             channel = await connection.channel(publisher_confirms=False)
             underlay = await channel.get_underlay_channel()

@@ -14,13 +14,15 @@ from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any, TypeVar
+from urllib.parse import unquote, urlsplit
 
 import orjson
 import redis.asyncio as aioredis
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.exceptions import RedisError
 
 from broker.envelope import MESSAGE_KINDS, Envelope
-from broker.errors import PolicyError, StoreUnavailable
+from broker.errors import ConfigError, PolicyError, StoreUnavailable
 from broker.policy import Policy, load_policy
 from broker.reports import Report, domain_of, failure_units
 from broker.state import (
@@ -52,25 +54,34 @@ class Claim(StrEnum):
 
     NEW = "new"  # never seen: process it
     RETRY = "retry"  # our own redelivery after a crash before its outcome was recorded
-    DONE = "done"  # our own redelivery of a message whose outcome is confirmed: ack only
-    REPLAY = "replay"  # the id or nonce was used before by another copy: block it
+    DONE = "done"  # the same bytes again, outcome already committed: ack only
+    COPY = "copy"  # the same bytes published again while the first copy is in flight
+    REPLAY = "replay"  # the id or nonce was used before by a different message: block it
 
 
-# KEYS: seen, nonce. ARGV: digest, ttl_ms, redelivered ("1"/"0").
+# The claim decides by the bytes, not by who sent them twice. Publishing the identical
+# bytes again (a producer retrying after a lost confirm) is idempotent: while the first
+# copy is in flight (`pending`) that copy is still on its queue or already committed, so
+# this one is dropped (`copy`); once done, every copy is `done`. Only RabbitMQ's own
+# redelivery of the claimed copy (`redelivered`) routes it again (`retry`): that copy was
+# never committed. A different message reusing the id or the nonce is a `replay`.
+# The pending record keeps when the message was first claimed: a retry is judged as of
+# then, so time the broker lost (a paused router, a failover) is never clock skew.
+# KEYS: seen, nonce. ARGV: digest, ttl_ms, redelivered ("1"/"0"), now_ms.
+# Returns the claim, and for a retry 'retry|<first claimed ms>'.
 _CLAIM = """
 local current = redis.call('GET', KEYS[1])
 if current then
   local sep = string.find(current, '|', 1, true)
   local digest = string.sub(current, 1, sep - 1)
   local state = string.sub(current, sep + 1, sep + 4)
-  if digest == ARGV[1] and ARGV[3] == '1' then
-    if state == 'done' then return 'done' end
-    return 'retry'
-  end
-  return 'replay'
+  if digest ~= ARGV[1] then return 'replay' end
+  if state == 'done' then return 'done' end
+  if ARGV[3] ~= '1' then return 'copy' end
+  return 'retry|' .. (string.match(current, '^[^|]*|pending|(%d+)$') or '')
 end
 if redis.call('EXISTS', KEYS[2]) == 1 then return 'replay' end
-redis.call('SET', KEYS[1], ARGV[1] .. '|pending', 'PX', ARGV[2])
+redis.call('SET', KEYS[1], ARGV[1] .. '|pending|' .. ARGV[4], 'PX', ARGV[2])
 redis.call('SET', KEYS[2], '1', 'PX', ARGV[2])
 return 'new'
 """
@@ -393,19 +404,8 @@ class RedisStore:
         trace_ttl_ms: int = 86_400_000,
         decision_log_max: int = 100_000,
     ) -> None:
-        # A blocking pool: with `prefetch` decisions in flight, a plain pool runs out of
-        # connections and raises, which would read as "Redis down" and pause the router.
-        # Here a caller waits for a free connection instead (bench/ found ~100 false
-        # pauses per 5,000 messages before this).
-        pool = aioredis.BlockingConnectionPool.from_url(
-            url,
-            max_connections=64,
-            timeout=5,
-            socket_timeout=2.0,
-            socket_connect_timeout=2.0,
-            retry_on_timeout=False,
-        )
-        self._redis = aioredis.Redis.from_pool(pool)  # owns the pool: aclose() closes it
+        self._redis, self._sentinels = connect_redis(url)
+        self._replicated = url.startswith("redis+sentinel://")
         self.keys = keys
         self._dedup_ttl_ms = dedup_ttl_ms
         self._trace_ttl_ms = trace_ttl_ms
@@ -439,8 +439,10 @@ class RedisStore:
         self.serious = SeriousQueue(self._redis, keys, self._call)
 
     async def close(self) -> None:
-        """Close the connection pool."""
+        """Close the connection pool (and the Sentinel clients, if any)."""
         await self._redis.aclose()
+        for sentinel in self._sentinels:
+            await sentinel.aclose()
 
     async def _call(self, operation: Awaitable[T]) -> T:
         try:
@@ -468,10 +470,26 @@ class RedisStore:
 
     async def claim(self, env: Envelope, digest: str, redelivered: bool) -> Claim:
         """Claim a message id and nonce atomically (dedup after crashes, replay defence)."""
+        claim, _ = await self.claim_at(env, digest, redelivered, int(time.time() * 1000))
+        return claim
+
+    async def claim_at(
+        self, env: Envelope, digest: str, redelivered: bool, now_ms: int
+    ) -> tuple[Claim, int | None]:
+        """The claim, and for a retry the time the message was first claimed (if known)."""
         keys = [self.keys.seen(env.id), self.keys.nonce(env.sender, env.nonce)]
-        args: list[str | int] = [digest, self._dedup_ttl_ms, "1" if redelivered else "0"]
-        result = await self._call(self._auto.run(Command.eval(self._claim, keys, args)))
-        return Claim(result.decode() if isinstance(result, bytes) else result)
+        args: list[str | int] = [digest, self._dedup_ttl_ms, "1" if redelivered else "0", now_ms]
+        claim = Command.eval(self._claim, keys, args)
+        if self._replicated:
+            # Replication is asynchronous: a claim the master acknowledged but had not yet
+            # passed on would vanish in a failover, and an identical copy could then be
+            # routed a second time. WAIT (in the same pipeline) holds the reply until the
+            # replica has it too, or 100 ms passed (a replica that is down slows, never stops).
+            raw, _ = await self._together(claim, Command.plain("WAIT", 1, 100))
+        else:
+            raw = await self._call(self._auto.run(claim))
+        state, _, first = (raw.decode() if isinstance(raw, bytes) else str(raw)).partition("|")
+        return Claim(state), int(first) if first else None
 
     async def finish(
         self, env: Envelope, digest: str, result: Finish, policy: Policy, now_ms: int
@@ -1257,6 +1275,51 @@ class RedisStore:
         """True for the one caller that takes `name` until it expires after `ttl_ms`."""
         key = self.keys.lock(name)
         return bool(await self._call(self._redis.set(key, b"1", nx=True, px=ttl_ms)))
+
+
+# Every wait on Redis has a deadline: a connection, a reply, a free pooled connection.
+_POOL = {"max_connections": 64, "timeout": 5, "socket_timeout": 2.0,
+         "socket_connect_timeout": 2.0, "retry_on_timeout": False}  # fmt: skip
+
+
+class _BlockingSentinelPool(SentinelConnectionPool, aioredis.BlockingConnectionPool):
+    """Sentinel's pool (it asks the Sentinels where the master is, and again after a
+    failover) that waits for a free connection like the plain blocking pool below."""
+
+
+def connect_redis(url: str) -> tuple[aioredis.Redis, list[aioredis.Redis]]:
+    """A client (and the Sentinel clients it asks, to close with it) for
+    redis://[:password@]host:port/db, or for the master a Sentinel group watches:
+    redis+sentinel://[:password@]host:port[,host:port...]/service[/db]. The password
+    authenticates to the Sentinels and to the master alike."""
+    if not url.startswith("redis+sentinel://"):
+        # A blocking pool: with `prefetch` decisions in flight, a plain pool runs out of
+        # connections and raises, which would read as "Redis down" and pause the router.
+        # Here a caller waits for a free connection instead (bench/ found ~100 false
+        # pauses per 5,000 messages before this).
+        pool = aioredis.BlockingConnectionPool.from_url(url, **_POOL)
+        return aioredis.Redis.from_pool(pool), []  # owns the pool: aclose() closes it
+    parts = urlsplit(url)
+    hosts = parts.netloc.rpartition("@")[2]
+    password = unquote(parts.password) if parts.password else None
+    service, _, db = parts.path.strip("/").partition("/")
+    if not service:
+        raise ConfigError(f"{url.split('@')[-1]}: name the Sentinel service, e.g. /trustbroker/0")
+    sentinels = []
+    for host in hosts.split(","):
+        name, _, port = host.rpartition(":")
+        sentinels.append((name or "127.0.0.1", int(port or 26379)))
+    timeouts = {"socket_timeout": 2.0, "socket_connect_timeout": 2.0}
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        sentinels, sentinel_kwargs={"password": password, **timeouts}, password=password,
+        db=int(db or 0), **timeouts,
+    )  # fmt: skip
+    pool_options = {k: v for k, v in _POOL.items() if k in ("max_connections", "timeout")}
+    master: aioredis.Redis = sentinel.master_for(
+        service, redis_class=aioredis.Redis, connection_pool_class=_BlockingSentinelPool,
+        retry_on_timeout=False, **pool_options,
+    )  # fmt: skip
+    return master, list(sentinel.sentinels)
 
 
 def _as_bytes(fields: dict[Any, Any]) -> dict[bytes, bytes]:

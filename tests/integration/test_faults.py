@@ -21,7 +21,10 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import aio_pika
 import pytest
@@ -29,16 +32,21 @@ from aio_pika.abc import AbstractRobustConnection
 from aio_pika.exceptions import AMQPError
 
 from broker import servers
+from broker.app import open_store
 from broker.client import AgentClient
 from broker.clock import wall_clock_ms
+from broker.committer import Outbound, TransactionalCommitter
 from broker.config import BrokerConfig
+from broker.envelope import encode_envelope
 from broker.evidence import credential_from, sign_evidence, verify_evidence
+from broker.failover import NoNodeAvailable, connect_any
 from broker.identity import AgentKey
 from broker.review import read_blocked, read_escalations
 from broker.router import Router
 from broker.store.redis import RedisStore
 from broker.topology import declare_router_topology
-from tests.integration.conftest import REPO, Agent, AgentFactory
+from tests.faults.proxy import FreezingProxy
+from tests.integration.conftest import REPO, Agent, AgentFactory, router_view
 from tests.integration.trust import trust_issuer
 
 DAY_MS = 86_400_000
@@ -138,7 +146,7 @@ class Probe:
 
 @pytest.fixture
 async def probe(config: BrokerConfig) -> AsyncIterator[Probe]:
-    """A guest connection to the test's vhost for exact queue counts."""
+    """An admin connection to the test's vhost for exact queue counts."""
     connection = await aio_pika.connect_robust(config.amqp_vhost_url)
     try:
         yield Probe(connection, config)
@@ -227,12 +235,14 @@ async def _redis_down(server_cfg: servers.ServerConfig) -> AsyncIterator[float]:
 class RouterProcesses:
     """`python -m broker router` processes on the test's vhost and key prefix."""
 
-    def __init__(self, config: BrokerConfig, log_dir: Path) -> None:
+    def __init__(self, config: BrokerConfig, log_dir: Path, logins: dict[str, str]) -> None:
         self._env = {
             # The routers of one deployment share a broker key; this test is one deployment.
             "TRUST_BROKER_KEY": str(log_dir / "broker.key"),
             **os.environ,
             "TRUST_AMQP_URL": config.amqp_url,
+            "TRUST_ROUTER_AMQP_URL": logins["router"],
+            "TRUST_REPLY_AMQP_URL": logins["reply"],
             "TRUST_REDIS_URL": config.redis_url,
             "TRUST_MANAGEMENT_URL": config.management_url,
             "TRUST_VHOST": config.vhost,
@@ -276,9 +286,12 @@ class RouterProcesses:
 
 
 @pytest.fixture
-def routers(config: BrokerConfig, tmp_path: Path) -> Iterator[RouterProcesses]:
-    """Start routers as separate processes; stopped before the vhost is deleted."""
-    processes = RouterProcesses(config, tmp_path)
+def routers(
+    config: BrokerConfig, tmp_path: Path, service_logins: dict[str, str]
+) -> Iterator[RouterProcesses]:
+    """Start routers as separate processes (with the router's own logins); stopped
+    before the vhost is deleted."""
+    processes = RouterProcesses(config, tmp_path, service_logins)
     try:
         yield processes
     finally:
@@ -420,6 +433,184 @@ async def test_router_started_while_redis_is_down_waits_then_starts(
     await _nothing_set_aside(config)
 
 
+# -- the findings of issue 13 -------------------------------------------------------------
+
+
+def _through(config: BrokerConfig, port: int) -> BrokerConfig:
+    """`config` with the router's AMQP URL pointed at 127.0.0.1:port (a proxy)."""
+    parts = urlsplit(config.amqp_url)
+    netloc = parts.netloc.rpartition("@")[0] + f"@127.0.0.1:{port}"
+    return replace(config, amqp_url=urlunsplit(parts._replace(netloc=netloc)))
+
+
+@pytest.mark.timeout(300)
+async def test_a_commit_on_a_frozen_connection_gives_its_messages_back(
+    config: BrokerConfig,
+    store: RedisStore,
+    agents: AgentFactory,
+    probe: Probe,
+    broker_key: AgentKey,
+    service_logins: dict[str, str],
+) -> None:
+    """Finding 1: the router's connection freezes mid-stream (a partition: nothing answers,
+    nothing closes). Its commits must not wait forever: the messages it held come back
+    and are routed once, through a new connection, while the old one is still frozen."""
+    sender, recipient = await _pair(agents, store)
+    proxy = await FreezingProxy(urlsplit(config.amqp_url).port or 5672).start()
+    own_store = open_store(config)
+    view = router_view(config, service_logins)
+    router = Router(_through(view, proxy.port), own_store, broker_key=broker_key)
+    await router.start()
+    try:
+        async with _stream(sender, recipient) as sent:
+
+            async def flowing() -> bool:
+                return await probe.delivered(recipient) >= 30
+
+            await _eventually(flowing, 15, "the stream flowing")
+            proxy.freeze()
+            frozen_at = time.monotonic()
+            await asyncio.sleep(2.0)
+        total = len(sent.ids)
+
+        async def all_through() -> bool:
+            return await probe.delivered(recipient) >= total
+
+        await _eventually(all_through, 90, f"all {total} delivered with the old link frozen")
+        _progress(f"all delivered {time.monotonic() - frozen_at:.1f}s after the freeze")
+        _exactly_once(await _drain_ids(recipient), sent.ids)
+        await _nothing_set_aside(config)
+    finally:
+        await router.stop()
+        await own_store.close()
+        await proxy.close()
+
+
+async def test_a_commit_for_a_message_of_a_closed_channel_never_reports_success(
+    config: BrokerConfig,
+) -> None:
+    """Finding 2: a message delivered on a channel that has since been replaced was
+    requeued by the broker; committing its outcome must fail (so no outcome is recorded
+    for it), never report success while neither the publish nor the ack happened."""
+    await _declare_topology(config)
+    connection = await aio_pika.connect_robust(config.amqp_vhost_url)
+    try:
+        channel = await connection.channel(publisher_confirms=False)
+        await channel.set_qos(prefetch_count=10)
+        queue = await channel.get_queue(config.topology.escalations_queue, ensure=False)
+        await channel.default_exchange.publish(
+            aio_pika.Message(b"held", message_id="m1"), routing_key=queue.name
+        )
+        message = await _get_one(queue)
+        committer = TransactionalCommitter(channel)
+        # The channel dies under the message (as in a reconnection); the robust channel
+        # reopens a new one, so the committer's next commit runs there.
+        await (await channel.get_underlay_channel()).close()
+        await _eventually(_reopened(channel), 15, "the channel reopened")
+        out = Outbound("", config.topology.blocked_stream, aio_pika.Message(b"outcome"))
+        try:
+            await committer.commit(message, out)
+            committed = True
+        except ConnectionError:
+            committed = False
+        assert not committed, "a commit that published and acked nothing reported success"
+        again = await _get_one(queue)
+        assert (again.body, again.redelivered) == (b"held", True)
+    finally:
+        await connection.close()
+
+
+async def _get_one(queue: Any) -> Any:
+    for _ in range(100):
+        message = await queue.get(no_ack=False, fail=False)
+        if message is not None:
+            return message
+        await asyncio.sleep(0.05)
+    pytest.fail("no message arrived")
+
+
+def _reopened(channel: Any) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        try:
+            underlay = await asyncio.wait_for(channel.get_underlay_channel(), 1)
+        except (TimeoutError, AMQPError, RuntimeError):
+            return False
+        return not underlay.is_closed
+
+    return check
+
+
+@pytest.mark.timeout(300)
+async def test_a_paused_router_is_noticed_and_its_messages_reach_a_healthy_one(
+    config: BrokerConfig,
+    store: RedisStore,
+    agents: AgentFactory,
+    probe: Probe,
+    routers: RouterProcesses,
+) -> None:
+    """Finding 3: one of two routers is SIGSTOPped with messages in its prefetch. They
+    must reach the other router while it is still stopped, and the time they waited must
+    never turn into clock_skew blocks (the policy allows 60 s of skew here, the pause
+    lasts 75 s)."""
+    policy = await store.load_policy()
+    gates = policy.gates.model_copy(update={"max_clock_skew_ms": 60_000})
+    await store.save_policy(policy.model_copy(update={"gates": gates}), why="short skew")
+    sender, recipient = await _pair(agents, store)
+    await _declare_topology(config)
+    paused, _ = routers.start(), routers.start()
+    await _consuming(probe, routers, 2)
+    async with _stream(sender, recipient) as sent:
+
+        async def flowing() -> bool:
+            return await probe.delivered(recipient) >= 30
+
+        await _eventually(flowing, 15, "the stream flowing")
+        paused.send_signal(signal.SIGSTOP)
+        stopped_at = time.monotonic()
+        try:
+            await asyncio.sleep(10.0)  # the stopped router keeps receiving its share
+            sent.stop()
+            await sent.finished()
+            total = len(sent.ids)
+
+            async def all_through() -> bool:
+                return await probe.delivered(recipient) >= total
+
+            await _eventually(all_through, 55, f"all {total} delivered while one router is stopped")
+            _progress(f"all delivered {time.monotonic() - stopped_at:.1f}s after SIGSTOP")
+            await asyncio.sleep(max(0.0, 75 - (time.monotonic() - stopped_at)))
+        finally:
+            paused.send_signal(signal.SIGCONT)
+    await _consuming(probe, routers, 2)
+    await asyncio.sleep(2.0)  # the resumed router must not commit anything stale either
+    _exactly_once(await _drain_ids(recipient), sent.ids)
+    await _nothing_set_aside(config)
+
+
+async def test_publishing_the_same_bytes_again_is_idempotent(
+    router: Router, config: BrokerConfig, store: RedisStore, agents: AgentFactory, probe: Probe
+) -> None:
+    """Finding 4: a producer that retries with the very same envelope (its confirm was
+    lost) gets one outcome, not a `replay` block; before and after the first copy is
+    routed alike."""
+    sender, recipient = await _pair(agents, store)
+    envelopes = [sender.client.envelope(recipient.did, {"retry": i}) for i in range(200)]
+    raws = [encode_envelope(env) for env in envelopes]
+    await asyncio.gather(*(sender.client.publish_raw(raw) for raw in raws))  # in flight
+    await asyncio.gather(*(sender.client.publish_raw(raw) for raw in raws))
+    await asyncio.sleep(1.0)
+    await asyncio.gather(*(sender.client.publish_raw(raw) for raw in raws))  # after
+    ids = [env.id for env in envelopes]
+
+    async def settled() -> bool:
+        ready, _ = await probe.ingress()
+        return ready == 0
+
+    await _eventually(settled, 30, "ingress drained")
+    _exactly_once(await _drain_ids(recipient), ids)
+    await _nothing_set_aside(config)
+
+
 async def test_rabbitmq_restart_router_reconnects_by_itself(
     config: BrokerConfig,
     server_cfg: servers.ServerConfig,
@@ -459,3 +650,14 @@ async def test_rabbitmq_restart_router_reconnects_by_itself(
     await _eventually(delivered(len(before) + len(after)), 15, "deliveries after the restart")
     _exactly_once(await _drain_ids(recipient), before + after)
     await _nothing_set_aside(config)
+
+
+async def test_connecting_to_no_reachable_node_names_every_node_tried() -> None:
+    """Every node refuses (nothing listens there): one clear error naming each URL tried,
+    never a password."""
+    with pytest.raises(NoNodeAvailable) as raised:
+        await connect_any(
+            ["amqp://u:secret@127.0.0.1:1/", "amqp://u:secret@127.0.0.1:2/"], timeout=2
+        )
+    text = str(raised.value)
+    assert "127.0.0.1:1" in text and "127.0.0.1:2" in text and "secret" not in text

@@ -196,7 +196,9 @@ async def test_replays_and_unknown_recipients_are_never_released(
     await make_level(store, alice.client, AgentKey.generate(), "established")
     env = alice.client.envelope(bob.did, {"once": True})
     await alice.client.publish_raw(encode_envelope(env))
-    await alice.client.publish_raw(encode_envelope(env))
+    # A different message reusing the id (the same bytes again would be idempotent).
+    reused = alice.client.envelope(bob.did, {"once": False}, message_id=env.id)
+    await alice.client.publish_raw(encode_envelope(reused))
     replay = (await blocked_with(config, "replay"))[0]
     with pytest.raises(ReviewError) as refused:
         await release_blocked(config, store, replay["trace_id"], "rita", "false positive?")

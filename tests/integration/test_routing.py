@@ -113,7 +113,11 @@ async def test_gate_failures_land_on_the_blocked_stream_and_never_reach_an_agent
         await alice.client.publish_raw(raw)
     first = await bob.receive_all(timeout=1.0)
     assert [r.envelope.id for r in first] == [replayed.id]
+    # The same bytes again are idempotent (no second outcome); a different message
+    # reusing the id is a replay.
     await alice.client.publish_raw(encode_envelope(replayed))
+    reused = alice.client.envelope(bob.did, {"once": False}, message_id=replayed.id)
+    await alice.client.publish_raw(encode_envelope(reused))
     await alice.client.publish_raw(encode_envelope(unknown))
     await alice.client.publish_raw(b'{"version": 1, "id": ')
     await alice.client.publish_raw(b"x" * (300 * 1024))

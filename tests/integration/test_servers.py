@@ -15,7 +15,7 @@ import pytest
 import redis
 from aiormq.abc import FieldTable
 
-from broker import servers
+from broker import credentials, servers
 from broker.servers import ServerConfig
 
 pytestmark = pytest.mark.integration
@@ -78,9 +78,59 @@ def cfg() -> Iterator[ServerConfig]:
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
+def _creds(cfg: ServerConfig) -> credentials.Credentials:
+    """The logins the servers generated on first start."""
+    found = credentials.load(cfg.run_dir)
+    assert found is not None
+    return found
+
+
 def _redis(cfg: ServerConfig) -> redis.Redis:
-    """A client for the test instance's Redis."""
-    return redis.Redis(host="127.0.0.1", port=cfg.redis_port, socket_timeout=5)
+    """A client for the test instance's Redis (with the generated password)."""
+    password = _creds(cfg).redis_password
+    return redis.Redis(host="127.0.0.1", port=cfg.redis_port, socket_timeout=5, password=password)
+
+
+def _amqp(cfg: ServerConfig, user: str = "", password: str = "") -> str:
+    creds = _creds(cfg)
+    login = f"{user or creds.admin_user}:{password or creds.admin_password}"
+    return f"amqp://{login}@127.0.0.1:{cfg.amqp_port}/"
+
+
+async def test_no_default_credentials(cfg: ServerConfig) -> None:
+    """No guest in RabbitMQ, no password-less Redis; the generated logins work, and the
+    credentials file is readable by its owner only."""
+    path = credentials.path_in(cfg.run_dir)
+    assert path.stat().st_mode & 0o777 == 0o600
+    with pytest.raises(aio_pika.exceptions.ProbableAuthenticationError):
+        await aio_pika.connect(f"amqp://guest:guest@127.0.0.1:{cfg.amqp_port}/", timeout=10)
+    bare = redis.Redis(host="127.0.0.1", port=cfg.redis_port, socket_timeout=5)
+    try:
+        with pytest.raises(redis.AuthenticationError):
+            bare.get("anything")
+    finally:
+        bare.close()
+    creds = _creds(cfg)
+    for user, secret in ((creds.admin_user, creds.admin_password),
+                         (creds.router_user, creds.router_password)):  # fmt: skip
+        conn = await aio_pika.connect(_amqp(cfg, user, secret), timeout=10)
+        await conn.close()
+
+
+def test_rotate_changes_every_password(cfg: ServerConfig) -> None:
+    """`rotate` puts new passwords in force and in the file; the old ones stop working."""
+    before = _creds(cfg)
+    servers.rotate(cfg, _progress)
+    after = _creds(cfg)
+    assert before.admin_password != after.admin_password
+    assert before.redis_password != after.redis_password
+    old = redis.Redis(host="127.0.0.1", port=cfg.redis_port, password=before.redis_password)
+    try:
+        with pytest.raises(redis.AuthenticationError):
+            old.ping()
+    finally:
+        old.close()
+    assert _redis(cfg).ping() is True
 
 
 async def test_start_makes_both_answer(cfg: ServerConfig) -> None:
@@ -90,7 +140,7 @@ async def test_start_makes_both_answer(cfg: ServerConfig) -> None:
         assert client.ping() is True
     finally:
         client.close()
-    conn = await aio_pika.connect(f"amqp://guest:guest@127.0.0.1:{cfg.amqp_port}/", timeout=10)
+    conn = await aio_pika.connect(_amqp(cfg), timeout=10)
     try:
         channel = await conn.channel()
         queue = await channel.declare_queue(
@@ -157,7 +207,7 @@ def test_kill_redis_loses_no_acknowledged_write(cfg: ServerConfig) -> None:
 
 async def test_rabbitmq_restart_keeps_stream_messages(cfg: ServerConfig) -> None:
     """A message confirmed into a stream before stop_rabbitmq is readable after start_rabbitmq."""
-    url = f"amqp://guest:guest@127.0.0.1:{cfg.amqp_port}/"
+    url = _amqp(cfg)
     args: FieldTable = {"x-queue-type": "stream"}
     conn = await aio_pika.connect(url, timeout=10)
     async with conn:

@@ -12,8 +12,9 @@ from typing import Any
 import orjson
 import pytest
 
-from broker.cli import broker_config, build_parser, main
-from broker.config import BrokerConfig, mask_url, with_vhost
+from broker import credentials
+from broker.cli import _router_logins, broker_config, build_parser, main
+from broker.config import BrokerConfig, mask_url, split_urls, with_vhost
 from broker.errors import ConfigError
 from broker.identity import AgentKey
 from broker.keyfile import load_key, save_key
@@ -48,13 +49,55 @@ def test_python_dash_m_broker_prints_help() -> None:
     assert "five" in out.stdout and "provision" in out.stdout
 
 
-def test_flags_beat_environment_and_urls_follow_local_ports() -> None:
+def test_flags_beat_environment_and_urls_follow_local_ports(tmp_path: Path) -> None:
     args = build_parser().parse_args(["--vhost", "v1", "peer", "x"])
-    env = {"TRUST_AMQP_PORT": "5999", "TRUST_REDIS_PORT": "6999", "TRUST_VHOST": "ignored"}
+    env = {"TRUST_AMQP_PORT": "5999", "TRUST_REDIS_PORT": "6999", "TRUST_VHOST": "ignored",
+           "TRUST_RUN_DIR": str(tmp_path)}  # fmt: skip
     config = broker_config(env, args)
-    assert config.amqp_url == "amqp://guest:guest@127.0.0.1:5999/"
+    # No credentials file: no login at all (there is no default one).
+    assert config.amqp_url == "amqp://127.0.0.1:5999/"
     assert config.redis_url == "redis://127.0.0.1:6999/0"
     assert config.vhost == "v1"
+
+
+def test_the_cli_logs_in_with_the_run_directorys_generated_credentials(tmp_path: Path) -> None:
+    creds = credentials.load_or_create(tmp_path)
+    assert (tmp_path / "credentials.json").stat().st_mode & 0o777 == 0o600
+    assert credentials.load_or_create(tmp_path) == creds  # generated once
+    env = {"TRUST_RUN_DIR": str(tmp_path), "TRUST_AMQP_PORT": "5999", "TRUST_RABBITMQ_NODES": "3",
+           "TRUST_REDIS_SENTINEL": "1", "TRUST_REDIS_PORT": "6999"}  # fmt: skip
+    config = broker_config(env, build_parser().parse_args(["peer", "x"]))
+    nodes = config.amqp_url.split(",")
+    assert [n.rpartition("@")[2] for n in nodes] == [
+        "127.0.0.1:5999/", "127.0.0.1:6000/", "127.0.0.1:6001/",
+    ]  # fmt: skip
+    assert all(n.startswith(f"amqp://trust-admin:{creds.admin_password}@") for n in nodes)
+    assert config.redis_url == (
+        f"redis+sentinel://:{creds.redis_password}@127.0.0.1:26999,127.0.0.1:27000,"
+        "127.0.0.1:27001/trustbroker/0"
+    )
+    assert creds.admin_password not in repr(config) and creds.admin_password not in repr(creds)
+    # An explicit URL still wins over the file.
+    explicit = broker_config(
+        {**env, "TRUST_AMQP_URL": "amqp://u:p@h:1/"}, build_parser().parse_args(["peer", "x"])
+    )
+    assert explicit.amqp_url == "amqp://u:p@h:1/"
+
+
+def test_the_router_runs_with_its_own_logins(tmp_path: Path) -> None:
+    creds = credentials.load_or_create(tmp_path)
+    env = {"TRUST_RUN_DIR": str(tmp_path), "TRUST_AMQP_PORT": "5999"}
+    config = _router_logins(broker_config(env, build_parser().parse_args(["peer", "x"])), env)
+    assert config.amqp_url == f"amqp://trust-router:{creds.router_password}@127.0.0.1:5999/"
+    assert config.reply_amqp_url.startswith("amqp://trust-negotiator:")
+    assert config.admin_url.startswith("amqp://trust-admin:")
+
+
+def test_url_lists_are_split_and_masked() -> None:
+    assert split_urls(" amqp://a:1/ , amqp://b:2/,") == ("amqp://a:1/", "amqp://b:2/")
+    assert mask_url("amqp://u:s1@a:1/,amqp://u:s2@b:2/") == "amqp://u:***@a:1/,amqp://u:***@b:2/"
+    config = BrokerConfig(amqp_url="amqp://u:p@a:1/,amqp://u:p@b:2/", vhost="v")
+    assert config.amqp_vhost_urls == ("amqp://u:p@a:1/v", "amqp://u:p@b:2/v")
 
 
 def test_trace_retention_comes_from_the_environment_and_nonsense_is_refused() -> None:
