@@ -23,7 +23,7 @@ CAPS = ("payment_cap_exceeded", "daily_cap_exceeded")
 # payments are on hold for a human.
 LOST_TIER = (
     "payment_trust_threshold", "insufficient_trust", "verified_identity_required",
-    "payment_hold",
+    "payment_hold", "negative_record",
 )  # fmt: skip
 
 
@@ -50,7 +50,7 @@ class Scale:
 SCALES = {
     # Small enough for CI, long enough that attackers' persistence is not the whole story.
     "ci": Scale(days=16, warmup_days=5, honest=12, newcomers=2, fraudsters=2, rings=(10,),
-                whitewashers=1, switchers=2, drips=2, slanderers=1, splitters=1,
+                whitewashers=1, switchers=2, drips=1, slanderers=1, splitters=1,
                 attack_rate=1.0),
     "full": Scale(days=42, warmup_days=7, honest=80, newcomers=20, fraudsters=10,
                   rings=(10, 100), whitewashers=5, switchers=10, drips=5, slanderers=5,

@@ -148,7 +148,8 @@ class IdentityLevels(BaseModel):
 
 
 class ReputationModel(BaseModel):
-    """R = (prior + (ceiling - prior) * s / (s + half_saturation)) * failure_multiplier ** f."""
+    """R = (prior + (ceiling - prior) * s / (s + h)) * failure_multiplier ** (f / (1 + s / h)),
+    h = half_saturation."""
 
     model_config = _FROZEN
     prior: float = Field(0.25, ge=0.0, le=1.0)
@@ -246,6 +247,9 @@ class ReportModel(BaseModel):
     corroboration_window_ms: int = Field(7 * 86_400_000, gt=0)
     # Serious reports one reporter may have waiting for review at once.
     max_open_reviews_per_reporter: int = Field(20, ge=1)
+    # Once a serious report about a payment is verified (corroborated or confirmed), the
+    # sender's payments wait for a human this long: its observation ends sooner.
+    verified_payment_hold_ms: int = Field(30 * 86_400_000, ge=0)
 
     @model_validator(mode="after")
     def _ordered(self) -> ReportModel:

@@ -88,8 +88,12 @@ async def _verified_in_full(
     store: RedisStore, subject: str, reports: list[dict[str, Any]], policy: Policy, now_ms: int
 ) -> None:
     """Corroborated or confirmed reports are verified: each now counts with its full
-    weight, beyond the per-counterparty cap that bounded it while it stood alone."""
+    weight, beyond the per-counterparty cap that bounded it while it stood alone, and a
+    verified payment fraud keeps the sender's payments with a human for
+    `reports.verified_payment_hold_ms`."""
     units = policy.reports.severity_units
+    if any(item.get("domain") == "payment" for item in reports):
+        await store.hold_payments(subject, now_ms + policy.reports.verified_payment_hold_ms)
     for item in reports:
         full = units[str(item["severity"])] * float(item["weight"])
         remainder = max(0.0, full - float(item["units"]))

@@ -1,10 +1,13 @@
 """Reputation: verified outcomes, decayed by elapsed time, with diminishing returns.
 
 Successes saturate towards a ceiling below 1 (the rest is earned through identity and
-stake); each verified failure unit multiplies the score by 0.85. Both evidence counts
-decay by wall-clock time, not per event, so the result is the same however often a peer
-is seen. Failures decay three times slower than successes: trust is lost faster than
-regained.
+stake); each verified failure unit multiplies the score by 0.85, weighed against the
+peer's verified successes: for a peer without any, a failure costs the full 15 % (the
+seeds' "trust drops 15 % on verified failure"), for one with a long record it costs less,
+so an agent failing 2 % of a busy workload keeps its standing while one that mostly fails
+loses it. Both evidence counts decay by wall-clock time, not per event, so the result is
+the same however often a peer is seen. Failures decay three times slower than successes:
+trust is lost faster than regained.
 
 A vouch lends the vouchee a bounded share of what the voucher earned itself above the
 cold-start prior. Only the voucher's own outcomes count, never what others vouched for it,
@@ -38,8 +41,7 @@ def score_reputation(
     domain = peer.domain_failures.get(domain_of(env))
     if domain is not None:
         domain_units = domain.at(now_ms, model.failure_half_life_ms)
-        penalty: float = model.failure_multiplier**domain_units
-        score *= penalty
+        score *= failure_penalty(domain_units, successes, model)
         if domain_units >= 0.5:
             reasons.append(f"reputation_{domain_of(env)}_failures")
     boost = vouch_boost(peer.vouches, ctx, policy, now_ms)
@@ -56,8 +58,16 @@ def earned(
     s = successes.at(now_ms, model.success_half_life_ms)
     f = failures.at(now_ms, model.failure_half_life_ms)
     base = model.prior + (model.ceiling - model.prior) * s / (s + model.half_saturation)
-    penalty: float = model.failure_multiplier**f
-    return base * penalty
+    return base * failure_penalty(f, s, model)
+
+
+def failure_penalty(failures: float, successes: float, model: ReputationModel) -> float:
+    """failure_multiplier ** (failures / (1 + successes / half_saturation)): the weight of
+    a failure shrinks as verified successes grow (11 successes halve it)."""
+    penalty: float = model.failure_multiplier ** (
+        failures / (1.0 + successes / model.half_saturation)
+    )
+    return penalty
 
 
 def vouch_boost(

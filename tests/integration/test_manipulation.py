@@ -72,10 +72,11 @@ async def test_only_the_recipient_may_report_and_only_once(
     # Exactly one verified failure, weighted by the reporter's standing (its non-report
     # evidence): a verified identity (0.9) and 10 clean messages of behaviour
     # (1 - 0.5 e^-2), weighted 0.30 and 0.15, no stake: 0.745, so (0.745 - 0.5) / 0.3 =
-    # 0.82 units, x 0.85 ** 0.82 overall and again in its domain (a data message, which is
-    # also what `peer` scores).
+    # 0.82 units, weighed against the subject's 10 successes (/ (1 + 10/11)), x 0.85 **
+    # that overall and again in its domain (a data message, which is also what `peer`
+    # scores).
     standing = (0.30 * 0.9 + 0.15 * (1 - 0.5 * math.exp(-2))) / 0.55
-    units = (standing - 0.5) / 0.3
+    units = (standing - 0.5) / 0.3 / (1 + 10 / 11)
     after = await reputation(store, subject.did)
     assert after == pytest.approx(before * 0.85**units * 0.85**units, rel=0.02)
     payments = await store.peer(subject.did, wall_clock_ms(), cached=False)
