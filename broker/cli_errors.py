@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from broker.config import BrokerConfig, mask_url
 from broker.errors import EvidenceError, StoreUnavailable, TrustBrokerError
+from broker.failover import NoNodeAvailable
 from broker.servers import ServersError
 
 START_LOCAL = "start local ones with `trust-broker servers start`"
@@ -66,6 +67,14 @@ def _unreachable(exc: BaseException, args: argparse.Namespace, config: BrokerCon
         f"cannot reach RabbitMQ at {amqp_url_in_use(args, config)} ({reason}): check the URL "
         f"(--agent-url, --amqp-url, TRUST_AMQP_URL), or {START_LOCAL}"
     )
+
+
+def _no_node(exc: BaseException, args: argparse.Namespace, config: BrokerConfig | None) -> str:
+    assert isinstance(exc, NoNodeAvailable)
+    if exc.errors and all(isinstance(e, ProbableAuthenticationError) for e in exc.errors):
+        return _login(exc, args, config)
+    last = exc.errors[-1] if exc.errors else exc
+    return _unreachable(last, args, config)
 
 
 def _refused(exc: BaseException, args: argparse.Namespace, config: BrokerConfig | None) -> str:
@@ -119,6 +128,7 @@ _EXPLAINERS: list[tuple[type[BaseException], Any]] = [
     (TrustBrokerError, _plain),
     (ServersError, _plain),
     (ProbableAuthenticationError, _login),
+    (NoNodeAvailable, _no_node),
     (AMQPConnectionError, _unreachable),
     (ChannelAccessRefused, _refused),
     (ChannelNotFoundEntity, _not_found),
@@ -127,4 +137,3 @@ _EXPLAINERS: list[tuple[type[BaseException], Any]] = [
     (OSError, _file),
     (ValueError, _plain),
 ]
-

@@ -230,7 +230,7 @@ class AgentClient:
         try:
             self._connection = await connect_robust_any(urls, timeout=self._connect_timeout)
         except ConnectionError as exc:
-            raise BrokerUnavailable(f"{exc} (URLs: {mask_url(self._amqp_url)})") from None
+            raise BrokerUnavailable(f"{exc} (URLs: {mask_url(self._amqp_url)})") from exc
         self._channel = await self._connection.channel(publisher_confirms=True)
         return self
 

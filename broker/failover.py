@@ -26,7 +26,12 @@ ATTEMPT_ERRORS = (OSError, TimeoutError, ConnectionError, aio_pika.exceptions.AM
 
 
 class NoNodeAvailable(ConnectionError):
-    """None of the configured RabbitMQ nodes accepted a connection in time."""
+    """None of the configured RabbitMQ nodes accepted a connection in time; `errors` holds
+    each node's failure, in the order tried."""
+
+    def __init__(self, message: str, errors: Sequence[BaseException] = ()) -> None:
+        super().__init__(message)
+        self.errors = list(errors)
 
 
 def with_heartbeat(url: str, heartbeat_s: int) -> str:
@@ -42,13 +47,15 @@ async def connect_any(
 ) -> AbstractConnection:
     """A plain connection to the first node, in turn from `first`, that accepts in time."""
     failures: list[str] = []
+    errors: list[BaseException] = []
     for turn in range(len(urls)):
         url = urls[(first + turn) % len(urls)]
         try:
             return await asyncio.wait_for(aio_pika.connect(url, timeout=timeout), timeout)
         except ATTEMPT_ERRORS as exc:
             failures.append(f"{mask_url(url)}: {type(exc).__name__} {exc}".strip())
-    raise NoNodeAvailable("no RabbitMQ node answered: " + "; ".join(failures))
+            errors.append(exc)
+    raise NoNodeAvailable("no RabbitMQ node answered: " + "; ".join(failures), errors)
 
 
 async def connect_config(
@@ -100,6 +107,7 @@ async def connect_robust_any(
     """A robust connection to the first node that answers; whenever it loses its node it
     reconnects to the next one, once a second."""
     failures: list[str] = []
+    errors: list[BaseException] = []
     for turn in range(len(urls)):
         nodes = [*urls[turn:], *urls[:turn]]
         connection = RotatingRobustConnection(URL(nodes[0]), reconnect_interval=1)
@@ -109,6 +117,7 @@ async def connect_robust_any(
         except ATTEMPT_ERRORS as exc:
             await connection.close()
             failures.append(f"{mask_url(nodes[0])}: {type(exc).__name__} {exc}".strip())
+            errors.append(exc)
             continue
         return connection
-    raise NoNodeAvailable("no RabbitMQ node answered: " + "; ".join(failures))
+    raise NoNodeAvailable("no RabbitMQ node answered: " + "; ".join(failures), errors)

@@ -30,7 +30,7 @@ from broker.config import BrokerConfig
 from broker.console.app import create_app
 from broker.console.auth import Role, Users
 from broker.identity import AgentKey
-from broker.provision import ManagementAPI, agent_amqp_url, provision_agent
+from broker.provision import ManagementAPI, agent_amqp_url, provision_agent, setup_vhost
 from broker.recorder import new_trace_id
 from broker.review import (
     BlockedFilter,
@@ -115,11 +115,8 @@ async def _fill(config: BrokerConfig, template: dict[str, Any], count: int, seed
 
 async def _build(base: BrokerConfig) -> Volume:
     name = f"volume-{uuid.uuid4().hex[:10]}"
-    api = ManagementAPI(base.management_url)
-    await asyncio.to_thread(api.put_vhost, name)
-    everything = {"configure": ".*", "write": ".*", "read": ".*"}
-    await asyncio.to_thread(api.set_permissions, name, "guest", everything)
     config = replace(base, vhost=name, key_prefix=f"{name}:")
+    await setup_vhost(config)  # the admin's own login: there is no guest
     store, router_store = open_store(config), open_store(config)
     router = Router(config, router_store, broker_key=AgentKey.generate())
     await router.start()
