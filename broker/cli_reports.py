@@ -49,7 +49,8 @@ async def cmd_reports_list(args: argparse.Namespace, config: BrokerConfig) -> in
 
 
 async def cmd_reports_decide(args: argparse.Namespace, config: BrokerConfig) -> int:
-    """Confirm a serious report (its subject goes under observation) or dismiss it."""
+    """Confirm a serious report (it counts in full; --observe: observation too) or dismiss
+    it."""
     from broker.report_review import confirm_serious, dismiss_serious
 
     reviewer = person(args.reviewer, args.default_reviewer, "--reviewer")
@@ -57,7 +58,9 @@ async def cmd_reports_decide(args: argparse.Namespace, config: BrokerConfig) -> 
     try:
         now = wall_clock_ms()
         if args.decision == "confirm":
-            closed = await confirm_serious(store, args.id, reviewer, args.why, now)
+            closed = await confirm_serious(
+                store, args.id, reviewer, args.why, now, observe=args.observe
+            )
         else:
             closed = await dismiss_serious(
                 store, args.id, reviewer, args.why, now, penalise=args.penalise
@@ -69,8 +72,11 @@ async def cmd_reports_decide(args: argparse.Namespace, config: BrokerConfig) -> 
         return 0
     print(f"{closed['state']} {args.id}")
     if args.decision == "confirm":
-        say(f"{closed['subject']} is under observation, must re-verify its key, and the "
-            "report now counts in full")  # fmt: skip
+        say(f"the report about {closed['subject']} now counts in full"
+            + (" (critical: a quarter of its bond slashed)" if closed["severity"] == "critical"
+               else "")
+            + ("; it is under observation and must re-verify its key" if closed["observed"]
+               else "; add --observe to also put it under observation"))  # fmt: skip
     elif closed.get("penalised"):
         say(f"the reporter {closed['reporter']} takes a verified failure for a false report")
     return 0
@@ -82,8 +88,10 @@ def add_commands(sub: Any, *, default_reviewer: str | None) -> None:
         sub, "reports",
         summary="serious reports waiting for a security reviewer",
         description="A high or critical report puts its subject under observation only when "
-        "independent organisations corroborate it, or when a reviewer confirms it here; until "
-        "then a report about a payment holds the subject's payments for a human.",
+        "independent organisations corroborate it, or when a reviewer confirms it here with "
+        "--observe; until then a report about a payment holds the subject's payments for a "
+        "human. Repeated serious reports from one organisation about one subject fold into "
+        "one open item (its `repeats`).",
         examples=["trust-broker reports list --json",
                   "trust-broker reports confirm ID --why 'invoice 4411 was fabricated'",
                   "trust-broker reports dismiss ID --why 'the output was right' --penalise"],
@@ -99,8 +107,9 @@ def add_commands(sub: Any, *, default_reviewer: str | None) -> None:
     json_flag(q)
     q.set_defaults(handler=cmd_reports_list)
     for decision, summary, example in (
-        ("confirm", "confirm: the subject goes under observation (critical: bond slashed)",
-         "trust-broker reports confirm ID --why 'fraud confirmed with the payee'"),
+        ("confirm", "confirm: the report counts in full (payment: payments held 30 days; "
+         "critical: bond slashed); --observe also puts the subject under observation",
+         "trust-broker reports confirm ID --why 'fraud confirmed with the payee' --observe"),
         ("dismiss", "dismiss: the report stays at its capped failure units",
          "trust-broker reports dismiss ID --why 'no such incident' --penalise"),
     ):  # fmt: skip
@@ -110,6 +119,11 @@ def add_commands(sub: Any, *, default_reviewer: str | None) -> None:
         q.add_argument("--why", required=True, help="why: kept on record")
         q.add_argument("--reviewer", help=REVIEWER_HELP)
         json_flag(q)
+        if decision == "confirm":
+            q.add_argument(
+                "--observe", action="store_true",
+                help="also put the subject under observation (re-verify, behavioural 0)",
+            )  # fmt: skip
         if decision == "dismiss":
             q.add_argument(
                 "--penalise", action="store_true",

@@ -67,9 +67,13 @@ async def act_on_serious_report(
             "state": "open", "domain": domain,
         }  # fmt: skip
         limit = policy.reports.max_open_reviews_per_reporter
-        if not await store.serious.open(item, limit):
+        filed = await store.serious.open(item, limit)
+        if filed == "full":
             log.info("serious report from %s not queued: %d already open", env.sender, limit)
             return
+        if filed == "folded":
+            log.info("serious report from %s folded into its open item about %s",
+                     env.sender, subject)  # fmt: skip
         if domain == "payment":
             until = now_ms + policy.reports.corroboration_window_ms
             await store.hold_payments(subject, until)
@@ -134,17 +138,28 @@ async def _close(
 
 
 async def confirm_serious(
-    store: RedisStore, item_id: str, reviewer: str, why: str, now_ms: int
+    store: RedisStore,
+    item_id: str,
+    reviewer: str,
+    why: str,
+    now_ms: int,
+    *,
+    observe: bool = False,
 ) -> dict[str, Any]:
-    """A reviewer confirms a serious report: its subject goes under observation (and a
-    critical report slashes its bond), as a corroborated one would."""
+    """A reviewer confirms a serious report: it counts in full (beyond the per-organisation
+    cap), a payment report holds the subject's payments, a critical one slashes its bond.
+    Observation (re-verification, behavioural 0) follows only with `observe`: one
+    organisation's word, even confirmed, should not undo a long record by itself unless
+    the reviewer says so; independent corroboration does it without asking."""
     closed = await _close(store, item_id, "confirmed", reviewer, why, now_ms)
     policy = await store.load_policy()
-    await _penalise(
-        store, closed["subject"], closed["severity"] == "critical", policy, now_ms, CONFIRMED
-    )
-    await _verified_in_full(store, closed["subject"], [closed], policy, now_ms)
-    return closed
+    subject, critical = closed["subject"], closed["severity"] == "critical"
+    if observe:
+        await _penalise(store, subject, critical, policy, now_ms, CONFIRMED)
+    elif critical and policy.stake.critical_report_slash > 0:
+        await store.slash_bond(subject, fraction=policy.stake.critical_report_slash)
+    await _verified_in_full(store, subject, [closed], policy, now_ms)
+    return {**closed, "observed": observe}
 
 
 async def dismiss_serious(

@@ -58,6 +58,12 @@ class Keys:
         return f"{self.prefix}serious-open"
 
     @property
+    def serious_by_pair(self) -> str:
+        """Hash 'organisation|subject' -> id of the open item that organisation's serious
+        reports about that subject are folded into (one open item per pair)."""
+        return f"{self.prefix}serious-by-pair"
+
+    @property
     def serious_by_reporter(self) -> str:
         """Hash reporter -> number of its serious reports still open (bounded)."""
         return f"{self.prefix}serious-by-reporter"

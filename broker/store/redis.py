@@ -853,7 +853,14 @@ class RedisStore:
     ) -> str:
         mode = "hash" if field else "string"
         args: list[bytes | str | int] = [
-            watermark, issued[0], issued[1], mode, field, value, expires_ms, reset
+            watermark,
+            issued[0],
+            issued[1],
+            mode,
+            field,
+            value,
+            expires_ms,
+            reset,
         ]
         raw = await self._call(self._supersede(keys=[watermark_key, target_key], args=args))
         return raw.decode() if isinstance(raw, bytes) else str(raw)

@@ -429,25 +429,38 @@ async def test_security_confirms_or_dismisses_a_serious_report_from_the_cli(
 ) -> None:
     from tests.integration.test_cli_flow import cli
 
-    cheat, honest, victim = await agents(), await agents(), await agents()
-    for agent in (cheat, honest):
+    cheat, honest, lone, victim = await agents(), await agents(), await agents(), await agents()
+    for agent in (cheat, honest, lone):
         await make_level(store, agent.client, AgentKey.generate(), "established")
     await make_level(store, victim.client, AgentKey.generate(), "trusted")
-    for subject in (cheat, honest):
-        await subject.send(victim, {"job": 1})
-        [item] = await delivered(victim)
-        await victim.client.report(item.envelope, "hallucination", severity="critical")
+    for subject, times in ((cheat, 1), (honest, 3), (lone, 1)):
+        for job in range(times):
+            await subject.send(victim, {"job": job})
+            [item] = await delivered(victim)
+            await victim.client.report(item.envelope, "hallucination", severity="critical")
 
-    async def both_queued() -> bool:
-        return len(await store.serious.list()) == 2
+    async def all_filed() -> bool:
+        items = await store.serious.list()
+        return len(items) == 3 and sum(int(i.get("repeats", 0)) for i in items) == 2
 
-    await wait_for(both_queued)
+    # One open item per (organisation, subject): the victim's three reports about `honest`
+    # are one review, with two repeats, not three chances for a reviewer's mistake.
+    await wait_for(all_filed)
     listed = orjson.loads((await cli(config, "reports", "list", "--json")).stdout)["open"]
     by_subject = {item["subject"]: item["id"] for item in listed}
-    assert set(by_subject) == {cheat.did, honest.did}
+    assert set(by_subject) == {cheat.did, honest.did, lone.did}
 
     await cli(config, "reports", "confirm", by_subject[cheat.did], "--reviewer", "sam",
-              "--why", "invoice 4411 was fabricated")  # fmt: skip
+              "--why", "invoice 4411 was fabricated", "--observe")  # fmt: skip
+    before = await store.peer(lone.did, wall_clock_ms(), cached=False)
+    shown = await cli(config, "reports", "confirm", by_subject[lone.did], "--reviewer", "sam",
+                      "--why", "one victim's word, checked", "--json")  # fmt: skip
+    assert orjson.loads(shown.stdout)["observed"] is False
+    # Confirmed without --observe: it counts in full and slashes, but one organisation's
+    # word does not put the peer under observation by itself.
+    after = await store.peer(lone.did, wall_clock_ms(), cached=False)
+    assert after.failures.value > before.failures.value
+    assert "under_observation" not in (await view(store, lone.did))["reasons"]["behavioral"]
     await cli(config, "reports", "dismiss", by_subject[honest.did], "--reviewer", "sam",
               "--why", "the output was correct", "--penalise")  # fmt: skip
     again = await cli(config, "reports", "confirm", by_subject[honest.did], "--reviewer", "sam",

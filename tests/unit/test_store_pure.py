@@ -101,7 +101,7 @@ def test_every_key_lives_under_the_prefix() -> None:
         keys.spend("d"), keys.pact("a", "b"), keys.issuers, keys.revoked_evidence,
         keys.policy, keys.invalidate, keys.report_pairs("d"), keys.report_blame("d"),
         keys.serious_orgs("d"), keys.serious_reports, keys.serious_open,
-        keys.serious_by_reporter, keys.evidence_ids, keys.presentation("x"),
+        keys.serious_by_reporter, keys.serious_by_pair, keys.evidence_ids, keys.presentation("x"),
     ]  # fmt: skip
     assert all(name.startswith("p:") for name in names)
     assert len(set(names)) == len(names)
