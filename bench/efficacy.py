@@ -132,9 +132,23 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if args.check and not all(t["ok"] for t in targets) else 0
 
 
+# Where the servers are is not part of the result, and their URLs carry passwords.
+_NOT_SHOWN = {"--amqp-url", "--redis-url", "--management-url", "--json", "--plots"}
+
+
 def _command(argv: list[str] | None) -> str:
-    given = argv if argv is not None else sys.argv[1:]
-    return "python bench/efficacy.py " + " ".join(a for a in given if a != "--write-docs")
+    """The command that reproduces this run, without server URLs (secrets) or outputs."""
+    given = list(argv if argv is not None else sys.argv[1:])
+    shown: list[str] = []
+    skip = False
+    for arg in given:
+        if skip:
+            skip = False
+        elif arg.partition("=")[0] in _NOT_SHOWN:
+            skip = "=" not in arg
+        elif arg != "--write-docs":
+            shown.append(arg)
+    return "python bench/efficacy.py " + " ".join(shown)
 
 
 if __name__ == "__main__":

@@ -220,4 +220,43 @@ def _other_sections(measured: dict[str, Any]) -> list[str]:
             f"| {row['probation']:.3f} | {_pct(row['honest_false_block_rate'])} | "
             f"{_pct(row['attack_success'])} | {_pct(row['attack_payment_value_success'])} |"
         )
-    return lines
+    return lines + CHANGES
+
+
+# What earlier runs of this simulation changed in the default model. Kept here, not in the
+# generated figures, because it is history: each item names the run that showed it.
+CHANGES = [
+    "",
+    "## What the simulation changed, and what it did not",
+    "",
+    "- **A failure is weighed against the successes it comes with** "
+    "(`broker/scoring/reputation.py`, docs/SCORING.md). Before, every verified failure "
+    "multiplied reputation by 0.85 whatever the record: a full run (seed 1) blocked 4.4 % "
+    "of honest messages and escalated 14 % of honest payments, because busy honest agents "
+    "that fail 2 % of their work sank below a newcomer's reputation (`negative_record`). "
+    "Now a failure costs the full 15 % only to a peer without successes.",
+    "- **A serious report about a payment holds the sender's payments** for a human (7 "
+    "days while it waits alone, 30 days once corroborated or confirmed: "
+    "`reports.verified_payment_hold_ms`). Fraudsters and bait-and-switch agents had kept "
+    "paying between a victim's report and a reviewer's decision.",
+    "- **One review per reporting organisation and subject; a confirm alone does not "
+    "observe.** At the CI scale (seed 3) one slanderer took an honest established agent "
+    "to 0.24: each of its repeated critical reports opened a review, and the simulated "
+    "reviewer, right 9 times in 10, eventually confirmed one. Repeats now fold into the "
+    "open item, and observation needs independent corroboration or `confirm --observe`.",
+    "- **The seeds' lifecycle table is kept.** The tier thresholds stay 0.50 / 0.60 / "
+    "0.80 (the demo prints the table). The trade-off above shows what moving them buys: "
+    "a higher probation threshold delivers fewer non-payment attack messages but starts "
+    "blocking honest newcomers, while payment fraud is stopped by caps, reports and holds "
+    "rather than by the thresholds.",
+    "- **Detector weaknesses left as they are.** The velocity detector's known gaps (a "
+    "slow ramp grows its baseline, idle minutes are not counted as zero, only the last "
+    "anomaly reason is kept, messages being decided when it trips go out at the old "
+    "tier) did not matter here: slow-drip agents were stopped by their victims' reports "
+    "and the payment hold, not by the rate detector. They stay open until a run shows "
+    "they matter.",
+    "- **Small runs are noisy.** At the CI scale (2 fraudsters, 2 switchers, 16 days) the "
+    "attack payment value delivered ranges around the 1 % target from seed to seed "
+    "(seed 1: 1.11 %, seed 3: 0.74 %, seed 7: 0.80 % on the same code); CI asserts seed "
+    "7, and the full run above is the figure to quote.",
+]

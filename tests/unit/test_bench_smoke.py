@@ -8,6 +8,7 @@ import importlib
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -85,3 +86,14 @@ def test_percentile_is_nearest_rank() -> None:
     assert harness.percentile(values, 50) == 50.0
     assert harness.percentile(values, 99) == 99.0
     assert harness.percentile(values, 100) == 100.0
+
+
+def test_the_efficacy_report_shows_its_command_without_server_urls(monkeypatch: Any) -> None:
+    # The command is printed into docs/EFFICACY.md; server URLs carry the run's passwords.
+    monkeypatch.syspath_prepend(str(BENCH.parent))
+    efficacy = importlib.import_module("efficacy")
+    argv = ["--scale", "full", "--seed", "3", "--redis-url", "redis://:s3cret@h:6379/0",
+            "--amqp-url=amqp://u:s3cret@h/", "--json", "/tmp/x.json", "--write-docs"]  # fmt: skip
+    shown = efficacy._command(argv)
+    assert shown == "python bench/efficacy.py --scale full --seed 3"
+    assert "s3cret" not in shown
