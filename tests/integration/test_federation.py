@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,13 +30,16 @@ from broker.federation.export import current_status_list, export_record, revoke_
 from broker.federation.record import record_subject, trust_record
 from broker.federation.vc import issue_credential
 from broker.identity import AgentKey
+from broker.keyfile import save_key
 from broker.negotiation import NegotiationService
 from broker.peerview import describe_peer
 from broker.provision import ManagementAPI, agent_amqp_url, provision_agent, setup_vhost
 from broker.router import Router
 from broker.state import IssuerRole, PeerState, RecipientProfile
+from broker.statuslist import revoked_in
 from broker.store.redis import RedisStore
 from tests.integration.conftest import router_view
+from tests.integration.test_cli_flow import as_json, cli_env
 
 DAY_MS = 86_400_000
 PRIOR = 0.25
@@ -113,6 +119,19 @@ async def _veteran(a: Broker, outcomes: int = 60) -> tuple[AgentKey, AgentClient
             key.did, success=True, weight=1.0, now_ms=wall_clock_ms(), policy=policy
         )
     return key, client
+
+
+async def cli(
+    config: BrokerConfig, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run trust-broker against one broker's vhost, Redis database and prefix."""
+    cmd = [sys.executable, "-m", "broker", "--log-level", "WARNING", *args]
+    done = await asyncio.to_thread(
+        subprocess.run, cmd, env={**cli_env(config), **(env or {})}, capture_output=True,
+        text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return done
 
 
 def _codes(reply: dict[str, Any]) -> list[str]:
@@ -211,3 +230,61 @@ async def test_export_is_told_only_to_the_agent_itself(broker_a: Broker) -> None
     assert reply["code"] == "export_unknown_agent"
     reply = await service.handle(b'{"op": "status_list"}')
     assert reply["credential"]["type"] == ["VerifiableCredential", "BitstringStatusListCredential"]
+
+
+async def test_the_command_line_carries_a_record_from_a_to_b(
+    broker_a: Broker, broker_b: Broker, tmp_path: Path
+) -> None:
+    key_a = tmp_path / "broker-a.key"
+    save_key(key_a, broker_a.key)
+    env_a = {"TRUST_BROKER_KEY": str(key_a)}
+    alice_key = tmp_path / "alice.key"
+    alice = as_json(await cli(broker_a.config, "keygen", "--out", str(alice_key), "--json"))["did"]
+    url_a = as_json(await cli(broker_a.config, "provision", alice, "--json"))["amqp_url"]
+    await cli(broker_a.config, "handshake", "--key", str(alice_key), "--agent-url", url_a)
+    policy = await broker_a.store.load_policy()
+    for _ in range(30):
+        await broker_a.store.add_outcome(
+            alice, success=True, weight=1.0, now_ms=wall_clock_ms(), policy=policy
+        )
+
+    record, status = tmp_path / "record.json", tmp_path / "status.json"
+    await cli(broker_a.config, "federation", "export", "--key", str(alice_key), "--agent-url",
+              url_a, "--out", str(record), "--status-out", str(status))  # fmt: skip
+    # Both brokers share one RabbitMQ here, and an AMQP user is per server: provisioning
+    # alice at B gives her login a new password, so it comes after she is done with A.
+    url_b = as_json(await cli(broker_b.config, "provision", alice, "--json"))["amqp_url"]
+    listed = as_json(await cli(broker_b.config, "issuer", "add", broker_a.key.did, "--role",
+                               "federation", "--trust", "0.6", "--json"))  # fmt: skip
+    assert listed == {"issuers": [{"did": broker_a.key.did, "roles": ["federation"], "trust": 0.6}]}
+    shown = as_json(await cli(broker_b.config, "present", "--key", str(alice_key), "--agent-url",
+                              url_b, str(status), str(record), "--json"))  # fmt: skip
+    assert shown["refused"] == []
+    reputation = shown["standing"]["dimensions"]["reputation"]
+    assert PRIOR < reputation <= (await broker_b.store.load_policy()).federation.ceiling
+
+    # Ops at A: a record issued straight from the store, revoked, and the list says so.
+    issued = as_json(await cli(broker_a.config, "federation", "issue", "--subject", alice, "--json",
+                               env=env_a))  # fmt: skip
+    credential_id = issued["credential"]["id"]
+    await cli(broker_a.config, "federation", "revoke", credential_id, "--json")
+    listed_a = as_json(await cli(broker_a.config, "federation", "status-list", "--json", env=env_a))
+    index = int(issued["credential"]["credentialStatus"]["statusListIndex"])
+    assert revoked_in(issued["credential"]["credentialStatus"], listed_a)
+    assert index == 1  # the export took index 0
+
+    # An identity credential as a W3C VC counts like today's format.
+    issuer_key = tmp_path / "issuer.key"
+    issuer = as_json(await cli(broker_b.config, "keygen", "--out", str(issuer_key), "--json"))[
+        "did"
+    ]
+    await cli(broker_b.config, "issuer", "add", issuer, "--role", "identity")
+    identity = tmp_path / "identity.json"
+    await cli(broker_b.config, "federation", "identity", "--issuer-key", str(issuer_key),
+              "--subject", alice, "--organisation", "Acme Research",
+              "--out", str(identity))  # fmt: skip
+    before = shown["standing"]["dimensions"]["identity"]
+    after = as_json(await cli(broker_b.config, "present", "--key", str(alice_key), "--agent-url",
+                              url_b, str(identity), "--json"))  # fmt: skip
+    assert after["refused"] == []
+    assert after["standing"]["dimensions"]["identity"] > before
