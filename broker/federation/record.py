@@ -32,15 +32,15 @@ def record_subject(
     peer: PeerState, tier: str, now_ms: int, *, success_half_life_ms: int, failure_half_life_ms: int
 ) -> dict[str, Any]:
     """The credentialSubject summarising `peer`'s record here, as of `now_ms`."""
-    successes = round(peer.successes.at(now_ms, success_half_life_ms), 3)
-    failures = round(peer.failures.at(now_ms, failure_half_life_ms), 3)
-    total = successes + failures
+    successes = _amount(peer.successes.at(now_ms, success_half_life_ms))
+    failures = _amount(peer.failures.at(now_ms, failure_half_life_ms))
+    total = _amount(successes + failures)
     subject: dict[str, Any] = {
         "id": peer.did,
         "type": "TrustRecord",
         "periodStart": iso_from_ms(_period_start(peer, now_ms)),
         "periodEnd": iso_from_ms(now_ms),
-        "interactions": round(total, 3),
+        "interactions": total,
         "successes": successes,
         "failures": failures,
         "successRate": round(successes / total, 4) if total > 0 else None,
@@ -55,6 +55,12 @@ def record_subject(
             "slashedMinor": peer.bond.slashed_minor,
         }
     return subject
+
+
+def _amount(value: float) -> float | int:
+    """A decayed count to three decimals; a whole one as an integer (plain JSON)."""
+    rounded = round(value, 3)
+    return int(rounded) if rounded == int(rounded) else rounded
 
 
 def _period_start(peer: PeerState, now_ms: int) -> int:

@@ -260,3 +260,14 @@ def test_local_outcomes_soon_outweigh_the_prior() -> None:
     assert blend(0.55, 0.10, 95.0, POLICY) == pytest.approx(0.1225)
     failing = _ctx(_record(), failures=DecayedCount(10.0, NOW))
     assert _reputation(failing)[0] < PRIOR
+
+
+@pytest.mark.parametrize(
+    ("successes", "failures", "trust", "expected"),
+    [(60.0, 0.0, 1.0, 0.55), (60.0, 0.0, 0.5, 0.52), (10.0, 20.0, 1.0, 0.10)],
+)
+def test_the_figures_docs_scoring_quotes(
+    successes: float, failures: float, trust: float, expected: float
+) -> None:
+    ctx = _ctx(_record(successes=successes, failures=failures), weights={BROKER_A.did: trust})
+    assert imported_prior(ctx, POLICY, NOW) == pytest.approx(expected, abs=0.005)
