@@ -19,7 +19,8 @@ from typing import Any
 from broker.errors import EvidenceError
 
 MIN_BITSTRING_BYTES = 16 * 1024  # 131,072 entries, the spec's herd-privacy minimum
-MAX_BITSTRING_BYTES = 16 * 1024 * 1024  # refuse to inflate anything bigger (zip bombs)
+# 16,777,216 entries; a larger list is refused before it is inflated further (zip bombs).
+MAX_BITSTRING_BYTES = 2 * 1024 * 1024
 STATUS_PURPOSE = "revocation"
 LIST_TYPE = "BitstringStatusList"
 LIST_CREDENTIAL_TYPE = "BitstringStatusListCredential"

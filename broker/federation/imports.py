@@ -18,7 +18,7 @@ from broker.errors import EvidenceError
 from broker.federation.record import IDENTITY_TYPE, TRUST_RECORD_TYPE, identity_from, imported_from
 from broker.federation.vc import VerifiedCredential, subject_did, verify_credential
 from broker.state import IssuerRole
-from broker.statuslist import LIST_CREDENTIAL_TYPE, decode_list, entry_index, revoked_in
+from broker.statuslist import LIST_CREDENTIAL_TYPE, bit_at, decode_list, entry_index, revoked_in
 from broker.store.redis import RedisStore
 
 
@@ -48,12 +48,11 @@ async def _apply_status_list(store: RedisStore, document: dict[str, Any], now_ms
         "issuer": verified.issuer, "valid_from_ms": verified.valid_from_ms,
         "valid_until_ms": verified.valid_until_ms, "document": document,
     }  # fmt: skip
-    if await store.federation.store_list(verified.credential_id, value):
+    if await store.federation.store_list(verified.issuer, verified.credential_id, value):
         # Records imported earlier that this newer list revokes stop counting now.
-        for credential_id, index in (
-            await store.federation.entries(verified.credential_id)
-        ).items():
-            if index < len(bits) * 8 and bits[index // 8] >> (7 - index % 8) & 1:
+        entries = await store.federation.entries(verified.issuer, verified.credential_id)
+        for credential_id, index in entries.items():
+            if index < len(bits) * 8 and bit_at(bits, index):
                 await store.revoke_evidence(credential_id)
     return verified.credential_id
 
@@ -78,7 +77,7 @@ async def _apply_trust_record(
         raise EvidenceError(
             "a newer record from this issuer is already imported", code="evidence_superseded"
         )
-    await store.federation.track_entry(list_id, record.credential_id, index)
+    await store.federation.track_entry(verified.issuer, list_id, record.credential_id, index)
     return verified.credential_id
 
 
@@ -127,8 +126,9 @@ async def _check_status(
     store: RedisStore, verified: VerifiedCredential, list_id: str, now_ms: int
 ) -> None:
     """Refuse a credential its issuer's current status list revokes (or cannot vouch for)."""
-    stored = await store.federation.presented_list(list_id)
-    if stored is None or stored["issuer"] != verified.issuer:
+    # Lists are kept per issuer: nobody else's list, whatever id it claims, can stand in.
+    stored = await store.federation.presented_list(verified.issuer, list_id)
+    if stored is None:
         raise EvidenceError(
             "present the issuer's status list credential first (it names this credential's "
             "statusListCredential)",

@@ -66,21 +66,23 @@ class FederationStore:
         raw = await self._call(self._redis.get(self._keys.fed_status))
         return bytes(raw or b"")
 
-    async def store_list(self, list_id: str, value: dict[str, Any]) -> bool:
-        """Keep another broker's verified status list unless a newer one is stored."""
-        args = [list_id, value["valid_from_ms"], orjson.dumps(value)]
+    async def store_list(self, issuer: str, list_id: str, value: dict[str, Any]) -> bool:
+        """Keep an issuer's verified status list unless a newer one is stored."""
+        args = [f"{issuer}|{list_id}", value["valid_from_ms"], orjson.dumps(value)]
         return bool(await self._call(self._store_list(keys=[self._keys.fed_lists], args=args)))
 
-    async def presented_list(self, list_id: str) -> dict[str, Any] | None:
+    async def presented_list(self, issuer: str, list_id: str) -> dict[str, Any] | None:
         """A status list stored by `store_list`, or None."""
-        raw = await self._call(self._redis.hget(self._keys.fed_lists, list_id))
+        raw = await self._call(self._redis.hget(self._keys.fed_lists, f"{issuer}|{list_id}"))
         return None if raw is None else dict(orjson.loads(raw))
 
-    async def track_entry(self, list_id: str, credential_id: str, index: int) -> None:
-        """Remember that an imported record is covered by `list_id` at `index`."""
-        await self._call(self._redis.hset(self._keys.fed_entries(list_id), credential_id, index))
+    async def track_entry(self, issuer: str, list_id: str, credential_id: str, index: int) -> None:
+        """Remember that an imported record is covered by the issuer's list at `index`."""
+        key = self._keys.fed_entries(f"{issuer}|{list_id}")
+        await self._call(self._redis.hset(key, credential_id, index))
 
-    async def entries(self, list_id: str) -> dict[str, int]:
-        """Imported record id -> index, of the records `list_id` covers."""
-        raw = await self._call(self._redis.hgetall(self._keys.fed_entries(list_id)))
+    async def entries(self, issuer: str, list_id: str) -> dict[str, int]:
+        """Imported record id -> index, of the records the issuer's list covers."""
+        key = self._keys.fed_entries(f"{issuer}|{list_id}")
+        raw = await self._call(self._redis.hgetall(key))
         return {k.decode(): int(v) for k, v in raw.items()}

@@ -119,12 +119,13 @@ class Keys:
 
     @property
     def fed_lists(self) -> str:
-        """Hash status list credential id -> JSON of other brokers' verified status lists."""
+        """Hash '<issuer>|<list id>' -> JSON of other brokers' verified status lists."""
         return f"{self.prefix}fed:lists"
 
-    def fed_entries(self, list_id: str) -> str:
-        """Hash credential id -> '<index>' of imported records listed in one status list."""
-        return f"{self.prefix}fed:entries:{list_id}"
+    def fed_entries(self, issuer_list: str) -> str:
+        """Hash credential id -> index of the imported records one status list covers
+        ('<issuer>|<list id>')."""
+        return f"{self.prefix}fed:entries:{issuer_list}"
 
     @property
     def revoked_evidence(self) -> str:

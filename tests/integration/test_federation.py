@@ -27,12 +27,12 @@ from broker.client import AgentClient
 from broker.clock import wall_clock_ms
 from broker.config import BrokerConfig
 from broker.federation.export import current_status_list, export_record, revoke_issued
-from broker.federation.record import record_subject, trust_record
+from broker.federation.record import record_subject, status_list_credential, trust_record
 from broker.federation.vc import issue_credential
 from broker.identity import AgentKey
 from broker.keyfile import save_key
 from broker.negotiation import NegotiationService
-from broker.peerview import describe_peer
+from broker.peerview import describe_evidence, describe_peer
 from broker.provision import ManagementAPI, agent_amqp_url, provision_agent, setup_vhost
 from broker.router import Router
 from broker.state import IssuerRole, PeerState, RecipientProfile
@@ -166,6 +166,10 @@ async def test_clean_record_at_a_starts_above_the_prior_at_b(
     assert reputation == pytest.approx(ceiling, abs=0.01)  # 60 clean outcomes, full trust
     assert reasons == ["reputation_imported_prior"]
     assert composite > FRESH_COMPOSITE
+    shown = await describe_evidence(broker_b.store, key.did, wall_clock_ms())
+    assert [(r["issuer"], r["standing"]) for r in shown["imported"]] == [
+        (broker_a.key.did, "valid")
+    ]
 
     # A later status list from A that revokes it takes the prior away again.
     assert await revoke_issued(broker_a.store, credential["id"])
@@ -205,11 +209,14 @@ async def test_refused_credentials_change_nothing(broker_a: Broker, broker_b: Br
     await asyncio.sleep(1.1)
     status = await current_status_list(broker_a.store, broker_a.key, wall_clock_ms())
 
+    clean = status_list_credential(other.did, b"", wall_clock_ms(), DAY_MS)
+    impostor = issue_credential(other, {**clean, "id": status["id"]}, wall_clock_ms())
     cases = [
         (stranger, [foreign_status, foreign], ["evidence_issuer_untrusted"]),
         (tampered_key, [status, tampered], ["evidence_bad_signature"]),
         (expired_key, [status, expired], ["evidence_expired"]),
-        (revoked_key, [status, revoked], ["evidence_revoked"]),
+        # Another trusted issuer's list claiming A's list id cannot stand in for A's.
+        (revoked_key, [status, impostor, revoked], ["evidence_revoked"]),
     ]
     for key, documents, codes in cases:
         client = await broker_b.agent(key)
