@@ -209,12 +209,29 @@ async def test_refused_credentials_change_nothing(broker_a: Broker, broker_b: Br
     await asyncio.sleep(1.1)
     status = await current_status_list(broker_a.store, broker_a.key, wall_clock_ms())
 
+    selfish = AgentKey.generate()
+    own = trust_record(selfish.did, {**subject, "id": selfish.did}, "urn:uuid:s", 0, now, DAY_MS)
+    self_issued = issue_credential(selfish, own, now)
+
+    unlisted_key, unlisted_a = await _veteran(broker_a, outcomes=5)
+    unlisted = (await unlisted_a.export_trust())["credential"]
+
+    veteran_here, veteran_a = await _veteran(broker_a, outcomes=5)
+    late = (await veteran_a.export_trust())["credential"]
+    policy_b = await broker_b.store.load_policy()
+    await broker_b.store.add_outcome(
+        veteran_here.did, success=True, weight=1.0, now_ms=wall_clock_ms(), policy=policy_b
+    )
+
     clean = status_list_credential(other.did, b"", wall_clock_ms(), DAY_MS)
     impostor = issue_credential(other, {**clean, "id": status["id"]}, wall_clock_ms())
     cases = [
+        # First: before anyone presented A's status list at B.
+        (unlisted_key, [unlisted], ["federation_status_unknown"]),
         (stranger, [foreign_status, foreign], ["evidence_issuer_untrusted"]),
         (tampered_key, [status, tampered], ["evidence_bad_signature"]),
         (expired_key, [status, expired], ["evidence_expired"]),
+        (selfish, [self_issued], ["evidence_self_issued"]),
         # Another trusted issuer's list claiming A's list id cannot stand in for A's.
         (revoked_key, [status, impostor, revoked], ["evidence_revoked"]),
     ]
@@ -224,6 +241,15 @@ async def test_refused_credentials_change_nothing(broker_a: Broker, broker_b: Br
         assert _codes(reply) == codes, key.did
         reputation, reasons, _ = await broker_b.reputation(key.did)
         assert (reputation, reasons) == (PRIOR, ["reputation_cold_start"])
+
+    # A peer with a history at B already gets no imported prior: its own record counts.
+    client = await broker_b.agent(veteran_here)
+    before = await broker_b.reputation(veteran_here.did)
+    assert _codes(await client.present(status, late)) == ["federation_not_first_time"]
+    after = await broker_b.reputation(veteran_here.did)
+    # (present shook hands first, so identity, and the composite, moved; reputation did not)
+    assert after[:2] == (pytest.approx(before[0]), before[1])
+    assert "reputation_imported_prior" not in after[1]
 
 
 async def test_export_is_told_only_to_the_agent_itself(broker_a: Broker) -> None:
