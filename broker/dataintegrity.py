@@ -4,9 +4,10 @@ The signed bytes are SHA-256(JCS(proof configuration)) || SHA-256(JCS(document w
 its proof)), the signature is Ed25519 and `proofValue` is multibase base58btc ('z').
 The proof configuration is the proof without `proofValue`; when the document has an
 `@context`, the proof carries the same one and a verifier checks that the document's
-context starts with it. Verification methods are did:key URLs (`did:key:z6Mk...#z6Mk...`)
-unless the caller supplies the public key of another URL. Pure code; tested against
-the specification's own vectors (tests/vectors/eddsa-jcs-2022.json).
+context starts with it, then hashes the document with the proof's context. Verification
+methods are did:key URLs (`did:key:z6Mk...#z6Mk...`) unless the caller supplies the
+public key of another URL. Pure code; tested against the specification's own vectors
+(tests/vectors/eddsa-jcs-2022.json).
 """
 
 from __future__ import annotations
@@ -62,8 +63,12 @@ def verify_eddsa_jcs_proof(
         _check_config(config)
         signature = _multibase_base58_decode(proof.get("proofValue"))
         key = _resolve(config["verificationMethod"], public_keys or {})
-        if "@context" in config and not _starts_with(unsecured.get("@context"), config["@context"]):
-            return False
+        if "@context" in config:
+            if not _starts_with(unsecured.get("@context"), config["@context"]):
+                return False
+            # As the specification says: the document is hashed with the proof's context
+            # (contexts appended after signing, e.g. by a later proof, are not covered).
+            unsecured["@context"] = config["@context"]
         return verify_signature(key, _hash_data(config, unsecured), signature)
     except (EvidenceError, EnvelopeError, IdentityError):
         return False

@@ -144,3 +144,11 @@ def test_not_a_proof(value: Any) -> None:
 def test_refuses_to_sign_twice() -> None:
     with pytest.raises(EvidenceError):
         add_eddsa_jcs_proof(VECTORS["signedJCS"], SEED, _options())
+
+
+def test_a_context_appended_after_signing_is_not_covered_as_the_spec_says() -> None:
+    document = copy.deepcopy(VECTORS["signedJCS"])
+    document["@context"] = [*document["@context"], "https://example.org/later/v1"]
+    assert verify_eddsa_jcs_proof(document, public_keys=KEYS)
+    document["@context"] = list(reversed(document["@context"]))
+    assert not verify_eddsa_jcs_proof(document, public_keys=KEYS)
