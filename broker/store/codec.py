@@ -36,6 +36,7 @@ BOND_CUT = "bond_cut"  # minor units slashed from the recorded bond since it was
 MANIFEST = "manifest"
 PAYMENT_HOLD = "pay_hold"  # ms until which the peer's payments are escalated
 IMPORTED = "fed:"  # + issuer DID: a record that issuer's broker exported (federation)
+_IMPORTED = IMPORTED.encode()
 
 
 def watermark_field(kind: str) -> str:
@@ -103,8 +104,9 @@ def peer_from_hash(did: str, fields: dict[bytes, bytes], spent_ref: int = 0) -> 
         },
         imported=tuple(
             ImportedRecord(**orjson.loads(value))
-            for name, value in sorted(fields.items())
-            if name.startswith(IMPORTED.encode())
+            for _, value in sorted(
+                (name, value) for name, value in fields.items() if name.startswith(_IMPORTED)
+            )
         ),
     )
 
