@@ -78,7 +78,14 @@ async def cmd_issue(args: argparse.Namespace, config: BrokerConfig) -> int:
 
 
 async def cmd_status_list(args: argparse.Namespace, config: BrokerConfig) -> int:
-    """Ops: this broker's signed revocation status list."""
+    """The broker's signed revocation status list: asked over AMQP with an agent's --key
+    (SDK: AgentClient.status_list), else read by ops from the store."""
+    if args.key:
+        from broker.cli_agent import connected
+
+        async with connected(args, config) as client:
+            _emit(args, await client.status_list(), None)
+        return 0
     from broker.federation.export import current_status_list
 
     key, store = _broker_key(config), _store(config)
@@ -150,7 +157,8 @@ def add_commands(sub: Any) -> None:
         description="export --key K: this agent's trust record from its broker (W3C VC "
         "TrustRecordCredential, eddsa-jcs-2022), with the broker's status list; present both "
         "to another broker with `trust-broker present STATUS CREDENTIAL`. issue --subject DID: "
-        "ops issue one from the store. status-list: the broker's signed revocation list. "
+        "ops issue one from the store. status-list [--key K]: the broker's signed revocation "
+        "list (over AMQP with an agent's key, else from the store). "
         "revoke ID: revoke a record this broker issued. identity --issuer-key --subject "
         "--organisation: sign an IdentityCredential VC.",
         examples=["trust-broker federation export --key alice.key --agent-url \"$ALICE_URL\" "
@@ -162,8 +170,9 @@ def add_commands(sub: Any) -> None:
     )  # fmt: skip
     p.add_argument("action", choices=sorted(_HANDLERS))
     p.add_argument("credential_id", nargs="?", default="", help="revoke: the credential id")
-    p.add_argument("--key", help="export: the agent's key file")
-    p.add_argument("--agent-url", help="export: the agent's AMQP URL (env TRUST_AGENT_URL)")
+    p.add_argument("--key", help="export, status-list: the agent's key file")
+    p.add_argument("--agent-url", help="export, status-list: the agent's AMQP URL "
+                   "(env TRUST_AGENT_URL)")  # fmt: skip
     p.add_argument("--subject", help="issue, identity: the agent's DID")
     p.add_argument("--issuer-key", help="identity: the issuer's key file")
     p.add_argument("--organisation", help="identity: the organisation the issuer vouches for")

@@ -441,6 +441,14 @@ class AgentClient:
             raise EvidenceError(str(reply.get("message")), code=str(reply.get("code")))
         return reply
 
+    async def status_list(self) -> dict[str, Any]:
+        """The broker's revocation list (a signed BitstringStatusListCredential)."""
+        reply = await self._negotiate({"op": "status_list"})
+        if reply.get("op") != "status_list":
+            raise EvidenceError(str(reply.get("message")), code=str(reply.get("code")))
+        credential: dict[str, Any] = reply["credential"]
+        return credential
+
     @property
     def logged_in_as_self(self) -> bool:
         """True when the AMQP login is this agent's own (its username is its DID)."""

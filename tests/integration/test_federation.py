@@ -321,3 +321,10 @@ async def test_the_command_line_carries_a_record_from_a_to_b(
                               url_b, str(identity), "--json"))  # fmt: skip
     assert after["refused"] == []
     assert after["standing"]["dimensions"]["identity"] > before
+
+    # (Last: provisioning alice at A again gives her login a new password.)
+    # The same list, asked over AMQP as an agent would (SDK: AgentClient.status_list).
+    url_a = as_json(await cli(broker_a.config, "provision", alice, "--json"))["amqp_url"]
+    remote = as_json(await cli(broker_a.config, "federation", "status-list", "--key",
+                               str(alice_key), "--agent-url", url_a, "--json"))  # fmt: skip
+    assert remote["credentialSubject"] == listed_a["credentialSubject"]
