@@ -1,6 +1,7 @@
 """trust-broker: a message-layer trust broker for AI agents."""
 
 from broker.canonical import canonical_json
+from broker.dataintegrity import add_eddsa_jcs_proof, verify_eddsa_jcs_proof
 from broker.decision import Action, Decision, Tier
 from broker.envelope import Envelope, PaymentIntent, decode_envelope, sign_envelope
 from broker.errors import (
@@ -29,10 +30,12 @@ __all__ = [
     "Tier",
     "TrustBrokerError",
     "__version__",
+    "add_eddsa_jcs_proof",
     "canonical_json",
     "decode_envelope",
     "did_from_public_key",
     "public_key_from_did",
     "sign_envelope",
+    "verify_eddsa_jcs_proof",
     "verify_signature",
 ]

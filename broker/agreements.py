@@ -73,6 +73,11 @@ async def apply_document(
     `presenter` is the agent whose signed presentation carried the document: it must be
     one of the agents the document is about (`PARTIES`), whatever else the document
     says or omits. `OPS` (None) is ops loading a document with direct store access."""
+    if isinstance(document, dict) and isinstance(document.get("type"), list):
+        # A W3C Verifiable Credential (trust records, status lists, identity credentials).
+        from broker.federation.imports import apply_credential
+
+        return await apply_credential(store, document, now_ms, presenter)
     if not isinstance(document, dict) or not isinstance(document.get("type"), str):
         raise _malformed("a document is a JSON object with a type")
     kind = document["type"].removeprefix("trust-broker/")

@@ -238,7 +238,7 @@ Start with README.md's walkthrough; `trust-broker COMMAND --help` explains each 
 
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser."""
-    from broker import cli_agent, cli_ops, cli_policy, cli_reports, cli_review
+    from broker import cli_agent, cli_federation, cli_ops, cli_policy, cli_reports, cli_review
     from broker.console.cli import add_console_commands
 
     parser = argparse.ArgumentParser(
@@ -262,6 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     person = os_account(os.environ)
     cli_agent.add_commands(sub)
     cli_ops.add_commands(sub)
+    cli_federation.add_commands(sub)
     cli_policy.add_commands(sub, default_who=person)
     cli_review.add_review_commands(sub, default_reviewer=person)
     cli_reports.add_commands(sub, default_reviewer=person)

@@ -261,7 +261,10 @@ async def present(
     if not args.json:
         for index, name in enumerate(names):
             document = documents[index] if isinstance(documents[index], dict) else {}
-            what = str(document.get("type", "document")).removeprefix("trust-broker/")
+            kind = document.get("type", "document")
+            # A W3C credential's type is a list; its last entry is the specific one.
+            kind = kind[-1] if isinstance(kind, list) and kind else kind
+            what = str(kind).removeprefix("trust-broker/")
             if index in refused:
                 item = refused[index]
                 say(f"refused {what} {name}: {item['message']} ({item['code']})")

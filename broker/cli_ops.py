@@ -92,15 +92,16 @@ async def cmd_issuer(args: argparse.Namespace, config: BrokerConfig) -> int:
         if not args.did:
             raise ConfigError(f"issuer {args.action} needs the issuer's DID")
         public_key_from_did(args.did)
+    _check_trust(args.trust, roles)
     from broker.state import IssuerRole
 
     store = _store(config)
     try:
         if args.action == "add":
-            await store.add_issuer(args.did, {IssuerRole(role) for role in roles})
+            await store.add_issuer(args.did, {IssuerRole(role) for role in roles}, trust=args.trust)
         elif args.action == "remove":
             await store.remove_issuer(args.did, {IssuerRole(role) for role in roles} or None)
-        rows = issuer_rows(await store.issuer_roles())
+        rows = issuer_rows(await store.issuer_roles(), await store.issuer_trust())
     finally:
         await store.close()
     if args.json:
@@ -113,15 +114,28 @@ async def cmd_issuer(args: argparse.Namespace, config: BrokerConfig) -> int:
         which = ", ".join(roles) if roles else "every role"
         say(f"removed {which} from {args.did}: what it signed stops counting on every router")
     for row in rows:
-        print(f"{row['did']}  {', '.join(row['roles'])}")
+        trust = "" if row.get("trust") is None else f"  (trust {row['trust']})"
+        print(f"{row['did']}  {', '.join(row['roles'])}{trust}")
     if not rows:
         say("(no trusted issuers: no credential, attestation or bond counts yet)")
     return 0
 
 
-def issuer_rows(roles: dict[str, frozenset[str]]) -> list[dict[str, Any]]:
-    """The trust list as rows of DID and roles."""
-    return [{"did": did, "roles": sorted(held)} for did, held in sorted(roles.items())]
+def _check_trust(trust: float | None, roles: tuple[str, ...]) -> None:
+    if trust is not None and not (0.0 <= trust <= 1.0 and "federation" in roles):
+        raise ConfigError("--trust is a weight in [0, 1] for an issuer added with --role "
+                          "federation")  # fmt: skip
+
+
+def issuer_rows(
+    roles: dict[str, frozenset[str]], trust: dict[str, float] | None = None
+) -> list[dict[str, Any]]:
+    """The trust list as rows of DID, roles and (federation issuers) trust weight."""
+    weights = trust or {}
+    return [
+        {"did": did, "roles": sorted(held)} | ({"trust": weights[did]} if did in weights else {})
+        for did, held in sorted(roles.items())
+    ]
 
 
 # -- evidence and revocation -------------------------------------------------------------------
@@ -341,6 +355,7 @@ def _add_agents(sub: Any) -> None:
         "it signed stops counting on every router. list: the trust list.",
         examples=["trust-broker issuer add \"$ISSUER\" --role identity",
                   "trust-broker issuer add \"$CUSTODIAN\" --role stake",
+                  "trust-broker issuer add \"$OTHER_BROKER\" --role federation --trust 0.6",
                   "trust-broker issuer list --json",
                   "trust-broker issuer remove \"$ISSUER\" --role identity"],
     )  # fmt: skip
@@ -348,6 +363,9 @@ def _add_agents(sub: Any) -> None:
     p.add_argument("did", nargs="?", default="", help="the issuer's DID (add, remove)")
     p.add_argument("--role", action="append", choices=ISSUER_ROLES,
                    help="what the issuer is trusted for (repeatable)")  # fmt: skip
+    p.add_argument("--trust", type=float, default=None,
+                   help="federation issuers: how far its trust records count, 0-1 "
+                   "(default: policy federation.default_trust)")  # fmt: skip
     json_flag(p)
     p.set_defaults(handler=cmd_issuer)
 

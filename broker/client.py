@@ -432,6 +432,23 @@ class AgentClient:
         standing: dict[str, Any] = reply["standing"]
         return standing
 
+    async def export_trust(self) -> dict[str, Any]:
+        """A TrustRecordCredential about this agent from its broker, with the broker's
+        status list: {"credential", "status_list"}, to present to another broker. Like
+        standing, told only to the agent itself (its own AMQP login)."""
+        reply = await self._negotiate({"op": "export", "agent": self.did}, user_id=self.did)
+        if reply.get("op") != "exported":
+            raise EvidenceError(str(reply.get("message")), code=str(reply.get("code")))
+        return reply
+
+    async def status_list(self) -> dict[str, Any]:
+        """The broker's revocation list (a signed BitstringStatusListCredential)."""
+        reply = await self._negotiate({"op": "status_list"})
+        if reply.get("op") != "status_list":
+            raise EvidenceError(str(reply.get("message")), code=str(reply.get("code")))
+        credential: dict[str, Any] = reply["credential"]
+        return credential
+
     @property
     def logged_in_as_self(self) -> bool:
         """True when the AMQP login is this agent's own (its username is its DID)."""

@@ -4,6 +4,8 @@ Requests are JSON objects with an `op`:
 - `hello` {agent, resume?}: a broker-signed challenge, or, with `resume` and a live
   session, a broker-signed session result without a new challenge (the warm path).
 - `prove` {response}: the agent's signed answer; on success possession is recorded.
+- `export` {agent}: a TrustRecordCredential about the agent, only to the agent itself (its
+  AMQP user_id), with this broker's status list; `status_list` {}: the status list alone.
 - `present` {presentation}: a presentation signed by the presenting agent
   (`broker.agreements.make_presentation`) carrying issuer-signed credentials,
   attestations and bonds, agent-signed capability manifests, pacts signed by both
@@ -29,6 +31,7 @@ from aio_pika.exceptions import AMQPError
 from broker.agreements import apply_document
 from broker.config import BrokerConfig
 from broker.errors import EvidenceError, IdentityError, StoreUnavailable
+from broker.federation.export import FEDERATION_OPS, federation_request
 from broker.handshake import Proof, check_response, make_challenge, make_result
 from broker.identity import AgentKey, public_key_from_did
 from broker.presentation import open_presentation
@@ -96,6 +99,10 @@ class NegotiationService:
             return _error("malformed", "request is not JSON")
         if isinstance(request, dict) and request.get("op") == "standing":
             return await self._standing(request, self._clock(), user_id)
+        if isinstance(request, dict) and request.get("op") in FEDERATION_OPS:
+            return await federation_request(
+                self._store, self.broker_key, request, self._clock(), user_id
+            )
         if not isinstance(request, dict) or request.get("op") not in self._ops:
             return _error("malformed", f"op must be one of {sorted(self._ops)}")
         try:

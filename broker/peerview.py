@@ -12,7 +12,7 @@ from broker.decision import Action
 from broker.envelope import MESSAGE_KINDS, Envelope, MessageKind, PaymentIntent
 from broker.scoring import identity_verified, score_dimensions
 from broker.scoring.tiers import REMEDIATION, capped_tier, composite, route, weakest_dimension
-from broker.state import Attestation, Bond, Credential, IssuerRole
+from broker.state import Attestation, Bond, Credential, ImportedRecord, IssuerRole
 from broker.store.redis import Globals, RedisStore
 
 # A placeholder recipient: compliance is judged without any particular recipient's rules.
@@ -94,7 +94,21 @@ async def describe_evidence(store: RedisStore, did: str, now_ms: int) -> dict[st
             "standing": "valid" if now_ms < peer.manifest.expires_at_ms else "expired",
         },
         "pacts_as_sender": await store.pacts_from(did),
+        "imported": [_imported_view(record, shared, now_ms) for record in peer.imported],
     }
+
+
+def _imported_view(record: ImportedRecord, shared: Globals, now_ms: int) -> dict[str, Any]:
+    """An imported trust record (another broker's) and whether it counts now."""
+    if record.credential_id in shared.revoked_evidence:
+        standing = "revoked"
+    elif not shared.issuers.trusts(record.issuer, IssuerRole.FEDERATION):
+        standing = "issuer not trusted for federation"
+    elif record.valid_from_ms <= now_ms < record.valid_until_ms:
+        standing = "valid"
+    else:
+        standing = "expired"
+    return {**asdict(record), "standing": standing}
 
 
 def _view(

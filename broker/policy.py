@@ -274,6 +274,27 @@ class VouchModel(BaseModel):
     liability: float = Field(1.0, ge=0.0)
 
 
+class FederationModel(BaseModel):
+    """Trust records other brokers issued (TrustRecordCredential): how much a first-time
+    peer's imported record may count here, and what this broker issues itself."""
+
+    model_config = _FROZEN
+    # No imported record lifts reputation above this, whoever issued it and however good.
+    ceiling: float = Field(0.55, ge=0.0, le=1.0)
+    # An issuer on the federation list without its own trust weight gets this one.
+    default_trust: float = Field(0.5, ge=0.0, le=1.0)
+    # An imported record counts half as much after this long (from its validFrom).
+    age_half_life_ms: int = Field(30 * 86_400_000, gt=0)
+    # Local outcomes that weigh as much as the imported prior: after this many verified
+    # outcomes here the prior counts half, and ever less after that.
+    local_weight: float = Field(5.0, gt=0.0)
+    # Failure units a slash in the exported record counts for.
+    slash_failure_units: float = Field(3.0, ge=0.0)
+    # What this broker issues: how long its trust credentials and status lists are valid.
+    credential_validity_ms: int = Field(30 * 86_400_000, gt=0)
+    status_list_validity_ms: int = Field(86_400_000, gt=0)
+
+
 class EscalationModel(BaseModel):
     """How long an escalated message waits for a human before it expires to blocked."""
 
@@ -309,6 +330,7 @@ class Policy(BaseModel):
     reports: ReportModel = Field(default_factory=ReportModel)
     vouching: VouchModel = Field(default_factory=VouchModel)
     escalations: EscalationModel = Field(default_factory=EscalationModel)
+    federation: FederationModel = Field(default_factory=FederationModel)
 
 
 def load_policy(data: dict[str, Any]) -> Policy:

@@ -29,10 +29,16 @@ class TrustList:
     """The deployment's issuer trust list: issuer DID -> the roles it is trusted for."""
 
     roles: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    # How far the deployment trusts a federation issuer's records, in [0, 1].
+    weights: Mapping[str, float] = field(default_factory=dict)
 
     def trusts(self, did: str, role: IssuerRole) -> bool:
         """True when `did` is on the list for `role`."""
         return role.value in self.roles.get(did, frozenset())
+
+    def weight(self, did: str, default: float) -> float:
+        """The trust weight of a federation issuer (`default` when none was set)."""
+        return self.weights.get(did, default)
 
     def __contains__(self, did: object) -> bool:
         return did in self.roles
@@ -101,6 +107,20 @@ class Bond:
 
 
 @dataclass(frozen=True, slots=True)
+class ImportedRecord:
+    """A peer's record at another broker (a verified TrustRecordCredential): aggregates
+    only, counted as a reputation prior while the peer has no history here."""
+
+    credential_id: str
+    issuer: str
+    successes: float
+    failures: float
+    slashes: int
+    valid_from_ms: int
+    valid_until_ms: int
+
+
+@dataclass(frozen=True, slots=True)
 class Manifest:
     """The message kinds an agent declared it sends (self-declared: it only narrows)."""
 
@@ -148,6 +168,8 @@ class PeerState:
     vouches: tuple[Vouch, ...] = ()
     # Failures by the kind of message they happened in (per-domain reputation).
     domain_failures: dict[str, DecayedCount] = field(default_factory=dict)
+    # Records other brokers issued about this peer (one per issuer), imported as a prior.
+    imported: tuple[ImportedRecord, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

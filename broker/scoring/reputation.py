@@ -12,11 +12,16 @@ trust is lost faster than regained.
 A vouch lends the vouchee a bounded share of what the voucher earned itself above the
 cold-start prior. Only the voucher's own outcomes count, never what others vouched for it,
 so rings of vouchers and fresh identities lend nothing.
+
+A first-time peer may bring records other brokers issued about it (broker/federation/
+prior.py): they replace the cold-start prior, bounded by `federation.ceiling`, and fade as
+local outcomes accumulate.
 """
 
 from __future__ import annotations
 
 from broker.envelope import Envelope
+from broker.federation.prior import blend, imported_prior
 from broker.policy import Policy, ReputationModel
 from broker.reports import domain_of
 from broker.scoring.base import DimensionScore
@@ -34,7 +39,11 @@ def score_reputation(
     failures = peer.failures.at(now_ms, model.failure_half_life_ms)
     score = earned(peer.successes, peer.failures, model, now_ms)
     reasons: list[str] = []
-    if successes < 1.0 and failures < 1.0:
+    prior = imported_prior(ctx, policy, now_ms)
+    if prior is not None:
+        score = blend(prior, score, successes + failures, policy)
+        reasons.append("reputation_imported_prior")
+    elif successes < 1.0 and failures < 1.0:
         reasons.append("reputation_cold_start")
     if failures >= 0.5:
         reasons.append("reputation_failures")

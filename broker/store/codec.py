@@ -14,6 +14,7 @@ from broker.state import (
     Bond,
     Credential,
     DecayedCount,
+    ImportedRecord,
     Manifest,
     PeerState,
     RecipientProfile,
@@ -34,6 +35,8 @@ BOND = "bond"
 BOND_CUT = "bond_cut"  # minor units slashed from the recorded bond since it was recorded
 MANIFEST = "manifest"
 PAYMENT_HOLD = "pay_hold"  # ms until which the peer's payments are escalated
+IMPORTED = "fed:"  # + issuer DID: a record that issuer's broker exported (federation)
+_IMPORTED = IMPORTED.encode()
 
 
 def watermark_field(kind: str) -> str:
@@ -99,6 +102,12 @@ def peer_from_hash(did: str, fields: dict[bytes, bytes], spent_ref: int = 0) -> 
             for kind in MESSAGE_KINDS
             if domain_failure_fields(kind)[0].encode() in fields
         },
+        imported=tuple(
+            ImportedRecord(**orjson.loads(value))
+            for _, value in sorted(
+                (name, value) for name, value in fields.items() if name.startswith(_IMPORTED)
+            )
+        ),
     )
 
 

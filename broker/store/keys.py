@@ -108,6 +108,32 @@ class Keys:
         return f"{self.prefix}issuer-roles"
 
     @property
+    def issuer_trust(self) -> str:
+        """Hash issuer DID -> trust weight in [0, 1] of a federation issuer."""
+        return f"{self.prefix}issuer-trust"
+
+    @property
+    def fed_status(self) -> str:
+        """String: this broker's revocation bitstring (bit i = credential i revoked)."""
+        return f"{self.prefix}fed:status-bits"
+
+    @property
+    def fed_issued(self) -> str:
+        """Hash credential id -> status list index of every trust credential issued here,
+        plus '_next' -> the next free index."""
+        return f"{self.prefix}fed:issued"
+
+    @property
+    def fed_lists(self) -> str:
+        """Hash '<issuer>|<list id>' -> JSON of other brokers' verified status lists."""
+        return f"{self.prefix}fed:lists"
+
+    def fed_entries(self, issuer_list: str) -> str:
+        """Hash credential id -> index of the imported records one status list covers
+        ('<issuer>|<list id>')."""
+        return f"{self.prefix}fed:entries:{issuer_list}"
+
+    @property
     def revoked_evidence(self) -> str:
         """Set of revoked evidence ids (credentials, attestations, bonds)."""
         return f"{self.prefix}revoked-evidence"

@@ -11,7 +11,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from enum import StrEnum
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
@@ -29,6 +29,7 @@ from broker.state import (
     Attestation,
     Bond,
     Credential,
+    ImportedRecord,
     IssuerRole,
     Manifest,
     PactTerms,
@@ -41,6 +42,7 @@ from broker.state import (
 from broker.store import codec
 from broker.store.batch import AutoPipeline, Command
 from broker.store.cache import TTLCache
+from broker.store.federation import FederationStore
 from broker.store.keys import Keys
 from broker.store.serious import SeriousQueue
 
@@ -437,6 +439,7 @@ class RedisStore:
         self._slash = self._redis.register_script(_SLASH)
         self._corroborate = self._redis.register_script(_CORROBORATE)
         self.serious = SeriousQueue(self._redis, keys, self._call)
+        self.federation = FederationStore(self._redis, keys, self._call)
 
     async def close(self) -> None:
         """Close the connection pool (and the Sentinel clients, if any)."""
@@ -662,12 +665,14 @@ class RedisStore:
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.hgetall(self.keys.issuers)
             pipe.smembers(self.keys.revoked_evidence)
-            issuers, revoked = await self._call(pipe.execute())
+            pipe.hgetall(self.keys.issuer_trust)
+            issuers, revoked, trust = await self._call(pipe.execute())
         roles = {
             did.decode(): frozenset(orjson.loads(value))
             for did, value in _as_bytes(issuers).items()
         }
-        shared = Globals(TrustList(roles), frozenset(r.decode() for r in revoked))
+        weights = {did.decode(): float(value) for did, value in _as_bytes(trust).items()}
+        shared = Globals(TrustList(roles, weights), frozenset(r.decode() for r in revoked))
         self._globals.put("globals", shared, now_ms)
         return shared
 
@@ -750,14 +755,30 @@ class RedisStore:
             await self._call(pipe.execute())
         await self.invalidate(f"recipient:{profile.did}")
 
-    async def add_issuer(self, did: str, roles: frozenset[IssuerRole] | set[IssuerRole]) -> None:
-        """Trust `did` for `roles` (added to any it already has)."""
+    async def add_issuer(
+        self,
+        did: str,
+        roles: frozenset[IssuerRole] | set[IssuerRole],
+        *,
+        trust: float | None = None,
+    ) -> None:
+        """Trust `did` for `roles` (added to any it already has); `trust` in [0, 1] is how
+        far its federation records count."""
         if not roles:
             raise ValueError("an issuer is trusted for at least one role")
+        if trust is not None and not 0.0 <= trust <= 1.0:
+            raise ValueError("an issuer's trust weight is between 0 and 1")
         current = (await self.issuer_roles()).get(did, frozenset())
         merged = sorted(current | {IssuerRole(role).value for role in roles})
         await self._call(self._redis.hset(self.keys.issuers, did, orjson.dumps(merged)))
+        if trust is not None:
+            await self._call(self._redis.hset(self.keys.issuer_trust, did, str(trust)))
         await self.invalidate("globals")
+
+    async def issuer_trust(self) -> dict[str, float]:
+        """Trust weights of federation issuers, as they are in Redis now."""
+        raw = await self._call(self._redis.hgetall(self.keys.issuer_trust))
+        return {k.decode(): float(v) for k, v in _as_bytes(raw).items()}
 
     async def remove_issuer(
         self, did: str, roles: frozenset[IssuerRole] | set[IssuerRole] | None = None
@@ -770,6 +791,8 @@ class RedisStore:
             await self._call(self._redis.hset(self.keys.issuers, did, orjson.dumps(sorted(left))))
         else:
             await self._call(self._redis.hdel(self.keys.issuers, did))
+        if IssuerRole.FEDERATION.value not in left:
+            await self._call(self._redis.hdel(self.keys.issuer_trust, did))
         await self.invalidate("globals")
 
     async def issuer_roles(self) -> dict[str, frozenset[str]]:
@@ -864,6 +887,22 @@ class RedisStore:
         ]
         raw = await self._call(self._supersede(keys=[watermark_key, target_key], args=args))
         return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+    async def set_imported_record(self, did: str, record: ImportedRecord) -> str:
+        """Record another broker's verified trust record about `did` ('ok', 'same' or
+        'superseded': one record per issuer, the newest wins)."""
+        field = codec.IMPORTED + record.issuer
+        peer = self.keys.peer(did)
+        issued = (record.valid_from_ms, record.credential_id)
+        value = orjson.dumps(asdict(record))
+        outcome = await self._supersede_into(
+            peer, peer, codec.watermark_field(field), issued, field=field, value=value
+        )
+        if outcome == "ok":
+            entry = f"federation|{did}".encode()
+            await self._call(self._redis.hset(self.keys.evidence_ids, record.credential_id, entry))
+            await self.invalidate(f"peer:{did}")
+        return outcome
 
     async def set_expected_code(self, did: str, codebase_hash: str) -> None:
         """The codebase hash ops expect `did` to run; an attestation of another mismatches."""
