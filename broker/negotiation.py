@@ -8,8 +8,18 @@ Requests are JSON objects with an `op`:
   (`broker.agreements.make_presentation`) carrying issuer-signed credentials,
   attestations and bonds, agent-signed capability manifests, pacts signed by both
   parties, vouches and key rotations, each about the presenter.
-Replies go to the request's `reply_to` (RabbitMQ direct reply-to) with its
-`correlation_id`. Every failure has a code; nothing here trusts what it cannot verify.
+Replies go to the request's `reply_to` with its `correlation_id`, and only when that is
+RabbitMQ direct reply-to (`amq.rabbitmq.reply-to...`): the negotiator's login may write
+to the default exchange, which reaches every queue by name, so a request naming any other
+`reply_to` (an agent's queue, trust.blocked, trust.escalations) is refused unanswered and
+counted (`trust_handshake_replies_refused`), never published. Every failure has a code;
+nothing here trusts what it cannot verify.
+
+Pending challenges are bounded per agent, and "the agent" is the AMQP login RabbitMQ
+validated (`user_id`), never a DID the request names: a hello beyond the agent's
+`max_pending_per_agent` drops that agent's oldest pending challenge (an agent can never
+lock itself or anyone else out), and the global `max_pending` stays as the last resort
+(`handshake_busy`). Requests without a user_id share one bucket.
 """
 
 from __future__ import annotations
@@ -31,12 +41,16 @@ from broker.config import BrokerConfig
 from broker.errors import EvidenceError, IdentityError, StoreUnavailable
 from broker.handshake import Proof, check_response, make_challenge, make_result
 from broker.identity import AgentKey, public_key_from_did
+from broker.metrics import RouterMetrics
 from broker.presentation import open_presentation
-from broker.store.redis import RedisStore
+from broker.store.redis import Issued, RedisStore
 
 log = logging.getLogger("broker.negotiation")
 MAX_REQUEST_BYTES = 64 * 1024
-Handler = Callable[[dict[str, Any], int], Awaitable[dict[str, Any]]]
+DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
+# Requests that carry no validated login share this challenge bucket.
+UNIDENTIFIED = "-"
+Handler = Callable[[dict[str, Any], int, str | None], Awaitable[dict[str, Any]]]
 
 
 class NegotiationService:
@@ -52,6 +66,8 @@ class NegotiationService:
         challenge_ttl_ms: int = 30_000,
         session_ms: int = 3_600_000,
         max_pending: int = 10_000,
+        max_pending_per_agent: int = 8,
+        metrics: RouterMetrics | None = None,
     ) -> None:
         self._config = config
         self._store = store
@@ -60,7 +76,10 @@ class NegotiationService:
         self._challenge_ttl_ms = challenge_ttl_ms
         self._session_ms = session_ms
         self._max_pending = max_pending
+        self._max_pending_per_agent = max_pending_per_agent
+        self._metrics = metrics
         self._channel: AbstractChannel | None = None
+        self.refused_replies = 0
         self._ops: dict[str, Handler] = {
             "hello": self._hello,
             "prove": self._prove,
@@ -76,6 +95,18 @@ class NegotiationService:
         await queue.consume(self._on_request)
 
     async def _on_request(self, message: AbstractIncomingMessage) -> None:
+        if not is_direct_reply_to(message.reply_to):
+            # Not answered, not even handled: nothing is issued for a reply nobody gets.
+            self.refused_replies += 1
+            if self._metrics is not None:
+                self._metrics.replies_refused.inc()
+            log.warning(
+                "handshake request refused: reply_to %.80r is not direct reply-to (login %.80r)",
+                message.reply_to, message.user_id,
+            )  # fmt: skip
+            with contextlib.suppress(AMQPError, RuntimeError):
+                await message.ack()
+            return
         try:
             reply = await self.handle(message.body, user_id=message.user_id)
         except StoreUnavailable:
@@ -99,14 +130,16 @@ class NegotiationService:
         if not isinstance(request, dict) or request.get("op") not in self._ops:
             return _error("malformed", f"op must be one of {sorted(self._ops)}")
         try:
-            return await self._ops[request["op"]](request, self._clock())
+            return await self._ops[request["op"]](request, self._clock(), user_id)
         except EvidenceError as exc:
             log.info("negotiation refused: %s", exc.code)
             return _error(exc.code, str(exc))
         except IdentityError as exc:
             return _error("bad_did", str(exc))
 
-    async def _hello(self, request: dict[str, Any], now: int) -> dict[str, Any]:
+    async def _hello(
+        self, request: dict[str, Any], now: int, user_id: str | None
+    ) -> dict[str, Any]:
         agent = request.get("agent")
         if not isinstance(agent, str):
             return _error("malformed", "hello needs the agent's DID")
@@ -125,13 +158,21 @@ class NegotiationService:
         random32 = os.urandom(32)
         challenge = make_challenge(self.broker_key, agent, random32, now, self._challenge_ttl_ms)
         expires = challenge["expires_at"]
-        if not await self._store.issue_challenge(
-            random32.hex(), agent, expires, now, self._max_pending
-        ):
+        issued = await self._store.issue_challenge(
+            random32.hex(), agent, expires, now, self._max_pending,
+            bucket=user_id or UNIDENTIFIED, per_bucket=self._max_pending_per_agent,
+        )  # fmt: skip
+        if issued is not Issued.OK and self._metrics is not None:
+            self._metrics.challenges_bounded.labels(
+                "global" if issued is Issued.BUSY else "agent"
+            ).inc()
+        if issued is Issued.BUSY:
             return _error("handshake_busy", "too many pending challenges; try again shortly")
         return {"op": "challenge", "challenge": challenge}
 
-    async def _prove(self, request: dict[str, Any], now: int) -> dict[str, Any]:
+    async def _prove(
+        self, request: dict[str, Any], now: int, user_id: str | None
+    ) -> dict[str, Any]:
         response = request.get("response")
         if not isinstance(response, dict) or not isinstance(response.get("challenge"), str):
             return _error("handshake_malformed", "prove needs the signed response document")
@@ -144,7 +185,9 @@ class NegotiationService:
             "result": make_result(self.broker_key, proof, response["challenge"]),
         }
 
-    async def _present(self, request: dict[str, Any], now: int) -> dict[str, Any]:
+    async def _present(
+        self, request: dict[str, Any], now: int, user_id: str | None
+    ) -> dict[str, Any]:
         # Bound to its presenter by the presenter's own signature, so nobody can present
         # (or replay) documents in another agent's name.
         skew = (await self._store.load_policy()).gates.max_clock_skew_ms
@@ -171,7 +214,9 @@ class NegotiationService:
         return await standing_request(self._store, request, now, user_id)
 
     async def _reply(self, request: AbstractIncomingMessage, reply: dict[str, Any]) -> None:
-        if not request.reply_to or self._channel is None:
+        # Checked again here, so no path can ever answer anywhere but direct reply-to.
+        reply_to = request.reply_to
+        if reply_to is None or not is_direct_reply_to(reply_to) or self._channel is None:
             return
         message = aio_pika.Message(
             orjson.dumps(reply),
@@ -179,7 +224,15 @@ class NegotiationService:
             content_type="application/json",
         )
         with contextlib.suppress(AMQPError, RuntimeError, asyncio.TimeoutError):
-            await self._channel.default_exchange.publish(message, routing_key=request.reply_to)
+            await self._channel.default_exchange.publish(message, routing_key=reply_to)
+
+
+def is_direct_reply_to(reply_to: str | None) -> bool:
+    """True for RabbitMQ direct reply-to: the pseudo-queue itself, or the per-channel name
+    RabbitMQ rewrites it to (`amq.rabbitmq.reply-to.<token>`)."""
+    return isinstance(reply_to, str) and (
+        reply_to == DIRECT_REPLY_TO or reply_to.startswith(DIRECT_REPLY_TO + ".")
+    )
 
 
 def _error(code: str, message: str) -> dict[str, Any]:

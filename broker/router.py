@@ -117,7 +117,7 @@ class Router:
         self.policy = await self._store.load_policy()
         if self._broker_key is not None:
             self._negotiation = NegotiationService(
-                self._config, self._store, self._broker_key, self._clock
+                self._config, self._store, self._broker_key, self._clock, metrics=self.metrics
             )
         # The first session must open here: a router that cannot reach any node says so.
         try:
