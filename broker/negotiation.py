@@ -37,8 +37,9 @@ from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMe
 from aio_pika.exceptions import AMQPError
 
 from broker.agreements import apply_document
+from broker.canonical import loads_strict
 from broker.config import BrokerConfig
-from broker.errors import EvidenceError, IdentityError, StoreUnavailable
+from broker.errors import EnvelopeError, EvidenceError, IdentityError, StoreUnavailable
 from broker.handshake import Proof, check_response, make_challenge, make_result
 from broker.identity import AgentKey, public_key_from_did
 from broker.metrics import RouterMetrics
@@ -122,9 +123,11 @@ class NegotiationService:
         if len(body) > MAX_REQUEST_BYTES:
             return _error("request_too_large", f"requests are at most {MAX_REQUEST_BYTES} bytes")
         try:
-            request = orjson.loads(body)
+            request = loads_strict(body)
         except orjson.JSONDecodeError:
             return _error("malformed", "request is not JSON")
+        except EnvelopeError as exc:  # a duplicate key: readers would disagree on it
+            return _error("malformed", str(exc))
         if isinstance(request, dict) and request.get("op") == "standing":
             return await self._standing(request, self._clock(), user_id)
         if not isinstance(request, dict) or request.get("op") not in self._ops:

@@ -452,7 +452,7 @@ class Router:
         assert outcome.envelope is not None
         env = outcome.envelope
         message = aio_pika.Message(
-            raw,
+            outcome.wire or raw,  # exactly what was verified, in its RFC 8785 form
             headers=trust_headers(outcome),
             message_id=env.id,
             content_type="application/json",
