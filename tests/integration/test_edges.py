@@ -5,18 +5,34 @@ and the recipient gets exactly the bytes that were verified."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import os
+import random
 import uuid
+from typing import Any
 
 import aio_pika
 import orjson
 import pytest
 
+from broker.clock import wall_clock_ms
 from broker.config import BrokerConfig
+from broker.envelope import (
+    Envelope,
+    decode_envelope,
+    encode_envelope,
+    sign_envelope,
+    signature_valid,
+)
 from broker.identity import AgentKey
 from broker.negotiation import DIRECT_REPLY_TO
+from broker.records import BLOCK_REASONS
 from broker.review import read_blocked, read_escalations
 from broker.router import Router
+from broker.store.redis import RedisStore
 from tests.integration.conftest import Agent, AgentFactory
+from tests.integration.test_review import blocked_with, raw_deliveries, wait_for
+from tests.integration.trust import make_level
 
 
 async def queue_depth(config: BrokerConfig, queue: str) -> int:
@@ -28,9 +44,11 @@ async def queue_depth(config: BrokerConfig, queue: str) -> int:
         return int(count or 0)
 
 
-async def hellos(agent: Agent, count: int, *, reply_to: str, user_id: str | None) -> list[bytes]:
-    """Publish `count` hello requests on trust.handshake with the agent's own login and
-    collect the replies that come back on direct reply-to (none for another reply_to)."""
+async def requests(
+    agent: Agent, bodies: list[bytes], *, reply_to: str, user_id: str | None
+) -> list[bytes]:
+    """Publish `bodies` on trust.handshake with the agent's own login and collect the
+    replies that come back on direct reply-to (none is expected for another reply_to)."""
     replies: list[bytes] = []
     done = asyncio.Event()
     connection = await aio_pika.connect(agent.amqp_url)
@@ -39,14 +57,13 @@ async def hellos(agent: Agent, count: int, *, reply_to: str, user_id: str | None
 
         async def on_reply(message: aio_pika.abc.AbstractIncomingMessage) -> None:
             replies.append(message.body)
-            if len(replies) >= count:
+            if len(replies) >= len(bodies):
                 done.set()
 
         direct = await channel.get_queue(DIRECT_REPLY_TO, ensure=False)
         await direct.consume(on_reply, no_ack=True)
         exchange = await channel.get_exchange("trust.handshake", ensure=False)
-        body = orjson.dumps({"op": "hello", "agent": agent.did})
-        for _ in range(count):
+        for body in bodies:
             message = aio_pika.Message(
                 body, reply_to=reply_to, correlation_id=uuid.uuid4().hex, user_id=user_id
             )
@@ -56,6 +73,11 @@ async def hellos(agent: Agent, count: int, *, reply_to: str, user_id: str | None
         else:
             await asyncio.sleep(1.0)  # nothing is expected back; give the router its chance
     return replies
+
+
+async def hellos(agent: Agent, count: int, *, reply_to: str, user_id: str | None) -> list[bytes]:
+    body = orjson.dumps({"op": "hello", "agent": agent.did})
+    return await requests(agent, [body] * count, reply_to=reply_to, user_id=user_id)
 
 
 # -- 1. no deputy --------------------------------------------------------------------------
@@ -106,3 +128,110 @@ async def test_one_agent_flooding_hellos_never_denies_another_agents_handshake(
     assert router.metrics.challenges_bounded.labels("global")._value.get() == 0  # type: ignore[attr-defined]
     # The flooder's own latest challenge still works: it is never locked out either.
     assert (await flooder.client.handshake(expected_broker=broker_key.did)).agent == flooder.did
+
+
+# -- 3. exactly what was signed ------------------------------------------------------------
+
+
+def signed_bytes(sender: Agent, recipient: Agent, body: Any) -> tuple[Envelope, bytes]:
+    env = sign_envelope(
+        sender.key, id=f"msg-{os.urandom(6).hex()}", recipient=recipient.did, kind="data",
+        created_at=wall_clock_ms(), nonce=os.urandom(16).hex(), body=body,
+    )  # fmt: skip
+    return env, encode_envelope(env)
+
+
+async def test_a_duplicate_body_is_blocked_as_malformed_and_never_delivered(
+    router: Router, config: BrokerConfig, store: RedisStore, agents: AgentFactory
+) -> None:
+    alice, bob = await agents(), await agents()
+    await make_level(store, alice.client, AgentKey.generate(), "established")
+    env, raw = signed_bytes(alice, bob, {"amount": 1})
+    doubled = raw.replace(b'"body":{"amount":1}', b'"body":{"amount":1000},"body":{"amount":1}')
+    assert doubled != raw
+    # Signed over amount 1 and delivered byte for byte on 6a30867: a first-value parser
+    # read 1000.
+    await alice.client.publish_raw(doubled, message_id=env.id)
+    [record] = await blocked_with(config, "malformed")
+    assert record["error_field"] == "body"
+    assert base64.b64decode(record["raw_b64"]) == doubled
+    assert await raw_deliveries(bob, timeout=0.8) == []
+
+
+async def test_the_recipient_gets_the_canonical_bytes_that_were_verified(
+    router: Router, config: BrokerConfig, store: RedisStore, agents: AgentFactory
+) -> None:
+    alice, bob = await agents(), await agents()
+    await make_level(store, alice.client, AgentKey.generate(), "established")
+    env, canonical = signed_bytes(alice, bob, {"n": 1, "z": 0})
+    # The same JSON value, spelled otherwise: 1.0 for 1, -0 for 0, keys unsorted, spaces.
+    spelled = orjson.loads(canonical)
+    text = orjson.dumps(dict(reversed(list(spelled.items()))), option=orjson.OPT_INDENT_2)
+    text = text.replace(b'"n": 1', b'"n": 1.0').replace(b'"z": 0', b'"z": -0')
+    assert text != canonical and orjson.loads(text) == spelled
+    await alice.client.publish_raw(text, message_id=env.id)
+    [delivered] = await raw_deliveries(bob, timeout=3.0)
+    assert delivered.body == canonical  # on 6a30867: the sender's spelling, as sent
+    decoded = decode_envelope(delivered.body)
+    assert signature_valid(decoded) and decoded.signed_bytes == env.signing_bytes()
+
+
+# -- fuzzing the real ingress and handshake queues -------------------------------------------
+
+
+def fuzzed(seed: int, count: int, valid: bytes) -> list[bytes]:
+    """Byte strings: random bytes, JSON of the wrong shape, and a valid envelope with
+    bytes spliced in, cut short, or a member duplicated."""
+    rng = random.Random(seed)
+    out: list[bytes] = []
+    shapes = [b"", b"{}", b"[]", b"null", b'{"op": 1}', b'"x"', b"1e999", b'{"a":' * 40]
+    for i in range(count):
+        pick = i % 4
+        if pick == 0:
+            out.append(rng.randbytes(rng.randrange(1, 300)))
+        elif pick == 1:
+            out.append(shapes[i % len(shapes)] + rng.randbytes(i % 3))
+        elif pick == 2:
+            cut = rng.randrange(len(valid))
+            out.append(valid[:cut] + rng.randbytes(rng.randrange(0, 8)) + valid[cut + 1 :])
+        else:
+            member = rng.choice([b'"kind":"data",', b'"version":1,', b'"body":{},'])
+            out.append(valid.replace(b"{", b"{" + member, 1))
+    return out
+
+
+async def test_fuzzed_bytes_on_ingress_and_handshake_are_answered_typed_and_traffic_flows(
+    router: Router,
+    config: BrokerConfig,
+    store: RedisStore,
+    agents: AgentFactory,
+    broker_key: AgentKey,
+) -> None:
+    alice, bob, mallory = await agents(), await agents(), await agents()
+    await make_level(store, alice.client, AgentKey.generate(), "established")
+    _, valid = signed_bytes(mallory, bob, {"n": 1})
+    cases = fuzzed(11, 300, valid)
+    for case in cases:
+        await mallory.client.publish_raw(case)
+
+    # Every one is recorded on the blocked stream (or delivered, for a splice that still
+    # happens to be an authentic envelope: there is at most one, the valid one).
+    async def settled() -> list[dict[str, Any]]:
+        entries = await read_blocked(config, limit=2000, idle_timeout=0.5)
+        return [e.record for e in entries]
+
+    records = await wait_for(settled, len(cases) - 2, 60)
+    assert len(records) >= len(cases) - 2
+    reasons = {record["reason"] for record in records}
+    assert reasons <= set(BLOCK_REASONS) - {"unparseable", "internal_error"}, reasons
+    # The handshake queue answers each with a typed error, and keeps answering.
+    answers = await requests(mallory, cases, reply_to=DIRECT_REPLY_TO, user_id=mallory.did)
+    replies = [orjson.loads(answer) for answer in answers]
+    assert len(replies) == len(cases)
+    assert all(reply["op"] == "error" and reply["code"] for reply in replies), replies
+    assert {reply["code"] for reply in replies} <= {"malformed", "request_too_large", "bad_did"}
+    # Honest traffic still flows.
+    assert (await alice.client.handshake(expected_broker=broker_key.did)).agent == alice.did
+    sent = await alice.send(bob, {"still": "flowing"})
+    got = await bob.receive_all(timeout=3.0)
+    assert sent.id in [r.envelope.id for r in got]
