@@ -197,7 +197,8 @@ class NegotiationService:
         presentation_id, presenter, documents = open_presentation(
             request.get("presentation"), self.broker_key.did, now, skew
         )
-        if not await self._store.mark_presentation(presentation_id, 2 * skew):
+        # Single use per presenter: nobody can burn the ids another agent will present.
+        if not await self._store.mark_presentation(f"{presenter}|{presentation_id}", 2 * skew):
             return _error("presentation_replay", "this presentation was already presented")
         accepted: list[str] = []
         refused: list[dict[str, Any]] = []
