@@ -200,6 +200,30 @@ def fuzzed(seed: int, count: int, valid: bytes) -> list[bytes]:
     return out
 
 
+def handshake_requests(seed: int, count: int, agent: str) -> list[bytes]:
+    """JSON requests of every op with members of the wrong type, shape or content."""
+    rng = random.Random(seed)
+    values: list[Any] = [None, True, -1, 2**53, 1.5, "", "did:key:z6Mk", agent, "x" * 300,
+                         [], {}, {"type": "trust-broker/presentation"}, [agent] * 3]  # fmt: skip
+    documents: list[Any] = [
+        {"type": "trust-broker/handshake-response", "challenge": "00" * 32, "agent": agent,
+         "broker": rng.choice(values), "signed_at": 1, "signature": "A" * 86},
+        {"type": "trust-broker/presentation", "id": "presentation-x", "agent": agent,
+         "broker": "did:key:z6Mk", "created_at": 1, "documents": [{}], "signature": ""},
+    ]  # fmt: skip
+    out = []
+    for i in range(count):
+        request: dict[str, Any] = {"op": rng.choice(
+            ["hello", "prove", "present", "standing", "HELLO", "", 7])}  # fmt: skip
+        for name in ("agent", "resume", "response", "presentation", "kind", "payment"):
+            if rng.random() < 0.5:
+                request[name] = rng.choice(values + documents)
+        out.append(orjson.dumps(request))
+        if i % 10 == 0:
+            out.append(orjson.dumps(request)[:-1] + b', "op": "hello"}')  # a duplicate key
+    return out
+
+
 async def test_fuzzed_bytes_on_ingress_and_handshake_are_answered_typed_and_traffic_flows(
     router: Router,
     config: BrokerConfig,
@@ -230,6 +254,15 @@ async def test_fuzzed_bytes_on_ingress_and_handshake_are_answered_typed_and_traf
     assert len(replies) == len(cases)
     assert all(reply["op"] == "error" and reply["code"] for reply in replies), replies
     assert {reply["code"] for reply in replies} <= {"malformed", "request_too_large", "bad_did"}
+    # Well-formed JSON requests of every op with hostile members: typed errors too.
+    shaped = handshake_requests(13, 200, mallory.did)
+    answers = await requests(mallory, shaped, reply_to=DIRECT_REPLY_TO, user_id=mallory.did)
+    replies = [orjson.loads(answer) for answer in answers]
+    assert len(replies) == len(shaped)
+    for request, reply in zip(shaped, replies, strict=False):
+        assert reply["op"] in ("error", "challenge", "standing", "presented"), (request, reply)
+        if reply["op"] == "error":
+            assert isinstance(reply["code"], str) and reply["code"], (request, reply)
     # Honest traffic still flows.
     assert (await alice.client.handshake(expected_broker=broker_key.did)).agent == alice.did
     sent = await alice.send(bob, {"still": "flowing"})
