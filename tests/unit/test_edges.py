@@ -8,6 +8,7 @@ anything but a typed error from broker/errors.py.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from typing import Any
 
@@ -241,3 +242,39 @@ def test_fuzz_strict_loads(raw: bytes) -> None:
         pass
     except EnvelopeError as exc:
         assert exc.code == "malformed"
+
+
+@FUZZ
+@given(
+    st.sampled_from(["thresholds.probation", "gates.max_envelope_bytes", "weights.identity",
+                     "caps", "", ".", "gates..x", "thresholds"]) | st.text(max_size=30),
+    st.text(max_size=40) | json_values.map(json.dumps),
+)  # fmt: skip
+def test_fuzz_policy_changes_from_the_console_and_cli(path: str, value: str) -> None:
+    from broker.errors import ConfigError, PolicyError
+    from broker.policy import Policy
+    from broker.policydiff import set_value
+
+    with contextlib.suppress(PolicyError, ConfigError):
+        set_value(Policy(), path, value)
+
+
+@FUZZ
+@given(st.dictionaries(st.sampled_from(["hours", "sender", "recipient", "reason", "limit", "x"]),
+                       st.text(max_size=30), max_size=5), st.text(max_size=80))  # fmt: skip
+def test_fuzz_console_query_and_path_parameters(query: dict[str, str], raw: str) -> None:
+    from starlette.datastructures import QueryParams
+
+    from broker.console import params
+    from broker.console.queries import WhatIfRequest
+    from broker.errors import ConfigError, PolicyError
+
+    for call in (
+        lambda: params.blocked_filter(QueryParams(query), NOW),
+        lambda: params.limit(QueryParams(query), 100),
+        lambda: params.did(raw),
+        lambda: params.trace(raw),
+        lambda: WhatIfRequest.parse(raw, 100),
+    ):
+        with contextlib.suppress(ConfigError, PolicyError, IdentityError, EnvelopeError):
+            call()
