@@ -12,8 +12,13 @@ Replies go to the request's `reply_to` with its `correlation_id`, and only when 
 RabbitMQ direct reply-to (`amq.rabbitmq.reply-to...`): the negotiator's login may write
 to the default exchange, which reaches every queue by name, so a request naming any other
 `reply_to` (an agent's queue, trust.blocked, trust.escalations) is refused unanswered and
-counted (`trust_handshake_replies_refused`), never published. Every failure has a code;
-nothing here trusts what it cannot verify.
+counted (`trust_handshake_replies_refused`), never published. Nor is a direct reply-to
+name RabbitMQ could not have made: publishing to a forged one (a truncated or foreign
+pid, a node label no cluster node has) makes RabbitMQ 3.10 close the publisher's whole
+connection (INTERNAL_ERROR), which would end the router's session. A name must have the
+exact shape RabbitMQ writes, and its node label must be one RabbitMQ accepted when probed
+on a throwaway connection (a few per login; learnt once per node). Every failure has a
+code; nothing here trusts what it cannot verify.
 
 Pending challenges are bounded per agent, and "the agent" is the AMQP login RabbitMQ
 validated (`user_id`), never a DID the request names: a hello beyond the agent's
@@ -25,9 +30,14 @@ lock itself or anyone else out), and the global `max_pending` stays as the last 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
 import logging
 import os
+import re
+import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -51,6 +61,15 @@ MAX_REQUEST_BYTES = 64 * 1024
 DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
 # Requests that carry no validated login share this challenge bucket.
 UNIDENTIFIED = "-"
+# What RabbitMQ writes for direct reply-to: the channel's pid in the external term
+# format (NEW_PID_EXT, node 'reply@<hash>'), then a 16-byte key, both base64.
+_DIRECT_NAME = re.compile(
+    r"amq\.rabbitmq\.reply-to\.([A-Za-z0-9+/]{8,120}={0,2})\.([A-Za-z0-9+/]{22}==)"
+)
+_REPLY_NODE = re.compile(rb"reply@[0-9]{1,10}")
+# Unknown node labels probed per login, and at most one probe at a time for everyone.
+PROBES_PER_LOGIN = 3
+MAX_KNOWN_NODES = 64
 Handler = Callable[[dict[str, Any], int, str | None], Awaitable[dict[str, Any]]]
 
 
@@ -81,6 +100,11 @@ class NegotiationService:
         self._metrics = metrics
         self._channel: AbstractChannel | None = None
         self.refused_replies = 0
+        self._probe_url: str | None = None
+        self._nodes: set[bytes] = set()  # node labels RabbitMQ accepted
+        self._foreign: OrderedDict[bytes, None] = OrderedDict()  # and those it refused
+        self._probes: OrderedDict[str, int] = OrderedDict()  # probes used, by login
+        self._probing = asyncio.Lock()
         self._ops: dict[str, Handler] = {
             "hello": self._hello,
             "prove": self._prove,
@@ -90,13 +114,14 @@ class NegotiationService:
     async def start(self, connection: AbstractConnection) -> None:
         """Declare the handshake exchange and queue and start answering."""
         self._channel = await connection.channel()
+        self._probe_url = str(getattr(connection, "url", "") or "") or None
         await self._channel.set_qos(prefetch_count=64)
         # Declared by the admin (broker.topology.declare_router_topology): checked only.
         queue = await self._channel.get_queue(self._config.topology.handshake_queue, ensure=True)
         await queue.consume(self._on_request)
 
     async def _on_request(self, message: AbstractIncomingMessage) -> None:
-        if not is_direct_reply_to(message.reply_to):
+        if not await self._answerable(message.reply_to, message.user_id):
             # Not answered, not even handled: nothing is issued for a reply nobody gets.
             self.refused_replies += 1
             if self._metrics is not None:
@@ -217,10 +242,68 @@ class NegotiationService:
 
         return await standing_request(self._store, request, now, user_id)
 
+    async def _answerable(self, reply_to: str | None, login: str | None) -> bool:
+        """True when `reply_to` is a direct reply-to name on a node RabbitMQ knows."""
+        node = reply_node(reply_to)
+        if node is None:
+            return False
+        if node in self._nodes:
+            return True
+        if node in self._foreign or len(self._nodes) >= MAX_KNOWN_NODES:
+            return False
+        who = login or UNIDENTIFIED
+        async with self._probing:  # one probe at a time; a login pays only for its own
+            if node in self._nodes or node in self._foreign:
+                return node in self._nodes
+            used = self._probes.get(who, 0)
+            if used >= PROBES_PER_LOGIN or self._probe_url is None:
+                return False
+            self._probes[who] = used + 1
+            self._probes.move_to_end(who)
+            while len(self._probes) > 10_000:
+                self._probes.popitem(last=False)
+            if await self._probe(node):
+                self._nodes.add(node)
+            else:
+                self._foreign[node] = None
+                while len(self._foreign) > 1024:
+                    self._foreign.popitem(last=False)
+        return node in self._nodes
+
+    async def _probe(self, node: bytes) -> bool:
+        """Ask RabbitMQ whether it knows `node`, on a throwaway connection: it closes the
+        connection of a publish to a direct reply-to name on a node it does not know."""
+        assert self._probe_url is not None
+        pid = b"\x83Xv" + len(node).to_bytes(2, "big") + node + (0).to_bytes(8, "big")
+        pid += (1).to_bytes(4, "big")
+        name = f"{DIRECT_REPLY_TO}.{base64.b64encode(pid).decode()}."
+        name += base64.b64encode(os.urandom(16)).decode()
+        started = time.monotonic()
+        try:
+            connection = await aio_pika.connect(self._probe_url, timeout=5)
+        except (TimeoutError, AMQPError, OSError, RuntimeError):
+            return False
+        try:
+            async with connection:
+                channel = await connection.channel(publisher_confirms=False)
+                await channel.default_exchange.publish(aio_pika.Message(b""), routing_key=name)
+                # Synchronous, on the same channel, so it is answered after the publish.
+                await channel.set_qos(prefetch_count=1)
+                known = not connection.is_closed
+        except (TimeoutError, AMQPError, OSError, RuntimeError):
+            known = False
+        log.info(
+            "direct reply-to node %r %s (probed in %.0f ms)",
+            node.decode(), "known" if known else "refused", (time.monotonic() - started) * 1000,
+        )  # fmt: skip
+        return known
+
     async def _reply(self, request: AbstractIncomingMessage, reply: dict[str, Any]) -> None:
-        # Checked again here, so no path can ever answer anywhere but direct reply-to.
+        # Checked again here, so no path can ever answer anywhere but direct reply-to on a
+        # node RabbitMQ accepted.
         reply_to = request.reply_to
-        if reply_to is None or not is_direct_reply_to(reply_to) or self._channel is None:
+        node = reply_node(reply_to)
+        if reply_to is None or node not in self._nodes or self._channel is None:
             return
         message = aio_pika.Message(
             orjson.dumps(reply),
@@ -231,12 +314,32 @@ class NegotiationService:
             await self._channel.default_exchange.publish(message, routing_key=reply_to)
 
 
+def reply_node(reply_to: str | None) -> bytes | None:
+    """The node label (`reply@<hash>`) of a direct reply-to name in exactly the shape
+    RabbitMQ writes when it rewrites `amq.rabbitmq.reply-to` for a consuming channel, or
+    None for anything else (including the bare pseudo-queue name, which RabbitMQ never
+    passes on)."""
+    if not isinstance(reply_to, str):
+        return None
+    match = _DIRECT_NAME.fullmatch(reply_to)
+    if match is None:
+        return None
+    try:
+        pid = base64.b64decode(match.group(1), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    if len(pid) < 5 or pid[:3] != b"\x83Xv":
+        return None
+    size = int.from_bytes(pid[3:5], "big")
+    node = pid[5 : 5 + size]
+    if len(pid) != 5 + size + 12 or not _REPLY_NODE.fullmatch(node):
+        return None
+    return node
+
+
 def is_direct_reply_to(reply_to: str | None) -> bool:
-    """True for RabbitMQ direct reply-to: the pseudo-queue itself, or the per-channel name
-    RabbitMQ rewrites it to (`amq.rabbitmq.reply-to.<token>`)."""
-    return isinstance(reply_to, str) and (
-        reply_to == DIRECT_REPLY_TO or reply_to.startswith(DIRECT_REPLY_TO + ".")
-    )
+    """True for a direct reply-to name in the shape RabbitMQ writes (see reply_node)."""
+    return reply_node(reply_to) is not None
 
 
 def _error(code: str, message: str) -> dict[str, Any]:

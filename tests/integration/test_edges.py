@@ -374,3 +374,34 @@ async def test_a_presentation_id_is_single_use_per_presenter_so_nobody_burns_ano
     [theirs] = await requests(victim, [presentation(victim)], reply_to=DIRECT_REPLY_TO,
                               user_id=victim.did)  # fmt: skip
     assert orjson.loads(theirs)["op"] == "presented"
+
+
+def forged_pid(node: bytes) -> str:
+    pid = b"\x83Xv" + len(node).to_bytes(2, "big") + node + bytes(8) + (1).to_bytes(4, "big")
+    return base64.b64encode(pid).decode()
+
+
+@pytest.mark.parametrize(
+    "reply_to",
+    [
+        "amq.rabbitmq.reply-to.bogus",
+        "amq.rabbitmq.reply-to.g1h2AA5yZXBseUAy.AAAAAAAAAAAAAAAAAAAAAA==",
+        "amq.rabbitmq.reply-to." + "x" * 200,
+        # Well-formed, but no node of this cluster has the label: RabbitMQ closed the
+        # negotiator's connection (INTERNAL_ERROR), ending the router's session.
+        "amq.rabbitmq.reply-to." + forged_pid(b"reply@12345678") + ".vsRkc+xiOOmiUrOfZakVtw==",
+        "amq.rabbitmq.reply-to." + forged_pid(b"rabbit@elsewhere") + ".vsRkc+xiOOmiUrOfZakVtw==",
+    ],
+)
+async def test_a_forged_direct_reply_to_name_never_stops_the_negotiator(
+    router: Router, agents: AgentFactory, broker_key: AgentKey, reply_to: str
+) -> None:
+    attacker, honest = await agents(), await agents()
+    # Each of these makes RabbitMQ drop the reply (or fail the publish): the negotiator
+    # must keep its channel and answer the next agent.
+    sessions = router.sessions
+    assert await hellos(attacker, 5, reply_to=reply_to, user_id=attacker.did) == []
+    proof = await honest.client.handshake(expected_broker=broker_key.did)
+    assert proof.agent == honest.did
+    assert router.sessions == sessions  # no session was lost to a closed connection
+    assert router._negotiation is not None and router._negotiation.refused_replies == 5

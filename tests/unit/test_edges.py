@@ -117,8 +117,16 @@ def test_pretty_printed_input_is_delivered_canonical() -> None:
 @pytest.mark.parametrize(
     ("reply_to", "ok"),
     [
-        ("amq.rabbitmq.reply-to", True),
-        ("amq.rabbitmq.reply-to.g1h2AA5yZXBseUAx.abc", True),
+        # As RabbitMQ 3.10 writes it for a consuming channel:
+        (
+            "amq.rabbitmq.reply-to.g1h2AA5yZXBseUAzODU1ODczMwAAfUMAAAABaw9ZAQ==."
+            "vsRkc+xiOOmiUrOfZakVtw==",
+            True,
+        ),
+        ("amq.rabbitmq.reply-to", False),  # RabbitMQ never passes the bare name on
+        ("amq.rabbitmq.reply-to.g1h2AA5yZXBseUAx.abc", False),  # truncated pid
+        ("amq.rabbitmq.reply-to.g1h2AA5yZXBseUAy.AAAAAAAAAAAAAAAAAAAAAA==", False),
+        ("amq.rabbitmq.reply-to.g2QAAm9r.vsRkc+xiOOmiUrOfZakVtw==", False),  # an atom
         ("agent.did:key:z6Mk", False),
         ("trust.blocked", False),
         ("trust.escalations", False),
