@@ -7,6 +7,7 @@ anything but a typed error from broker/errors.py.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -286,3 +287,18 @@ def test_fuzz_console_query_and_path_parameters(query: dict[str, str], raw: str)
     ):
         with contextlib.suppress(ConfigError, PolicyError, IdentityError, EnvelopeError):
             call()
+
+
+@FUZZ
+@given(
+    st.text(max_size=120)
+    | st.binary(max_size=40).map(
+        lambda raw: "amq.rabbitmq.reply-to." + base64.b64encode(b"\x83Xv" + raw).decode()
+        + ".vsRkc+xiOOmiUrOfZakVtw=="
+    )
+)  # fmt: skip
+def test_fuzz_direct_reply_to_names(reply_to: str) -> None:
+    from broker.negotiation import reply_node
+
+    node = reply_node(reply_to)
+    assert node is None or node.startswith(b"reply@")
