@@ -286,7 +286,9 @@ class NegotiationService:
         try:
             async with connection:
                 channel = await connection.channel(publisher_confirms=False)
-                await channel.default_exchange.publish(aio_pika.Message(b""), routing_key=name)
+                await channel.default_exchange.publish(
+                    aio_pika.Message(b""), routing_key=name, mandatory=False
+                )
                 # Synchronous, on the same channel, so it is answered after the publish.
                 await channel.set_qos(prefetch_count=1)
                 known = not connection.is_closed
