@@ -405,3 +405,20 @@ async def test_a_forged_direct_reply_to_name_never_stops_the_negotiator(
     assert proof.agent == honest.did
     assert router.sessions == sessions  # no session was lost to a closed connection
     assert router._negotiation is not None and router._negotiation.refused_replies == 5
+
+
+async def test_a_released_message_is_delivered_in_the_canonical_form_that_was_verified(
+    router: Router, config: BrokerConfig, store: RedisStore, agents: AgentFactory
+) -> None:
+    from broker.workflow import release_blocked
+
+    newcomer, bob = await agents(), await agents()  # a new key: its messages are blocked
+    env, canonical = signed_bytes(newcomer, bob, {"n": 1})
+    spelled = orjson.dumps(orjson.loads(canonical), option=orjson.OPT_INDENT_2)
+    spelled = spelled.replace(b'"n": 1', b'"n": 1.0')
+    await newcomer.client.publish_raw(spelled, message_id=env.id)
+    [record] = await blocked_with(config, "insufficient_trust")
+    assert base64.b64decode(record["raw_b64"]) == spelled  # the audit keeps what arrived
+    await release_blocked(config, store, record["trace_id"], "rita", "a partner we know")
+    [delivered] = await raw_deliveries(bob, timeout=3.0)
+    assert delivered.body == canonical
