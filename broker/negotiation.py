@@ -262,7 +262,10 @@ class NegotiationService:
             self._probes.move_to_end(who)
             while len(self._probes) > 10_000:
                 self._probes.popitem(last=False)
-            if await self._probe(node):
+            known = await self._probe(node)
+            if known is None:  # RabbitMQ could not be asked: neither answer is remembered
+                self._probes[who] = used
+            elif known:
                 self._nodes.add(node)
             else:
                 self._foreign[node] = None
@@ -270,9 +273,10 @@ class NegotiationService:
                     self._foreign.popitem(last=False)
         return node in self._nodes
 
-    async def _probe(self, node: bytes) -> bool:
+    async def _probe(self, node: bytes) -> bool | None:
         """Ask RabbitMQ whether it knows `node`, on a throwaway connection: it closes the
-        connection of a publish to a direct reply-to name on a node it does not know."""
+        connection of a publish to a direct reply-to name on a node it does not know.
+        None when no connection could be opened (nothing learnt)."""
         assert self._probe_url is not None
         pid = b"\x83Xv" + len(node).to_bytes(2, "big") + node + (0).to_bytes(8, "big")
         pid += (1).to_bytes(4, "big")
@@ -282,7 +286,7 @@ class NegotiationService:
         try:
             connection = await aio_pika.connect(self._probe_url, timeout=5)
         except (TimeoutError, AMQPError, OSError, RuntimeError):
-            return False
+            return None
         try:
             async with connection:
                 channel = await connection.channel(publisher_confirms=False)
