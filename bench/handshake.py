@@ -64,7 +64,9 @@ class ChannelPerRequestClient(SharedConnectionClient):
     channel and a reply consumer opened and closed for each request. Kept to show, in
     the same run, what that change bought."""
 
-    async def _negotiate(self, request: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
+    async def _negotiate(
+        self, request: dict[str, Any], timeout: float = 10.0, *, user_id: str | None = None
+    ) -> dict[str, Any]:
         assert self._connection is not None
         channel = await self._connection.channel()
         try:
@@ -80,6 +82,7 @@ class ChannelPerRequestClient(SharedConnectionClient):
                 orjson.dumps(request),
                 reply_to="amq.rabbitmq.reply-to",
                 correlation_id=uuid.uuid4().hex,
+                user_id=user_id,
             )
             await exchange.publish(message, routing_key="")
             body = await asyncio.wait_for(replies.get(), timeout)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import orjson
@@ -67,3 +68,66 @@ def _orjson_is_canonical(value: Any) -> bool:
         else:
             stack.extend((child, depth + 1) for child in item)
     return canonical
+
+
+class _Members(dict[str, Any]):
+    """A parsed JSON object that remembers the first key it saw twice."""
+
+    __slots__ = ("duplicate",)
+    duplicate: str | None
+
+
+def _members(pairs: list[tuple[str, Any]]) -> _Members:
+    obj = _Members(pairs)
+    obj.duplicate = None
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                obj.duplicate = key
+                break
+            seen.add(key)
+    return obj
+
+
+def duplicate_key_path(raw: bytes | str) -> str | None:
+    """The dotted path of the first key that appears twice in one object of the JSON
+    text `raw` (e.g. ``body.amount``; array items by index), or None.
+
+    orjson, like most parsers, silently keeps one of the values; parsers in other
+    languages keep another, so a document with a duplicate key means different things
+    to different readers and is refused wherever the broker accepts one. This is the
+    slow path (the standard library's parser, with a hook): callers run it only on text
+    that is not already canonical, which never has duplicates. `raw` must be JSON that
+    orjson accepted."""
+    try:
+        root = json.loads(raw, object_pairs_hook=_members)
+    except (RecursionError, ValueError) as exc:
+        raise EnvelopeError(
+            f"JSON too deep or too large to check for duplicate keys: {exc}"
+        ) from None
+    stack: list[tuple[Any, str]] = [(root, "")]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, _Members):
+            if item.duplicate is not None:
+                return f"{path}.{item.duplicate}" if path else item.duplicate
+            children = [(v, f"{path}.{k}" if path else k) for k, v in item.items()]
+        elif isinstance(item, list):
+            children = [(v, f"{path}.{i}" if path else str(i)) for i, v in enumerate(item)]
+        else:
+            continue
+        stack.extend(reversed(children))
+    return None
+
+
+def loads_strict(raw: bytes | str) -> Any:
+    """Parse JSON text, refusing a duplicate key anywhere (EnvelopeError, code
+    `malformed`, `field` naming the key path); orjson.JSONDecodeError for text that is
+    not JSON at all. For documents off the hot path (handshake requests, API bodies)."""
+    value = orjson.loads(raw)
+    if isinstance(value, dict | list):
+        path = duplicate_key_path(raw)
+        if path is not None:
+            raise EnvelopeError(f"duplicate key {path!r}", field=path)
+    return value

@@ -381,7 +381,10 @@ class AgentClient:
         With `resume`, a still-live session is confirmed without a new challenge (the
         warm path). `expected_broker` pins the broker's DID.
         """
-        reply = await self._negotiate({"op": "hello", "agent": self.did, "resume": resume})
+        # The validated login is what the broker bounds pending challenges by (per agent).
+        login = self.did if self.logged_in_as_self else None
+        hello = {"op": "hello", "agent": self.did, "resume": resume}
+        reply = await self._negotiate(hello, user_id=login)
         if reply.get("op") == "challenge":
             challenge = reply["challenge"]
             response = answer_challenge(

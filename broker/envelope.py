@@ -23,7 +23,7 @@ from pydantic import (
     model_validator,
 )
 
-from broker.canonical import canonical_json
+from broker.canonical import canonical_json, duplicate_key_path
 from broker.currency import MINOR_UNITS, is_currency, to_minor
 from broker.errors import EnvelopeError, IdentityError
 from broker.identity import AgentKey, cached_public_key, verify_signature
@@ -233,14 +233,19 @@ def sign_envelope(key: AgentKey, **fields: Any) -> Envelope:
 
 
 class DecodedEnvelope:
-    """An envelope parsed from the wire together with the exact bytes its signature covers."""
+    """An envelope parsed from the wire together with the exact bytes its signature covers
+    and `wire`: the RFC 8785 bytes of the whole envelope as verified (signature included),
+    which is what a recipient is given, whatever spelling the sender used."""
 
-    __slots__ = ("envelope", "signed_bytes", "size")
+    __slots__ = ("envelope", "signed_bytes", "size", "wire")
 
-    def __init__(self, envelope: Envelope, signed_bytes: bytes, size: int) -> None:
+    def __init__(
+        self, envelope: Envelope, signed_bytes: bytes, size: int, wire: bytes = b""
+    ) -> None:
         self.envelope = envelope
         self.signed_bytes = signed_bytes
         self.size = size
+        self.wire = wire
 
 
 def decode_envelope(raw: bytes, max_bytes: int = DEFAULT_MAX_ENVELOPE_BYTES) -> DecodedEnvelope:
@@ -255,6 +260,7 @@ def decode_envelope(raw: bytes, max_bytes: int = DEFAULT_MAX_ENVELOPE_BYTES) -> 
         raise EnvelopeError(f"not valid UTF-8 JSON: {exc}") from exc
     if not isinstance(obj, dict):
         raise EnvelopeError("envelope must be a JSON object")
+    parsed = obj
     nulls = [name for name, value in obj.items() if value is None and name != "body"]
     if isinstance(obj.get("payment"), dict):
         nulls += [f"payment.{name}" for name, value in obj["payment"].items() if value is None]
@@ -267,10 +273,18 @@ def decode_envelope(raw: bytes, max_bytes: int = DEFAULT_MAX_ENVELOPE_BYTES) -> 
         envelope = Envelope.model_validate(obj)
     except ValidationError as exc:
         raise _envelope_error(exc) from None
-    unsigned = {name: value for name, value in obj.items() if name != "signature"}
-    if "data_classes" in unsigned:
-        unsigned["data_classes"] = list(unsigned["data_classes"])
-    return DecodedEnvelope(envelope, canonical_json(unsigned), len(raw))
+    unsigned = {name: value for name, value in parsed.items() if name != "signature"}
+    wire = canonical_json(parsed)
+    if wire != raw:
+        # Not canonical as sent (the SDK sends canonical bytes: the fast path skips this).
+        # Canonical text never has a duplicate key; anything else is checked for one,
+        # since orjson kept only the last value and a recipient's parser may keep another.
+        duplicate = duplicate_key_path(raw)
+        if duplicate is not None:
+            raise EnvelopeError(f"duplicate key {duplicate!r}", field=duplicate)
+    else:
+        wire = raw
+    return DecodedEnvelope(envelope, canonical_json(unsigned), len(raw), wire)
 
 
 def _envelope_error(exc: ValidationError) -> EnvelopeError:
@@ -280,10 +294,11 @@ def _envelope_error(exc: ValidationError) -> EnvelopeError:
 
 
 def encode_envelope(envelope: Envelope) -> bytes:
-    """Wire bytes of an envelope (compact JSON; receivers canonicalise before verifying)."""
+    """Wire bytes of an envelope: its RFC 8785 form, signature included (the broker
+    delivers that form whatever was sent; sending it takes the decoder's fast path)."""
     data = unsigned_fields(envelope)
     data["signature"] = envelope.signature
-    return orjson.dumps(data)
+    return canonical_json(data)
 
 
 def signature_valid(decoded: DecodedEnvelope) -> bool:

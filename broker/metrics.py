@@ -49,6 +49,17 @@ class RouterMetrics:
         self.cache_hit_ratio = Gauge(
             "trust_cache_hit_ratio", "Peer cache hits / lookups", registry=self.registry
         )
+        self.replies_refused = Counter(
+            "trust_handshake_replies_refused",
+            "Handshake requests answered nowhere: reply_to is not RabbitMQ direct reply-to",
+            registry=self.registry,
+        )  # fmt: skip
+        self.challenges_bounded = Counter(
+            "trust_handshake_challenges_bounded",
+            "Hellos that hit a bound on pending challenges: 'agent' (the agent's oldest "
+            "challenge was dropped) or 'global' (refused with handshake_busy)",
+            ["bound"], registry=self.registry,
+        )  # fmt: skip
 
     def observe(self, decision: Decision, seconds: float) -> None:
         """Count one committed decision."""

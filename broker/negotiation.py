@@ -10,16 +10,36 @@ Requests are JSON objects with an `op`:
   (`broker.agreements.make_presentation`) carrying issuer-signed credentials,
   attestations and bonds, agent-signed capability manifests, pacts signed by both
   parties, vouches and key rotations, each about the presenter.
-Replies go to the request's `reply_to` (RabbitMQ direct reply-to) with its
-`correlation_id`. Every failure has a code; nothing here trusts what it cannot verify.
+Replies go to the request's `reply_to` with its `correlation_id`, and only when that is
+RabbitMQ direct reply-to (`amq.rabbitmq.reply-to...`): the negotiator's login may write
+to the default exchange, which reaches every queue by name, so a request naming any other
+`reply_to` (an agent's queue, trust.blocked, trust.escalations) is refused unanswered and
+counted (`trust_handshake_replies_refused`), never published. Nor is a direct reply-to
+name RabbitMQ could not have made: publishing to a forged one (a truncated or foreign
+pid, a node label no cluster node has) makes RabbitMQ 3.10 close the publisher's whole
+connection (INTERNAL_ERROR), which would end the router's session. A name must have the
+exact shape RabbitMQ writes, and its node label must be one RabbitMQ accepted when probed
+on a throwaway connection (a few per login; learnt once per node). Every failure has a
+code; nothing here trusts what it cannot verify.
+
+Pending challenges are bounded per agent, and "the agent" is the AMQP login RabbitMQ
+validated (`user_id`), never a DID the request names: a hello beyond the agent's
+`max_pending_per_agent` drops that agent's oldest pending challenge (an agent can never
+lock itself or anyone else out), and the global `max_pending` stays as the last resort
+(`handshake_busy`). Requests without a user_id share one bucket.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
 import logging
 import os
+import re
+import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -29,17 +49,31 @@ from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMe
 from aio_pika.exceptions import AMQPError
 
 from broker.agreements import apply_document
+from broker.canonical import loads_strict
 from broker.config import BrokerConfig
-from broker.errors import EvidenceError, IdentityError, StoreUnavailable
+from broker.errors import EnvelopeError, EvidenceError, IdentityError, StoreUnavailable
 from broker.federation.export import FEDERATION_OPS, federation_request
 from broker.handshake import Proof, check_response, make_challenge, make_result
 from broker.identity import AgentKey, public_key_from_did
+from broker.metrics import RouterMetrics
 from broker.presentation import open_presentation
-from broker.store.redis import RedisStore
+from broker.store.redis import Issued, RedisStore
 
 log = logging.getLogger("broker.negotiation")
 MAX_REQUEST_BYTES = 64 * 1024
-Handler = Callable[[dict[str, Any], int], Awaitable[dict[str, Any]]]
+DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
+# Requests that carry no validated login share this challenge bucket.
+UNIDENTIFIED = "-"
+# What RabbitMQ writes for direct reply-to: the channel's pid in the external term
+# format (NEW_PID_EXT, node 'reply@<hash>'), then a 16-byte key, both base64.
+_DIRECT_NAME = re.compile(
+    r"amq\.rabbitmq\.reply-to\.([A-Za-z0-9+/]{8,120}={0,2})\.([A-Za-z0-9+/]{22}==)"
+)
+_REPLY_NODE = re.compile(rb"reply@[0-9]{1,10}")
+# Unknown node labels probed per login, and at most one probe at a time for everyone.
+PROBES_PER_LOGIN = 3
+MAX_KNOWN_NODES = 64
+Handler = Callable[[dict[str, Any], int, str | None], Awaitable[dict[str, Any]]]
 
 
 class NegotiationService:
@@ -55,6 +89,8 @@ class NegotiationService:
         challenge_ttl_ms: int = 30_000,
         session_ms: int = 3_600_000,
         max_pending: int = 10_000,
+        max_pending_per_agent: int = 8,
+        metrics: RouterMetrics | None = None,
     ) -> None:
         self._config = config
         self._store = store
@@ -63,7 +99,15 @@ class NegotiationService:
         self._challenge_ttl_ms = challenge_ttl_ms
         self._session_ms = session_ms
         self._max_pending = max_pending
+        self._max_pending_per_agent = max_pending_per_agent
+        self._metrics = metrics
         self._channel: AbstractChannel | None = None
+        self.refused_replies = 0
+        self._probe_url: str | None = None
+        self._nodes: set[bytes] = set()  # node labels RabbitMQ accepted
+        self._foreign: OrderedDict[bytes, None] = OrderedDict()  # and those it refused
+        self._probes: OrderedDict[str, int] = OrderedDict()  # probes used, by login
+        self._probing = asyncio.Lock()
         self._ops: dict[str, Handler] = {
             "hello": self._hello,
             "prove": self._prove,
@@ -73,12 +117,25 @@ class NegotiationService:
     async def start(self, connection: AbstractConnection) -> None:
         """Declare the handshake exchange and queue and start answering."""
         self._channel = await connection.channel()
+        self._probe_url = str(getattr(connection, "url", "") or "") or None
         await self._channel.set_qos(prefetch_count=64)
         # Declared by the admin (broker.topology.declare_router_topology): checked only.
         queue = await self._channel.get_queue(self._config.topology.handshake_queue, ensure=True)
         await queue.consume(self._on_request)
 
     async def _on_request(self, message: AbstractIncomingMessage) -> None:
+        if not await self._answerable(message.reply_to, message.user_id):
+            # Not answered, not even handled: nothing is issued for a reply nobody gets.
+            self.refused_replies += 1
+            if self._metrics is not None:
+                self._metrics.replies_refused.inc()
+            log.warning(
+                "handshake request refused: reply_to %.80r is not direct reply-to (login %.80r)",
+                message.reply_to, message.user_id,
+            )  # fmt: skip
+            with contextlib.suppress(AMQPError, RuntimeError):
+                await message.ack()
+            return
         try:
             reply = await self.handle(message.body, user_id=message.user_id)
         except StoreUnavailable:
@@ -94,9 +151,11 @@ class NegotiationService:
         if len(body) > MAX_REQUEST_BYTES:
             return _error("request_too_large", f"requests are at most {MAX_REQUEST_BYTES} bytes")
         try:
-            request = orjson.loads(body)
+            request = loads_strict(body)
         except orjson.JSONDecodeError:
             return _error("malformed", "request is not JSON")
+        except EnvelopeError as exc:  # a duplicate key: readers would disagree on it
+            return _error("malformed", str(exc))
         if isinstance(request, dict) and request.get("op") == "standing":
             return await self._standing(request, self._clock(), user_id)
         if isinstance(request, dict) and request.get("op") in FEDERATION_OPS:
@@ -106,14 +165,16 @@ class NegotiationService:
         if not isinstance(request, dict) or request.get("op") not in self._ops:
             return _error("malformed", f"op must be one of {sorted(self._ops)}")
         try:
-            return await self._ops[request["op"]](request, self._clock())
+            return await self._ops[request["op"]](request, self._clock(), user_id)
         except EvidenceError as exc:
             log.info("negotiation refused: %s", exc.code)
             return _error(exc.code, str(exc))
         except IdentityError as exc:
             return _error("bad_did", str(exc))
 
-    async def _hello(self, request: dict[str, Any], now: int) -> dict[str, Any]:
+    async def _hello(
+        self, request: dict[str, Any], now: int, user_id: str | None
+    ) -> dict[str, Any]:
         agent = request.get("agent")
         if not isinstance(agent, str):
             return _error("malformed", "hello needs the agent's DID")
@@ -132,13 +193,21 @@ class NegotiationService:
         random32 = os.urandom(32)
         challenge = make_challenge(self.broker_key, agent, random32, now, self._challenge_ttl_ms)
         expires = challenge["expires_at"]
-        if not await self._store.issue_challenge(
-            random32.hex(), agent, expires, now, self._max_pending
-        ):
+        issued = await self._store.issue_challenge(
+            random32.hex(), agent, expires, now, self._max_pending,
+            bucket=user_id or UNIDENTIFIED, per_bucket=self._max_pending_per_agent,
+        )  # fmt: skip
+        if issued is not Issued.OK and self._metrics is not None:
+            self._metrics.challenges_bounded.labels(
+                "global" if issued is Issued.BUSY else "agent"
+            ).inc()
+        if issued is Issued.BUSY:
             return _error("handshake_busy", "too many pending challenges; try again shortly")
         return {"op": "challenge", "challenge": challenge}
 
-    async def _prove(self, request: dict[str, Any], now: int) -> dict[str, Any]:
+    async def _prove(
+        self, request: dict[str, Any], now: int, user_id: str | None
+    ) -> dict[str, Any]:
         response = request.get("response")
         if not isinstance(response, dict) or not isinstance(response.get("challenge"), str):
             return _error("handshake_malformed", "prove needs the signed response document")
@@ -151,14 +220,17 @@ class NegotiationService:
             "result": make_result(self.broker_key, proof, response["challenge"]),
         }
 
-    async def _present(self, request: dict[str, Any], now: int) -> dict[str, Any]:
+    async def _present(
+        self, request: dict[str, Any], now: int, user_id: str | None
+    ) -> dict[str, Any]:
         # Bound to its presenter by the presenter's own signature, so nobody can present
         # (or replay) documents in another agent's name.
         skew = (await self._store.load_policy()).gates.max_clock_skew_ms
         presentation_id, presenter, documents = open_presentation(
             request.get("presentation"), self.broker_key.did, now, skew
         )
-        if not await self._store.mark_presentation(presentation_id, 2 * skew):
+        # Single use per presenter: nobody can burn the ids another agent will present.
+        if not await self._store.mark_presentation(f"{presenter}|{presentation_id}", 2 * skew):
             return _error("presentation_replay", "this presentation was already presented")
         accepted: list[str] = []
         refused: list[dict[str, Any]] = []
@@ -177,8 +249,74 @@ class NegotiationService:
 
         return await standing_request(self._store, request, now, user_id)
 
+    async def _answerable(self, reply_to: str | None, login: str | None) -> bool:
+        """True when `reply_to` is a direct reply-to name on a node RabbitMQ knows."""
+        node = reply_node(reply_to)
+        if node is None:
+            return False
+        if node in self._nodes:
+            return True
+        if node in self._foreign or len(self._nodes) >= MAX_KNOWN_NODES:
+            return False
+        who = login or UNIDENTIFIED
+        async with self._probing:  # one probe at a time; a login pays only for its own
+            if node in self._nodes or node in self._foreign:
+                return node in self._nodes
+            used = self._probes.get(who, 0)
+            if used >= PROBES_PER_LOGIN or self._probe_url is None:
+                return False
+            self._probes[who] = used + 1
+            self._probes.move_to_end(who)
+            while len(self._probes) > 10_000:
+                self._probes.popitem(last=False)
+            known = await self._probe(node)
+            if known is None:  # RabbitMQ could not be asked: neither answer is remembered
+                self._probes[who] = used
+            elif known:
+                self._nodes.add(node)
+            else:
+                self._foreign[node] = None
+                while len(self._foreign) > 1024:
+                    self._foreign.popitem(last=False)
+        return node in self._nodes
+
+    async def _probe(self, node: bytes) -> bool | None:
+        """Ask RabbitMQ whether it knows `node`, on a throwaway connection: it closes the
+        connection of a publish to a direct reply-to name on a node it does not know.
+        None when no connection could be opened (nothing learnt)."""
+        assert self._probe_url is not None
+        pid = b"\x83Xv" + len(node).to_bytes(2, "big") + node + (0).to_bytes(8, "big")
+        pid += (1).to_bytes(4, "big")
+        name = f"{DIRECT_REPLY_TO}.{base64.b64encode(pid).decode()}."
+        name += base64.b64encode(os.urandom(16)).decode()
+        started = time.monotonic()
+        try:
+            connection = await aio_pika.connect(self._probe_url, timeout=5)
+        except (TimeoutError, AMQPError, OSError, RuntimeError):
+            return None
+        try:
+            async with connection:
+                channel = await connection.channel(publisher_confirms=False)
+                await channel.default_exchange.publish(
+                    aio_pika.Message(b""), routing_key=name, mandatory=False
+                )
+                # Synchronous, on the same channel, so it is answered after the publish.
+                await channel.set_qos(prefetch_count=1)
+                known = not connection.is_closed
+        except (TimeoutError, AMQPError, OSError, RuntimeError):
+            known = False
+        log.info(
+            "direct reply-to node %r %s (probed in %.0f ms)",
+            node.decode(), "known" if known else "refused", (time.monotonic() - started) * 1000,
+        )  # fmt: skip
+        return known
+
     async def _reply(self, request: AbstractIncomingMessage, reply: dict[str, Any]) -> None:
-        if not request.reply_to or self._channel is None:
+        # Checked again here, so no path can ever answer anywhere but direct reply-to on a
+        # node RabbitMQ accepted.
+        reply_to = request.reply_to
+        node = reply_node(reply_to)
+        if reply_to is None or node not in self._nodes or self._channel is None:
             return
         message = aio_pika.Message(
             orjson.dumps(reply),
@@ -186,7 +324,35 @@ class NegotiationService:
             content_type="application/json",
         )
         with contextlib.suppress(AMQPError, RuntimeError, asyncio.TimeoutError):
-            await self._channel.default_exchange.publish(message, routing_key=request.reply_to)
+            await self._channel.default_exchange.publish(message, routing_key=reply_to)
+
+
+def reply_node(reply_to: str | None) -> bytes | None:
+    """The node label (`reply@<hash>`) of a direct reply-to name in exactly the shape
+    RabbitMQ writes when it rewrites `amq.rabbitmq.reply-to` for a consuming channel, or
+    None for anything else (including the bare pseudo-queue name, which RabbitMQ never
+    passes on)."""
+    if not isinstance(reply_to, str):
+        return None
+    match = _DIRECT_NAME.fullmatch(reply_to)
+    if match is None:
+        return None
+    try:
+        pid = base64.b64decode(match.group(1), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    if len(pid) < 5 or pid[:3] != b"\x83Xv":
+        return None
+    size = int.from_bytes(pid[3:5], "big")
+    node = pid[5 : 5 + size]
+    if len(pid) != 5 + size + 12 or not _REPLY_NODE.fullmatch(node):
+        return None
+    return node
+
+
+def is_direct_reply_to(reply_to: str | None) -> bool:
+    """True for a direct reply-to name in the shape RabbitMQ writes (see reply_node)."""
+    return reply_node(reply_to) is not None
 
 
 def _error(code: str, message: str) -> dict[str, Any]:

@@ -46,6 +46,8 @@ class Outcome:
     error_field: str = ""
     spent_ref_minor: int = 0
     monitoring: str = DEFAULT_MONITORING
+    # What a recipient is given: the RFC 8785 bytes that were verified ('' when none).
+    wire: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +101,7 @@ async def decide_envelope(
         decision, new_trace_id(), received_ms, env,
         spent_ref_minor=ctx.peer.spent_24h_ref,
         monitoring=ctx.pact.monitoring if ctx.pact is not None else DEFAULT_MONITORING,
+        wire=decoded.wire,
     )  # fmt: skip
     return Decided(outcome, digest, finishes=signature_ok and claim is not Claim.REPLAY)
 

@@ -117,7 +117,7 @@ class Router:
         self.policy = await self._store.load_policy()
         if self._broker_key is not None:
             self._negotiation = NegotiationService(
-                self._config, self._store, self._broker_key, self._clock
+                self._config, self._store, self._broker_key, self._clock, metrics=self.metrics
             )
         # The first session must open here: a router that cannot reach any node says so.
         try:
@@ -452,7 +452,7 @@ class Router:
         assert outcome.envelope is not None
         env = outcome.envelope
         message = aio_pika.Message(
-            raw,
+            outcome.wire or raw,  # exactly what was verified, in its RFC 8785 form
             headers=trust_headers(outcome),
             message_id=env.id,
             content_type="application/json",

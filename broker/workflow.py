@@ -135,7 +135,8 @@ def check_request(trace_id: str, reviewer: str, why: str, *, why_required: bool 
 
 
 def authentic_envelope(record: dict[str, Any], max_bytes: int) -> tuple[bytes, DecodedEnvelope]:
-    """The record's original bytes and their envelope, if and only if its sender signed them."""
+    """The bytes to deliver (the RFC 8785 form of the record's original bytes, exactly as
+    verified) and their envelope, if and only if its sender signed them."""
     if UNPARSEABLE in record:
         raise ReviewError(
             f"this entry is not a record a router wrote ({record[UNPARSEABLE]}); nothing "
@@ -163,7 +164,7 @@ def authentic_envelope(record: dict[str, Any], max_bytes: int) -> tuple[bytes, D
         env.id, env.sender, env.recipient,
     ):  # fmt: skip
         raise ReviewError("the record does not match its own signed bytes", code="record_mismatch")
-    return raw, decoded
+    return decoded.wire or raw, decoded
 
 
 def check_unexpired(env: Envelope, now_ms: int) -> None:
@@ -335,7 +336,8 @@ class _Tx:
         await exchange.publish(message, routing_key=routing_key)
 
     async def deliver(self, raw: bytes, outcome: Outcome, extra: dict[str, Any]) -> None:
-        """The original bytes to the recipient's queue, with the decision in headers."""
+        """The verified (canonical) bytes to the recipient's queue, with the decision in
+        headers."""
         assert outcome.envelope is not None
         env = outcome.envelope
         headers = {**trust_headers(outcome), **extra}

@@ -11,12 +11,13 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from broker.canonical import loads_strict
 from broker.clock import wall_clock_ms
 from broker.console import actions, params, queries
 from broker.console.access import Caller, guarded
 from broker.console.auth import Permission
 from broker.console.state import JSON, console_of
-from broker.errors import ConfigError
+from broker.errors import ConfigError, EnvelopeError
 
 VIEW, REVIEW, POLICY = Permission.VIEW, Permission.REVIEW, Permission.POLICY
 
@@ -134,9 +135,11 @@ async def review(request: Request, caller: Caller) -> Response:
 async def _json_body(request: Request) -> dict[str, Any]:
     raw = await request.body()
     try:
-        body = orjson.loads(raw) if raw else {}
+        body = loads_strict(raw) if raw else {}
     except orjson.JSONDecodeError:
         raise ConfigError("the request body is not JSON") from None
+    except EnvelopeError as exc:
+        raise ConfigError(f"the request body is malformed: {exc}") from None
     if not isinstance(body, dict):
         raise ConfigError("the request body is a JSON object")
     return body

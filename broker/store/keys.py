@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 
@@ -101,6 +102,11 @@ class Keys:
     def challenges(self) -> str:
         """Sorted set of pending challenges by expiry, which bounds how many can pile up."""
         return f"{self.prefix}challenges"
+
+    def challenges_of(self, bucket: str) -> str:
+        """Sorted set of one agent's pending challenges by expiry (the per-agent bound).
+        `bucket` is the validated AMQP login; hashed, so no login shapes a key name."""
+        return f"{self.prefix}challenges-of:{hashlib.sha256(bucket.encode()).hexdigest()[:32]}"
 
     @property
     def issuers(self) -> str:

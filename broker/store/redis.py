@@ -303,13 +303,31 @@ return total
 """
 
 
-# KEYS: pending zset, challenge key. ARGV: now, expires, agent, max pending.
+# One agent holds at most ARGV[5] pending challenges: a hello beyond that drops the
+# agent's oldest (the agent is never locked out, and never locks anyone else out); the
+# global bound ARGV[4] is the last resort. Answered challenges leave the agent's set
+# lazily here (it holds at most ARGV[5] members, so the sweep is short).
+# KEYS: pending zset, challenge key, the agent's pending zset.
+# ARGV: now, expires, agent, max pending, max pending per agent.
 _ISSUE_CHALLENGE = """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[4]) then return 0 end
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[1])
+for _, member in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do
+  if redis.call('EXISTS', member) == 0 then redis.call('ZREM', KEYS[3], member) end
+end
+local result = 'ok'
+while redis.call('ZCARD', KEYS[3]) >= tonumber(ARGV[5]) do
+  local oldest = redis.call('ZPOPMIN', KEYS[3])[1]
+  redis.call('DEL', oldest)
+  redis.call('ZREM', KEYS[1], oldest)
+  result = 'replaced'
+end
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[4]) then return 'busy' end
 redis.call('ZADD', KEYS[1], ARGV[2], KEYS[2])
+redis.call('ZADD', KEYS[3], ARGV[2], KEYS[2])
+redis.call('PEXPIREAT', KEYS[3], ARGV[2])
 redis.call('SET', KEYS[2], ARGV[3] .. '|' .. ARGV[2], 'PXAT', ARGV[2])
-return 1
+return result
 """
 
 # Single use: whoever takes the challenge first gets it, nobody else ever does.
@@ -356,6 +374,14 @@ redis.call('LPUSH', KEYS[2], cjson.encode({
 redis.call('LTRIM', KEYS[2], 0, 9999)
 return version
 """
+
+
+class Issued(StrEnum):
+    """What became of a new handshake challenge."""
+
+    OK = "ok"
+    REPLACED = "replaced"  # issued; the agent's oldest pending challenge was dropped
+    BUSY = "busy"  # the global bound: not issued
 
 
 @dataclass(frozen=True)
@@ -728,12 +754,27 @@ class RedisStore:
     # -- handshake challenges -------------------------------------------------------------
 
     async def issue_challenge(
-        self, challenge: str, agent: str, expires_ms: int, now_ms: int, max_pending: int
-    ) -> bool:
-        """Remember a challenge until it expires; False when max_pending are outstanding."""
-        keys = [self.keys.challenges, self.keys.challenge(challenge)]
-        args: list[str | int] = [now_ms, expires_ms, agent, max_pending]
-        return bool(await self._call(self._issue_challenge(keys=keys, args=args)))
+        self,
+        challenge: str,
+        agent: str,
+        expires_ms: int,
+        now_ms: int,
+        max_pending: int,
+        *,
+        bucket: str = "-",
+        per_bucket: int = 8,
+    ) -> Issued:
+        """Remember a challenge until it expires, holding at most `per_bucket` pending for
+        one `bucket` (the validated login that asked; its oldest is dropped to make room)
+        and `max_pending` in all (BUSY: nothing issued)."""
+        keys = [
+            self.keys.challenges,
+            self.keys.challenge(challenge),
+            self.keys.challenges_of(bucket),
+        ]
+        args: list[str | int] = [now_ms, expires_ms, agent, max_pending, max(1, per_bucket)]
+        raw = await self._call(self._issue_challenge(keys=keys, args=args))
+        return Issued(raw.decode() if isinstance(raw, bytes) else str(raw))
 
     async def take_challenge(self, challenge: str) -> tuple[str, int] | None:
         """(agent, expires_ms) of a pending challenge, removing it; None if unknown/used."""
