@@ -420,4 +420,3 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         print(f"trust-broker {args.command}: error: {explain(exc, args, config)}", file=sys.stderr)
         return 1
-

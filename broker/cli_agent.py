@@ -118,7 +118,7 @@ async def cmd_send(args: argparse.Namespace, config: BrokerConfig) -> int:
     try:
         body = orjson.loads(args.body)
     except orjson.JSONDecodeError as exc:
-        example = "--body '{\"task\": \"summarise\"}'"
+        example = '--body \'{"task": "summarise"}\''
         raise ConfigError(f"--body is not JSON ({exc}); e.g. {example}") from None
     payment = payment_of(args.amount, args.currency)
     kind = "payment" if payment is not None and args.kind == "data" else args.kind
@@ -643,4 +643,3 @@ def _add_documents(sub: Any) -> None:
     p.add_argument("--new-key", required=True, help="the new key file")
     _document_flags(p, "rotation.json", days=False)
     p.set_defaults(handler=cmd_rotate)
-

@@ -127,4 +127,3 @@ _EXPLAINERS: list[tuple[type[BaseException], Any]] = [
     (OSError, _file),
     (ValueError, _plain),
 ]
-

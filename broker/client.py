@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import uuid
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, Awaitable, Callable
@@ -21,6 +22,7 @@ from aio_pika.abc import (
     AbstractIncomingMessage,
     AbstractRobustConnection,
 )
+from aio_pika.exceptions import ChannelNotFoundEntity, DeliveryError
 
 from broker.clock import wall_clock_ms
 from broker.config import Topology, mask_url, split_urls
@@ -32,7 +34,7 @@ from broker.envelope import (
     sign_envelope,
     signature_valid,
 )
-from broker.errors import BrokerUnavailable, EnvelopeError, EvidenceError
+from broker.errors import Backpressure, BrokerUnavailable, EnvelopeError, EvidenceError
 from broker.failover import ATTEMPT_ERRORS, connect_robust_any, with_heartbeat
 from broker.handshake import Proof, answer_challenge
 from broker.identity import AgentKey
@@ -46,6 +48,10 @@ _DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
 # What a publish on a failing connection raises; the SDK waits for the next node.
 _PUBLISH_ERRORS = (*ATTEMPT_ERRORS, RuntimeError)
 _ATTEMPT_S = 10.0  # one node's chance to confirm a publish before the next is tried
+# A full lane nacks the publish: wait this long before the first retry, doubling up to the
+# cap (with jitter, so many blocked publishes do not retry in step).
+_PUSHBACK_FIRST_S = 0.02
+_PUSHBACK_MAX_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -216,6 +222,10 @@ class AgentClient:
         self._broker: str | None = None
         # Ids whose first publish went unconfirmed, so the same bytes went out again.
         self.republished: set[str] = set()
+        # Publishes the broker refused because this agent's lane was full (then retried).
+        self.pushbacks = 0
+        # Where publishes go: the agent's own lane when logged in as itself (see connect).
+        self._ingress = self._topology.ingress_exchange
 
     @property
     def did(self) -> str:
@@ -232,7 +242,31 @@ class AgentClient:
         except ConnectionError as exc:
             raise BrokerUnavailable(f"{exc} (URLs: {mask_url(self._amqp_url)})") from None
         self._channel = await self._connection.channel(publisher_confirms=True)
+        self._ingress = await self._find_ingress(self._connection)
         return self
+
+    @property
+    def ingress_exchange(self) -> str:
+        """The exchange this client publishes to: trust.in.<DID>, the agent's own lane,
+        when it is logged in with the login provision created for its DID (and the lane
+        exists); the shared trust.ingress otherwise."""
+        return self._ingress
+
+    async def _find_ingress(self, connection: AbstractRobustConnection) -> str:
+        if not self.logged_in_as_self:
+            return self._topology.ingress_exchange
+        lane = self._topology.lane_exchange(self.did)
+        # Asked on a channel of its own: a missing exchange closes the channel it is
+        # asked on (agents provisioned before lanes existed have none).
+        channel = await connection.channel(publisher_confirms=False)
+        try:
+            await channel.get_exchange(lane, ensure=True)
+        except ChannelNotFoundEntity:
+            return self._topology.ingress_exchange
+        finally:
+            if not channel.is_closed:
+                await channel.close()
+        return lane
 
     async def close(self) -> None:
         """Close the connection."""
@@ -305,18 +339,34 @@ class AgentClient:
         return await self.send(sender, body, kind="report")
 
     async def publish_raw(self, raw: bytes, *, message_id: str | None = None) -> None:
-        """Publish already-encoded bytes to the ingress exchange; returns once a node
-        confirmed them. Through an outage the same bytes are published again until one
-        does (the broker routes identical copies once), for up to `publish_timeout`
-        seconds; then BrokerUnavailable."""
+        """Publish already-encoded bytes to this agent's ingress (`ingress_exchange`);
+        returns once a node confirmed them. Through an outage the same bytes are
+        published again until one does (the broker routes identical copies once), for up
+        to `publish_timeout` seconds; then BrokerUnavailable. A publish refused because
+        the agent's lane is full is retried with growing pauses until the same deadline;
+        then Backpressure."""
         assert self._channel is not None, "call connect() first"
-        deadline = asyncio.get_running_loop().time() + self._publish_timeout
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._publish_timeout
+        pause = _PUSHBACK_FIRST_S
         while True:
-            left = deadline - asyncio.get_running_loop().time()
+            left = deadline - loop.time()
             try:
                 attempt = min(max(left, 0.1), _ATTEMPT_S)
                 await asyncio.wait_for(_uncancelled(self._publish_once(raw, message_id)), attempt)
                 return
+            except DeliveryError as exc:
+                # A nack: the lane is full (x-overflow reject-publish). Nothing was taken.
+                self.pushbacks += 1
+                if loop.time() + pause >= deadline:
+                    raise Backpressure(
+                        f"the broker refused the publish for {self._publish_timeout:g}s: "
+                        f"this agent's ingress lane ({self._ingress}) is full, it sends "
+                        "faster than the router takes its turn; slow down (publishing the "
+                        "same bytes again later is safe)"
+                    ) from exc
+                await asyncio.sleep(pause * random.uniform(0.5, 1.0))
+                pause = min(pause * 2, _PUSHBACK_MAX_S)
             except _PUBLISH_ERRORS as exc:
                 if isinstance(exc, TimeoutError):
                     # No confirm from this node in time: it may be frozen or cut off, and
@@ -341,7 +391,7 @@ class AgentClient:
 
     async def _publish_once(self, raw: bytes, message_id: str | None) -> None:
         assert self._channel is not None
-        exchange = await self._channel.get_exchange(self._topology.ingress_exchange, ensure=False)
+        exchange = await self._channel.get_exchange(self._ingress, ensure=False)
         message = aio_pika.Message(
             raw,
             message_id=message_id,

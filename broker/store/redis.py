@@ -750,6 +750,18 @@ class RedisStore:
             await self._call(pipe.execute())
         await self.invalidate(f"recipient:{profile.did}")
 
+    async def add_lane(self, did: str) -> None:
+        """Record that `did` has an ingress lane (after the admin declared it) and tell
+        the routers, which start consuming it at once (and find it on their next poll
+        if they missed the announcement)."""
+        await self._call(self._redis.sadd(self.keys.lanes, did))
+        await self.invalidate(f"lane:{did}")
+
+    async def lanes(self) -> set[str]:
+        """The DIDs whose ingress lanes the routers consume."""
+        members = await self._call(self._redis.smembers(self.keys.lanes))
+        return {m.decode() if isinstance(m, bytes) else str(m) for m in members}
+
     async def add_issuer(self, did: str, roles: frozenset[IssuerRole] | set[IssuerRole]) -> None:
         """Trust `did` for `roles` (added to any it already has)."""
         if not roles:
@@ -853,7 +865,14 @@ class RedisStore:
     ) -> str:
         mode = "hash" if field else "string"
         args: list[bytes | str | int] = [
-            watermark, issued[0], issued[1], mode, field, value, expires_ms, reset
+            watermark,
+            issued[0],
+            issued[1],
+            mode,
+            field,
+            value,
+            expires_ms,
+            reset,
         ]
         raw = await self._call(self._supersede(keys=[watermark_key, target_key], args=args))
         return raw.decode() if isinstance(raw, bytes) else str(raw)
