@@ -52,6 +52,7 @@ _ATTEMPT_S = 10.0  # one node's chance to confirm a publish before the next is t
 # cap (with jitter, so many blocked publishes do not retry in step).
 _PUSHBACK_FIRST_S = 0.02
 _PUSHBACK_MAX_S = 1.0
+_WINDOW_MAX = 1024  # publishes awaiting their confirm at once, when nothing pushes back
 
 
 @dataclass(frozen=True)
@@ -176,6 +177,35 @@ class _RequestLine:
             )
 
 
+class _Window:
+    """How many publishes may await their confirm at once: `most` while the broker takes
+    them; each nack halves it, each confirm widens it by one (additive increase,
+    multiplicative decrease, as TCP does). A client whose lane is full then retries a few
+    publishes at a time instead of all of them, which would only load RabbitMQ."""
+
+    def __init__(self, most: int) -> None:
+        self.size = self.most = most
+        self._busy = 0
+        self._free = asyncio.Condition()
+
+    async def acquire(self, timeout: float) -> None:
+        async with self._free:
+            await asyncio.wait_for(
+                self._free.wait_for(lambda: self._busy < self.size), max(timeout, 0.01)
+            )
+            self._busy += 1
+
+    async def release(self, confirmed: bool | None) -> None:
+        """`confirmed`: True for a confirm, False for a nack, None for anything else."""
+        async with self._free:
+            self._busy -= 1
+            if confirmed is True:
+                self.size = min(self.most, self.size + 1)
+            elif confirmed is False:
+                self.size = max(1, self.size // 2)
+            self._free.notify(max(0, self.size - self._busy))
+
+
 class ConnectionLost(ConnectionError):
     """The connection closed under a pending publish (aiormq cancels its confirm)."""
 
@@ -224,6 +254,7 @@ class AgentClient:
         self.republished: set[str] = set()
         # Publishes the broker refused because this agent's lane was full (then retried).
         self.pushbacks = 0
+        self._window = _Window(_WINDOW_MAX)
         # Where publishes go: the agent's own lane when logged in as itself (see connect).
         self._ingress = self._topology.ingress_exchange
 
@@ -343,20 +374,31 @@ class AgentClient:
         returns once a node confirmed them. Through an outage the same bytes are
         published again until one does (the broker routes identical copies once), for up
         to `publish_timeout` seconds; then BrokerUnavailable. A publish refused because
-        the agent's lane is full is retried with growing pauses until the same deadline;
-        then Backpressure."""
+        the agent's lane is full is retried with growing pauses until the same deadline,
+        with fewer publishes in flight (see _Window); then Backpressure."""
         assert self._channel is not None, "call connect() first"
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._publish_timeout
         pause = _PUSHBACK_FIRST_S
         while True:
+            try:
+                await self._window.acquire(deadline - loop.time())
+            except TimeoutError:
+                raise Backpressure(
+                    f"no publish slot within {self._publish_timeout:g}s: this agent's "
+                    f"ingress lane ({self._ingress}) keeps refusing its publishes; slow down"
+                ) from None
             left = deadline - loop.time()
+            confirmed: bool | None = None
+            wait_s = 0.5
             try:
                 attempt = min(max(left, 0.1), _ATTEMPT_S)
                 await asyncio.wait_for(_uncancelled(self._publish_once(raw, message_id)), attempt)
+                confirmed = True
                 return
             except DeliveryError as exc:
                 # A nack: the lane is full (x-overflow reject-publish). Nothing was taken.
+                confirmed = False
                 self.pushbacks += 1
                 if loop.time() + pause >= deadline:
                     raise Backpressure(
@@ -365,7 +407,7 @@ class AgentClient:
                         "faster than the router takes its turn; slow down (publishing the "
                         "same bytes again later is safe)"
                     ) from exc
-                await asyncio.sleep(pause * random.uniform(0.5, 1.0))
+                wait_s = pause * random.uniform(0.5, 1.0)
                 pause = min(pause * 2, _PUSHBACK_MAX_S)
             except _PUBLISH_ERRORS as exc:
                 if isinstance(exc, TimeoutError):
@@ -381,7 +423,9 @@ class AgentClient:
                         f"{self._publish_timeout:g}s ({type(exc).__name__}); publishing the "
                         "same bytes again later is safe"
                     ) from exc
-                await asyncio.sleep(0.5)
+            finally:
+                await self._window.release(confirmed)
+            await asyncio.sleep(wait_s)  # the slot is free meanwhile
 
     async def _drop_connection(self) -> None:
         transport = getattr(self._connection, "transport", None)

@@ -33,7 +33,7 @@ from broker.errors import ConfigError
 from broker.failover import connect_any
 from broker.state import RecipientProfile
 from broker.store.redis import RedisStore
-from broker.topology import declare_agent_queue
+from broker.topology import LANE_MAX_LENGTH, declare_agent_queue
 
 
 @dataclass(frozen=True)
@@ -207,6 +207,7 @@ async def provision_agent(
     profile: RecipientProfile,
     *,
     password: str | None = None,
+    lane_length: int = LANE_MAX_LENGTH,
 ) -> AgentCredentials:
     """Create the agent's AMQP user, queue and ingress lane, register it as a recipient
     and announce the lane to the routers (which consume it within a second)."""
@@ -219,7 +220,7 @@ async def provision_agent(
     connection = await connect_any(urls, timeout=config.amqp_timeout_ms / 1000)
     async with connection:
         channel = await connection.channel()
-        await declare_agent_queue(channel, config.topology, profile.did)
+        await declare_agent_queue(channel, config.topology, profile.did, lane_length=lane_length)
     await store.register_recipient(profile)
     await store.add_lane(profile.did)
     return AgentCredentials(profile.did, secret)

@@ -90,18 +90,22 @@ async def declare_deliver_exchange(
     )
 
 
-async def declare_agent_queue(channel: AbstractChannel, topology: Topology, did: str) -> None:
+async def declare_agent_queue(
+    channel: AbstractChannel, topology: Topology, did: str, *, lane_length: int = LANE_MAX_LENGTH
+) -> None:
     """Declare agent.<DID> and bind it to the deliver exchange under the DID, and the
-    agent's ingress lane."""
+    agent's ingress lane (holding at most `lane_length` messages)."""
     deliver = await declare_deliver_exchange(channel, topology)
     queue = await channel.declare_queue(
         topology.agent_queue(did), durable=True, arguments={"x-queue-type": "quorum"}
     )
     await queue.bind(deliver, routing_key=did)
-    await declare_agent_lane(channel, topology, did)
+    await declare_agent_lane(channel, topology, did, length=lane_length)
 
 
-async def declare_agent_lane(channel: AbstractChannel, topology: Topology, did: str) -> None:
+async def declare_agent_lane(
+    channel: AbstractChannel, topology: Topology, did: str, *, length: int = LANE_MAX_LENGTH
+) -> None:
     """Declare the agent's ingress lane: exchange trust.in.<DID> (only the agent may write
     to it) bound to the bounded quorum queue trust.lane.<DID> (only the router reads it)."""
     exchange = await channel.declare_exchange(
@@ -112,7 +116,7 @@ async def declare_agent_lane(channel: AbstractChannel, topology: Topology, did: 
         durable=True,
         arguments={
             "x-queue-type": "quorum",
-            "x-max-length": LANE_MAX_LENGTH,
+            "x-max-length": length,
             "x-max-length-bytes": LANE_MAX_BYTES,
             "x-overflow": "reject-publish",
         },
