@@ -95,9 +95,11 @@ class Cast:
     flood_to: str
 
 
-async def _cast(world: World, publish_timeout: float) -> Cast:
+async def _cast(world: World, publish_timeout: float, flood_blocked: bool) -> Cast:
     store, config = world.store, world.config
     honest_key, flooder_key = await trusted_senders(store, 2)
+    if flood_blocked:
+        flooder_key = AgentKey.generate()  # no evidence at all: every message is blocked
     to = [AgentKey.generate().did for _ in range(2)]
     for did in to:
         await provision_agent(config, store, RecipientProfile(did=did))
@@ -157,14 +159,18 @@ async def _honest(
     interval_s: float,
     stop: asyncio.Event,
     limit: int = 0,
+    confirms: list[float] | None = None,
 ) -> list[float]:
-    """Send one message every interval until `stop` (or `limit` messages); latencies in ms."""
+    """Send one message every interval until `stop` (or `limit` messages); latencies in ms
+    (and, into `confirms`, how long each publish took to be confirmed)."""
     waits: list[asyncio.Task[float]] = []
 
     async def one(envelope: Envelope) -> float:
         arrived = arrivals.honest[envelope.id] = asyncio.get_running_loop().create_future()
         started = time.perf_counter_ns()
         await client.send_envelope(envelope)
+        if confirms is not None:
+            confirms.append((time.perf_counter_ns() - started) / 1e6)
         return (await asyncio.wait_for(arrived, 120) - started) / 1e6
 
     next_at = time.perf_counter()
@@ -184,9 +190,13 @@ async def _round(world: World, cast: Cast, path: str, args: argparse.Namespace) 
         await channel.set_qos(prefetch_count=1000)
         topology = world.config.topology
         honest_q = await channel.get_queue(topology.agent_queue(cast.honest_to), ensure=False)
-        flood_q = await channel.get_queue(topology.agent_queue(cast.flood_to), ensure=False)
         await honest_q.consume(arrivals.on_honest)
-        await flood_q.consume(arrivals.on_flood)
+        if args.flood_blocked:  # the flood's records, from now on
+            flood_q = await channel.get_queue(topology.blocked_stream, ensure=False)
+            await flood_q.consume(arrivals.on_flood, arguments={"x-stream-offset": "next"})
+        else:
+            flood_q = await channel.get_queue(topology.agent_queue(cast.flood_to), ensure=False)
+            await flood_q.consume(arrivals.on_flood)
         honest = cast.honest[path]
         flooder = await _start_flooder(cast, path, args)
         assert flooder.stdin is not None and flooder.stdout is not None
@@ -196,8 +206,9 @@ async def _round(world: World, cast: Cast, path: str, args: argparse.Namespace) 
         started = time.perf_counter()
         flooder.stdin.write(b"go\n")
         await flooder.stdin.drain()
+        confirms: list[float] = []
         sampling = asyncio.create_task(
-            _honest(honest, cast.honest_to, arrivals, interval, arrivals.flood_done)
+            _honest(honest, cast.honest_to, arrivals, interval, arrivals.flood_done, 0, confirms)
         )
         await asyncio.wait_for(arrivals.flood_done.wait(), args.timeout)
         routed_s = time.perf_counter() - started
@@ -211,6 +222,9 @@ async def _round(world: World, cast: Cast, path: str, args: argparse.Namespace) 
         "alone": {**quiet, "p95_ms": p95["alone"]},
         "flood": {**loud, "p95_ms": p95["flood"]},
         "added_p95_ms": round(p95["flood"] - p95["alone"], 3),
+        # Of the honest latency under the flood: the publish's own confirm.
+        "flood_confirm_p50_ms": latency_summary(confirms)["p50_ms"],
+        "flood_confirm_p95_ms": _p95(confirms),
         "flood_published_s": round(report["published_s"], 3),
         "flood_routed_s": round(routed_s, 3),
         "flood_pushbacks": report["pushbacks"],
@@ -268,7 +282,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         options = ["--lane-prefetch", str(args.lane_prefetch)] if args.lane_prefetch else []
         proc = Proc("router", router_argv(args.prefetch, options=options), process_env(world))
         try:
-            cast = await _cast(world, publish_timeout=args.timeout)
+            cast = await _cast(world, args.timeout, args.flood_blocked)
             await _started(world, proc)
             rounds = []
             for number in range(args.rounds):
@@ -277,7 +291,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     print(
                         f"round {number + 1} {path:6}: alone p50 {row['alone']['p50_ms']:.1f} "
                         f"p95 {row['alone']['p95_ms']:.1f} ms; flood p50 "
-                        f"{row['flood']['p50_ms']:.1f} p95 {row['flood']['p95_ms']:.1f} ms "
+                        f"{row['flood']['p50_ms']:.1f} p95 {row['flood']['p95_ms']:.1f} ms, "
+                        f"confirm p50 {row['flood_confirm_p50_ms']:.1f} "
+                        f"p95 {row['flood_confirm_p95_ms']:.1f} ms "
                         f"(n={row['flood']['n']}, flood routed in {row['flood_routed_s']:.1f}s, "
                         f"{row['flood_pushbacks']} pushbacks)",
                         flush=True,
@@ -337,6 +353,9 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--prefetch", type=int, default=512, help="the router's ingress prefetch")
     parser.add_argument("--lane-prefetch", type=int, help="the router's per-lane prefetch")
     parser.add_argument("--timeout", type=float, default=180.0, help="seconds per flood")
+    parser.add_argument(
+        "--flood-blocked", action="store_true", help="a flooder with no evidence (all blocked)"
+    )
     parser.add_argument("--quick", action="store_true", help="a seconds-long smoke run")
     parser.add_argument("--flood-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

@@ -287,7 +287,7 @@ def _add_local_commands(sub: Any) -> None:
     )
     p.add_argument(
         "--lane-prefetch", type=int,
-        help="unacked messages in flight per agent's lane (default 32; smaller is fairer)",
+        help="unacked messages in flight per agent's lane (default 16; smaller is fairer)",
     )  # fmt: skip
     p.add_argument(
         "--metrics-port",

@@ -92,10 +92,9 @@ class BrokerConfig:
     # median +15 % over 128 (docs/PERFORMANCE.md section 7).
     prefetch: int = 512
     # Unacked messages a router holds from each agent's lane. Small, so a flooding lane
-    # never has more than this many messages ahead of anyone else's in the router:
-    # with 64, an honest sender's added p95 stayed under 100 ms while another sender
-    # flooded (docs/PERFORMANCE.md, "Fairness under a flood").
-    lane_prefetch: int = 64
+    # never has more than this many messages ahead of anyone else's in the router; it
+    # also caps one sender's own rate (docs/PERFORMANCE.md, "Fairness under a flood").
+    lane_prefetch: int = 16
     dedup_ttl_ms: int = 3_600_000
     # Flight-recorder traces (about 1.1 KB per routed message) live this long in Redis;
     # blocked and escalated messages keep their full record on their streams regardless.
