@@ -360,7 +360,7 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--flood-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
-        args.rounds, args.alone = 1, 20
+        args.rounds, args.alone, args.flood = 1, 20, 500
     return args
 
 
