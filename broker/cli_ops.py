@@ -71,7 +71,10 @@ async def cmd_provision(args: argparse.Namespace, config: BrokerConfig) -> int:
         path.write_text(creds.password + "\n")
         path.chmod(0o600)
     if args.json:
-        print_json({"did": args.did, "username": creds.username, "amqp_url": url, "standing": view})
+        topology = config.topology
+        print_json({"did": args.did, "username": creds.username, "amqp_url": url,
+                    "lane_exchange": topology.lane_exchange(args.did),
+                    "lane_queue": topology.lane_queue(args.did), "standing": view})  # fmt: skip
         return 0
     print(url)
     say(f"provisioned {args.did}: its AMQP user may publish only to its own lane "

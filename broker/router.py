@@ -371,6 +371,7 @@ class Router:
         async with self._consuming:
             consumers = list(session.consumers.values())
             session.consumers.clear()
+            self.metrics.lanes.set(0)
             for queue, tag in consumers:
                 with contextlib.suppress(AMQPError, RuntimeError, TimeoutError, ConnectionError):
                     await asyncio.wait_for(queue.cancel(tag), self._deadline())
