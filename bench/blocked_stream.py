@@ -50,18 +50,13 @@ async def measure(config: BrokerConfig, rounds: int) -> dict[str, Any]:
             trace = entry.record["trace_id"]
             runs: dict[str, list[tuple[float, int]]] = {"scan": [], "seek": [], "again": []}
             for _ in range(rounds):
-                runs["scan"].append(
-                    await _timed(
-                        lambda s, t=trace: find_blocked(config, t, offset="first", stats=s)
-                    )
-                )
+                runs["scan"].append(await _timed(
+                    lambda s, t=trace: find_blocked(config, t, offset="first", stats=s)))
                 await store._redis.delete(store.keys.blocked_offset(trace))
-                runs["seek"].append(
-                    await _timed(lambda s, t=trace: find_blocked(config, t, index=store, stats=s))
-                )
-                runs["again"].append(
-                    await _timed(lambda s, t=trace: find_blocked(config, t, index=store, stats=s))
-                )
+                runs["seek"].append(await _timed(
+                    lambda s, t=trace: find_blocked(config, t, index=store, stats=s)))
+                runs["again"].append(await _timed(
+                    lambda s, t=trace: find_blocked(config, t, index=store, stats=s)))
             results[name] = {k: _summary(v) for k, v in runs.items()}
         tails = [await _timed(lambda s: tail_blocked(config, BlockedFilter(), limit=50, stats=s))
                  for _ in range(rounds)]  # fmt: skip

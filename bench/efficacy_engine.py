@@ -200,10 +200,9 @@ class Engine:
         decision = decided.outcome.decision
         value = 0
         if payment is not None:
-            value = (
-                reference_minor(payment.minor_units, currency, self.policy.currency, round_up=True)
-                or 0
-            )
+            value = reference_minor(
+                payment.minor_units, currency, self.policy.currency, round_up=True
+            ) or 0
         sent = Sent(
             self.now, sender, recipient, kind, malicious, value, message_id,
             decision.action.value, decision.reasons[0], decision.tier.value, decision.composite,

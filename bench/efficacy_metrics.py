@@ -67,7 +67,9 @@ def _honest(sent: list[Sent]) -> dict[str, Any]:
         "payment_escalation_rate": _rate(
             sum(1 for s in payments if s.action == "escalate"), len(payments)
         ),
-        "escalated_by_reason": dict(Counter(s.reason for s in payments if s.action == "escalate")),
+        "escalated_by_reason": dict(
+            Counter(s.reason for s in payments if s.action == "escalate")
+        ),
     }
 
 

@@ -118,7 +118,7 @@ class World:
         truth = {}
 
         async def review() -> None:
-            truth.update({s.message_id: s.malicious for s in engine.sent[len(truth) :]})
+            truth.update({s.message_id: s.malicious for s in engine.sent[len(truth):]})
             for item in await engine.store.serious.list():
                 fraud = truth.get(item["message_id"], False)
                 if rng.random() < 0.1:

@@ -86,11 +86,8 @@ async def describe_evidence(store: RedisStore, did: str, now_ms: int) -> dict[st
         "attestation": attestation
         and _view(attestation, attestation.attestation_id, IssuerRole.ATTESTATION, shared, now_ms),
         "bond": peer.bond and _view(peer.bond, peer.bond.bond_id, IssuerRole.STAKE, shared, now_ms),
-        "manifest": None
-        if peer.manifest is None
-        else {
-            **asdict(peer.manifest),
-            "kinds": sorted(peer.manifest.kinds),
+        "manifest": None if peer.manifest is None else {
+            **asdict(peer.manifest), "kinds": sorted(peer.manifest.kinds),
             "standing": "valid" if now_ms < peer.manifest.expires_at_ms else "expired",
         },
         "pacts_as_sender": await store.pacts_from(did),
@@ -136,10 +133,8 @@ async def standing_request(
     if kind not in MESSAGE_KINDS:
         return _refusal("malformed", f"kind must be one of {sorted(MESSAGE_KINDS)}")
     try:
-        payment = (
-            None
-            if request.get("payment") is None
-            else PaymentIntent.model_validate(request["payment"])
+        payment = None if request.get("payment") is None else PaymentIntent.model_validate(
+            request["payment"]
         )
     except ValidationError as exc:
         return _refusal("malformed", f"payment: {exc.errors()[0]['msg']}")

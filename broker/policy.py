@@ -211,10 +211,8 @@ class ComplianceLevels(BaseModel):
     @model_validator(mode="after")
     def _self_declared_never_raises(self) -> ComplianceLevels:
         if self.manifest > self.no_evidence:
-            raise ValueError(
-                "compliance.manifest cannot exceed no_evidence: a self-declared "
-                "manifest never raises a score"
-            )
+            raise ValueError("compliance.manifest cannot exceed no_evidence: a self-declared "
+                             "manifest never raises a score")
         return self
 
 

@@ -41,15 +41,12 @@ def open_presentation(
             code="presentation_unsigned",
         )
     agent, presentation_id, created = (
-        presentation.get("agent"),
-        presentation.get("id"),
-        presentation.get("created_at"),
+        presentation.get("agent"), presentation.get("id"), presentation.get("created_at")
     )
-    if (
-        not isinstance(agent, str)
-        or not isinstance(presentation_id, str)
-        or not (0 < len(presentation_id) <= 128)
-        or not (isinstance(created, int) and not isinstance(created, bool))
+    if not isinstance(agent, str) or not isinstance(presentation_id, str) or not (
+        0 < len(presentation_id) <= 128
+    ) or not (
+        isinstance(created, int) and not isinstance(created, bool)
     ):
         raise EvidenceError(
             "a presentation names its agent, id and created_at", code="presentation_malformed"

@@ -58,13 +58,10 @@ async def cmd_add_user(args: argparse.Namespace, config: BrokerConfig) -> int:
 def add_console_commands(sub: Any) -> None:
     """Register `console serve` and `console add-user` on the trust-broker parser."""
     console = command(
-        sub,
-        "console",
+        sub, "console",
         summary="web console and admin API (serve, add-user)",
-        examples=[
-            "trust-broker console add-user vera --role viewer --users console-users.json",
-            "trust-broker console serve --port 8080 --users console-users.json",
-        ],
+        examples=["trust-broker console add-user vera --role viewer --users console-users.json",
+                  "trust-broker console serve --port 8080 --users console-users.json"],
         description="A web console for ops and security: live decisions, the blocked "
         "stream with explanations, escalations to approve or reject, peers, policy with "
         "what-if. Users sign in with a token; roles: viewer (look), security (release, "

@@ -83,75 +83,36 @@ SCHEMAS = {
     "PeerRow": PEER_ROW,
     "Standing": STANDING,
     "Review": REVIEW,
-    "WhoAmI": _object(
-        {"name": {"type": "string"}, "role": {"enum": ["viewer", "security", "ops"]}}
-    ),
+    "WhoAmI": _object({"name": {"type": "string"},
+                       "role": {"enum": ["viewer", "security", "ops"]}}),
     "Decisions": _object({"decisions": _array(_ref("FeedRow")), "now_ms": {"type": "integer"}}),
     "Blocked": _object({"records": _array(_ref("Record")), "filter": {"type": "object"}}),
     "Escalations": _object({"escalations": _array(_ref("Record"))}),
-    "Peers": _object(
-        {
-            "peers": _array(_ref("PeerRow")),
-            "total": {"type": "integer"},
-            "search": {"type": "string"},
-            "sort": {"type": "string"},
-            "decisions_read": {"type": "integer"},
-        }
-    ),
-    "Peer": _object(
-        {
-            "peer": _ref("Standing"),
-            "evidence": {"type": "object"},
-            "history": {"type": ["object", "null"]},
-            "weights": {"type": "object"},
-        }
-    ),
-    "Policy": _object(
-        {
-            "policy": {"type": "object"},
-            "version": {"type": "integer"},
-            "history": _array(
-                _object(
-                    {
-                        "version": {"type": "integer"},
-                        "who": {"type": "string"},
-                        "why": {"type": "string"},
-                        "when": {"type": "string"},
-                    }
-                )
-            ),
-        }
-    ),
-    "PolicyChange": _object(
-        {
-            "path": {"type": "string", "example": "thresholds.probation"},
-            "value": {"description": "JSON value or its text", "example": 0.55},
-            "why": {"type": "string", "minLength": 1},
-        }
-    ),
+    "Peers": _object({"peers": _array(_ref("PeerRow")), "total": {"type": "integer"},
+                      "search": {"type": "string"}, "sort": {"type": "string"},
+                      "decisions_read": {"type": "integer"}}),
+    "Peer": _object({"peer": _ref("Standing"), "evidence": {"type": "object"},
+                     "history": {"type": ["object", "null"]},
+                     "weights": {"type": "object"}}),
+    "Policy": _object({"policy": {"type": "object"}, "version": {"type": "integer"},
+                       "history": _array(_object({"version": {"type": "integer"},
+                                                  "who": {"type": "string"},
+                                                  "why": {"type": "string"},
+                                                  "when": {"type": "string"}}))}),
+    "PolicyChange": _object({"path": {"type": "string", "example": "thresholds.probation"},
+                             "value": {"description": "JSON value or its text", "example": 0.55},
+                             "why": {"type": "string", "minLength": 1}}),
     "PolicyApplied": _object({"version": {"type": "integer"}, "changes": _array(_array({}))}),
-    "WhatIf": _object(
-        {
-            "replayed": {"type": "integer"},
-            "unchanged": {"type": "integer"},
-            "newly_blocked": {"type": "integer"},
-            "newly_delivered": {"type": "integer"},
-            "newly_escalated": {"type": "integer"},
-            "by_sender": {"type": "object"},
-            "by_reason": {"type": "object"},
-            "policy_changes": _array(_array({})),
-            "proposal": {"type": "string"},
-        }
-    ),
+    "WhatIf": _object({"replayed": {"type": "integer"}, "unchanged": {"type": "integer"},
+                       "newly_blocked": {"type": "integer"},
+                       "newly_delivered": {"type": "integer"},
+                       "newly_escalated": {"type": "integer"},
+                       "by_sender": {"type": "object"}, "by_reason": {"type": "object"},
+                       "policy_changes": _array(_array({})),
+                       "proposal": {"type": "string"}}),
     "ReviewRequest": _object(
-        {
-            "why": {
-                "type": "string",
-                "minLength": 1,
-                "maxLength": 1000,
-                "description": "kept on record (not needed for rescore)",
-            }
-        },
+        {"why": {"type": "string", "minLength": 1, "maxLength": 1000,
+                 "description": "kept on record (not needed for rescore)"}},
         {"penalise": {"type": "boolean", "description": "confirm: count a sender failure"}},
     ),
 }

@@ -228,7 +228,7 @@ async def test_escalation_cards_show_the_remediation_and_the_evidence_request(
     cast = await scene(store, config, agents, broker_key)
     async with api("sam") as sam:
         page = (await sam.get("/escalations")).text
-        card = page[page.index(f'data-trace="{cast["escalation"]["trace_id"]}"') :]
+        card = page[page.index(f'data-trace="{cast["escalation"]["trace_id"]}"'):]
         assert cast["escalation"]["decision"]["remediation"] in card
         assert "requested from the sender" in card and "post a bond" in card and "by sam" in card
         assert "Ask sender for evidence" not in card  # asked already

@@ -573,54 +573,30 @@ STAKE = [
     pytest.param(bond(1_000_00), DATA, DEFAULT_POLICY, 1.0, (), id="full"),
     pytest.param(bond(5_000_00), DATA, DEFAULT_POLICY, 1.0, (), id="more-than-full"),
     pytest.param(
-        bond(2_000_00, slashed_minor=1_500_00),
-        DATA,
-        DEFAULT_POLICY,
-        0.5,
-        ("stake_partial",),
+        bond(2_000_00, slashed_minor=1_500_00), DATA, DEFAULT_POLICY, 0.5, ("stake_partial",),
         id="slashed-part-no-longer-held",
     ),
     pytest.param(
-        bond(issuer=UNTRUSTED_ISSUER),
-        DATA,
-        DEFAULT_POLICY,
-        0.0,
-        ("stake_issuer_untrusted",),
+        bond(issuer=UNTRUSTED_ISSUER), DATA, DEFAULT_POLICY, 0.0, ("stake_issuer_untrusted",),
         id="issuer-not-on-the-list",
     ),
     pytest.param(
-        bond(issuer=ISSUER),
-        DATA,
-        DEFAULT_POLICY,
-        0.0,
-        ("stake_issuer_untrusted",),
+        bond(issuer=ISSUER), DATA, DEFAULT_POLICY, 0.0, ("stake_issuer_untrusted",),
         id="identity-issuer-is-no-custodian",
     ),
     pytest.param(
-        bond(issuer=SENDER.did),
-        DATA,
-        DEFAULT_POLICY,
-        0.0,
-        ("stake_issuer_untrusted",),
+        bond(issuer=SENDER.did), DATA, DEFAULT_POLICY, 0.0, ("stake_issuer_untrusted",),
         id="self-issued",
     ),
     pytest.param(
         bond(expires_at_ms=NOW), DATA, DEFAULT_POLICY, 0.0, ("stake_expired",), id="expired"
     ),
     pytest.param(
-        bond(issued_at_ms=NOW + 1),
-        DATA,
-        DEFAULT_POLICY,
-        0.0,
-        ("stake_expired",),
+        bond(issued_at_ms=NOW + 1), DATA, DEFAULT_POLICY, 0.0, ("stake_expired",),
         id="not-yet-valid",
     ),
     pytest.param(
-        bond(1_000_00, "EUR"),
-        DATA,
-        DEFAULT_POLICY,
-        0.0,
-        ("stake_currency_unrated",),
+        bond(1_000_00, "EUR"), DATA, DEFAULT_POLICY, 0.0, ("stake_currency_unrated",),
         id="bond-currency-without-rate",
     ),
     pytest.param(bond(1_000_00, "EUR"), DATA, RATED, 1.0, (), id="eur-bond-at-the-rate"),
@@ -628,36 +604,20 @@ STAKE = [
         bond(100_000, "JPY"), DATA, RATED, 0.68, ("stake_partial",), id="jpy-bond-at-the-rate"
     ),
     pytest.param(
-        bond(1_000_00),
-        payment_envelope("999.99"),
-        DEFAULT_POLICY,
-        1.0,
-        (),
+        bond(1_000_00), payment_envelope("999.99"), DEFAULT_POLICY, 1.0, (),
         id="payment-within-coverage",
     ),
     pytest.param(
-        bond(1_000_00),
-        payment_envelope("2000"),
-        DEFAULT_POLICY,
-        0.5,
-        ("stake_partial",),
+        bond(1_000_00), payment_envelope("2000"), DEFAULT_POLICY, 0.5, ("stake_partial",),
         id="payment-doubles-exposure",
     ),
     pytest.param(
-        bond(1_000_00),
-        payment_envelope("1000", "EUR"),
-        RATED,
-        1000 / 1100,
-        ("stake_partial",),
-        id="payment-converted-to-the-reference",
+        bond(1_000_00), payment_envelope("1000", "EUR"), RATED, 1000 / 1100,
+        ("stake_partial",), id="payment-converted-to-the-reference",
     ),
     pytest.param(
-        bond(1_000_00),
-        payment_envelope("10", "EUR"),
-        DEFAULT_POLICY,
-        0.0,
-        ("stake_currency_unrated",),
-        id="payment-currency-without-rate",
+        bond(1_000_00), payment_envelope("10", "EUR"), DEFAULT_POLICY, 0.0,
+        ("stake_currency_unrated",), id="payment-currency-without-rate",
     ),
 ]
 
@@ -673,6 +633,7 @@ def test_stake(
 def test_a_revoked_bond_stops_counting() -> None:
     ctx = context(peer(bond=bond()), revoked_evidence=frozenset({"bond-1"}))
     assert score_stake(DATA, ctx, DEFAULT_POLICY, NOW).reasons == ("stake_revoked",)
+
 
 
 # --- weakest dimension, remediation, the decision record -----------------------------------
