@@ -127,6 +127,8 @@ async def cmd_router(args: argparse.Namespace, config: BrokerConfig) -> int:
         await cmd_setup(args, config)
     if args.prefetch:
         config = replace(config, prefetch=args.prefetch)
+    if args.lane_prefetch:
+        config = replace(config, lane_prefetch=args.lane_prefetch)
     # --metrics-port is exact; TRUST_METRICS_PORT (or 9108) is where the search for a free
     # port starts, so every router on a host that shares the environment still gets one.
     port, explicit = args.metrics_port, args.metrics_port is not None
@@ -281,7 +283,13 @@ def _add_local_commands(sub: Any) -> None:
         "TRUST_METRICS_PORT (default 9108) on, so routers on one host do not collide.",
         examples=["trust-broker router", "trust-broker router --metrics-port 9200 --prefetch 256"],
     )  # fmt: skip
-    p.add_argument("--prefetch", type=int, help="unacked messages in flight (default 512)")
+    p.add_argument(
+        "--prefetch", type=int, help="unacked trust.ingress messages in flight (default 512)"
+    )
+    p.add_argument(
+        "--lane-prefetch", type=int,
+        help="unacked messages in flight per agent's lane (default 16; smaller is fairer)",
+    )  # fmt: skip
     p.add_argument(
         "--metrics-port",
         type=int,

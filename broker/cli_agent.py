@@ -449,8 +449,9 @@ def _add_messaging(sub: Any) -> None:
     p = command(
         sub, "send",
         summary="sign and publish one message",
-        description="Sign an envelope with --key and publish it to the ingress exchange "
-        "with the agent's own login; print its id once RabbitMQ confirmed it. Then ask the "
+        description="Sign an envelope with --key and publish it to the agent's own ingress "
+        "lane (trust.in.DID; trust.ingress with another login); print its id once RabbitMQ "
+        "confirmed it. Then ask the "
         "broker where the agent stands and say what the router does with such a message "
         "(delivered, blocked or escalated) and what to do next (--quiet: not that).",
         examples=[

@@ -81,7 +81,8 @@ def _refused(exc: BaseException, args: argparse.Namespace, config: BrokerConfig 
     detail = str(exc.args[0]) if exc.args else str(exc)
     return (
         f"RabbitMQ refused this login access ({detail.removeprefix('ACCESS_REFUSED - ')}): an "
-        "agent's login may publish only to trust.ingress and read only its own queue; use "
+        "agent's login may publish only to its own lane trust.in.<DID> and read only its own "
+        "queue; use "
         "the --agent-url provisioned for this --key"
     )
 

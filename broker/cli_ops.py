@@ -71,11 +71,15 @@ async def cmd_provision(args: argparse.Namespace, config: BrokerConfig) -> int:
         path.write_text(creds.password + "\n")
         path.chmod(0o600)
     if args.json:
-        print_json({"did": args.did, "username": creds.username, "amqp_url": url, "standing": view})
+        topology = config.topology
+        print_json({"did": args.did, "username": creds.username, "amqp_url": url,
+                    "lane_exchange": topology.lane_exchange(args.did),
+                    "lane_queue": topology.lane_queue(args.did), "standing": view})  # fmt: skip
         return 0
     print(url)
-    say(f"provisioned {args.did}: its AMQP user may publish only to trust.ingress and read "
-        f"only its own queue agent.{args.did}; its retention is {args.retention}")  # fmt: skip
+    say(f"provisioned {args.did}: its AMQP user may publish only to its own lane "
+        f"trust.in.{args.did} and read only its own queue agent.{args.did}; its retention is "
+        f"{args.retention}")  # fmt: skip
     say("the URL above holds its password: give it to the agent, do not log it")
     for line in standing_lines(view):
         say(line)
@@ -325,9 +329,10 @@ def _add_agents(sub: Any) -> None:
     p = command(
         sub, "provision",
         summary="create an agent's AMQP user, queue and profile; print its AMQP URL",
-        description="Create AMQP user DID that may publish only to the ingress exchange and "
-        "read only agent.DID, declare that queue, and register DID as a recipient with its "
-        "retention policy. Prints the agent's own AMQP URL (it holds the password) and "
+        description="Create AMQP user DID that may publish only to its own ingress lane "
+        "(exchange trust.in.DID, queue trust.lane.DID, bounded: a full lane refuses its "
+        "publishes) and read only agent.DID, declare those, and register DID as a recipient "
+        "with its retention policy. Prints the agent's own AMQP URL (it holds the password) and "
         "where the agent stands.",
         examples=["ALICE_URL=$(trust-broker provision \"$ALICE\")",
                   "trust-broker provision \"$BOB\" --retention temporary --accept-kind data"],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import uuid
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, Awaitable, Callable
@@ -21,6 +22,7 @@ from aio_pika.abc import (
     AbstractIncomingMessage,
     AbstractRobustConnection,
 )
+from aio_pika.exceptions import ChannelNotFoundEntity, DeliveryError
 
 from broker.clock import wall_clock_ms
 from broker.config import Topology, mask_url, split_urls
@@ -32,7 +34,7 @@ from broker.envelope import (
     sign_envelope,
     signature_valid,
 )
-from broker.errors import BrokerUnavailable, EnvelopeError, EvidenceError
+from broker.errors import Backpressure, BrokerUnavailable, EnvelopeError, EvidenceError
 from broker.failover import ATTEMPT_ERRORS, connect_robust_any, with_heartbeat
 from broker.handshake import Proof, answer_challenge
 from broker.identity import AgentKey
@@ -46,6 +48,11 @@ _DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
 # What a publish on a failing connection raises; the SDK waits for the next node.
 _PUBLISH_ERRORS = (*ATTEMPT_ERRORS, RuntimeError)
 _ATTEMPT_S = 10.0  # one node's chance to confirm a publish before the next is tried
+# A full lane nacks the publish: wait this long before the first retry, doubling up to the
+# cap (with jitter, so many blocked publishes do not retry in step).
+_PUSHBACK_FIRST_S = 0.02
+_PUSHBACK_MAX_S = 1.0
+_WINDOW_MAX = 1024  # publishes awaiting their confirm at once, when nothing pushes back
 
 
 @dataclass(frozen=True)
@@ -170,6 +177,35 @@ class _RequestLine:
             )
 
 
+class _Window:
+    """How many publishes may await their confirm at once: `most` while the broker takes
+    them; each nack halves it, each confirm widens it by one (additive increase,
+    multiplicative decrease, as TCP does). A client whose lane is full then retries a few
+    publishes at a time instead of all of them, which would only load RabbitMQ."""
+
+    def __init__(self, most: int) -> None:
+        self.size = self.most = most
+        self._busy = 0
+        self._free = asyncio.Condition()
+
+    async def acquire(self, timeout: float) -> None:
+        async with self._free:
+            await asyncio.wait_for(
+                self._free.wait_for(lambda: self._busy < self.size), max(timeout, 0.01)
+            )
+            self._busy += 1
+
+    async def release(self, confirmed: bool | None) -> None:
+        """`confirmed`: True for a confirm, False for a nack, None for anything else."""
+        async with self._free:
+            self._busy -= 1
+            if confirmed is True:
+                self.size = min(self.most, self.size + 1)
+            elif confirmed is False:
+                self.size = max(1, self.size // 2)
+            self._free.notify(max(0, self.size - self._busy))
+
+
 class ConnectionLost(ConnectionError):
     """The connection closed under a pending publish (aiormq cancels its confirm)."""
 
@@ -216,6 +252,11 @@ class AgentClient:
         self._broker: str | None = None
         # Ids whose first publish went unconfirmed, so the same bytes went out again.
         self.republished: set[str] = set()
+        # Publishes the broker refused because this agent's lane was full (then retried).
+        self.pushbacks = 0
+        self._window = _Window(_WINDOW_MAX)
+        # Where publishes go: the agent's own lane when logged in as itself (see connect).
+        self._ingress = self._topology.ingress_exchange
 
     @property
     def did(self) -> str:
@@ -232,7 +273,31 @@ class AgentClient:
         except ConnectionError as exc:
             raise BrokerUnavailable(f"{exc} (URLs: {mask_url(self._amqp_url)})") from exc
         self._channel = await self._connection.channel(publisher_confirms=True)
+        self._ingress = await self._find_ingress(self._connection)
         return self
+
+    @property
+    def ingress_exchange(self) -> str:
+        """The exchange this client publishes to: trust.in.<DID>, the agent's own lane,
+        when it is logged in with the login provision created for its DID (and the lane
+        exists); the shared trust.ingress otherwise."""
+        return self._ingress
+
+    async def _find_ingress(self, connection: AbstractRobustConnection) -> str:
+        if not self.logged_in_as_self:
+            return self._topology.ingress_exchange
+        lane = self._topology.lane_exchange(self.did)
+        # Asked on a channel of its own: a missing exchange closes the channel it is
+        # asked on (agents provisioned before lanes existed have none).
+        channel = await connection.channel(publisher_confirms=False)
+        try:
+            await channel.get_exchange(lane, ensure=True)
+        except ChannelNotFoundEntity:
+            return self._topology.ingress_exchange
+        finally:
+            if not channel.is_closed:
+                await channel.close()
+        return lane
 
     async def close(self) -> None:
         """Close the connection."""
@@ -305,18 +370,45 @@ class AgentClient:
         return await self.send(sender, body, kind="report")
 
     async def publish_raw(self, raw: bytes, *, message_id: str | None = None) -> None:
-        """Publish already-encoded bytes to the ingress exchange; returns once a node
-        confirmed them. Through an outage the same bytes are published again until one
-        does (the broker routes identical copies once), for up to `publish_timeout`
-        seconds; then BrokerUnavailable."""
+        """Publish already-encoded bytes to this agent's ingress (`ingress_exchange`);
+        returns once a node confirmed them. Through an outage the same bytes are
+        published again until one does (the broker routes identical copies once), for up
+        to `publish_timeout` seconds; then BrokerUnavailable. A publish refused because
+        the agent's lane is full is retried with growing pauses until the same deadline,
+        with fewer publishes in flight (see _Window); then Backpressure."""
         assert self._channel is not None, "call connect() first"
-        deadline = asyncio.get_running_loop().time() + self._publish_timeout
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._publish_timeout
+        pause = _PUSHBACK_FIRST_S
         while True:
-            left = deadline - asyncio.get_running_loop().time()
+            try:
+                await self._window.acquire(deadline - loop.time())
+            except TimeoutError:
+                raise Backpressure(
+                    f"no publish slot within {self._publish_timeout:g}s: this agent's "
+                    f"ingress lane ({self._ingress}) keeps refusing its publishes; slow down"
+                ) from None
+            left = deadline - loop.time()
+            confirmed: bool | None = None
+            wait_s = 0.5
             try:
                 attempt = min(max(left, 0.1), _ATTEMPT_S)
                 await asyncio.wait_for(_uncancelled(self._publish_once(raw, message_id)), attempt)
+                confirmed = True
                 return
+            except DeliveryError as exc:
+                # A nack: the lane is full (x-overflow reject-publish). Nothing was taken.
+                confirmed = False
+                self.pushbacks += 1
+                if loop.time() + pause >= deadline:
+                    raise Backpressure(
+                        f"the broker refused the publish for {self._publish_timeout:g}s: "
+                        f"this agent's ingress lane ({self._ingress}) is full, it sends "
+                        "faster than the router takes its turn; slow down (publishing the "
+                        "same bytes again later is safe)"
+                    ) from exc
+                wait_s = pause * random.uniform(0.5, 1.0)
+                pause = min(pause * 2, _PUSHBACK_MAX_S)
             except _PUBLISH_ERRORS as exc:
                 if isinstance(exc, TimeoutError):
                     # No confirm from this node in time: it may be frozen or cut off, and
@@ -331,7 +423,9 @@ class AgentClient:
                         f"{self._publish_timeout:g}s ({type(exc).__name__}); publishing the "
                         "same bytes again later is safe"
                     ) from exc
-                await asyncio.sleep(0.5)
+            finally:
+                await self._window.release(confirmed)
+            await asyncio.sleep(wait_s)  # the slot is free meanwhile
 
     async def _drop_connection(self) -> None:
         transport = getattr(self._connection, "transport", None)
@@ -341,7 +435,7 @@ class AgentClient:
 
     async def _publish_once(self, raw: bytes, message_id: str | None) -> None:
         assert self._channel is not None
-        exchange = await self._channel.get_exchange(self._topology.ingress_exchange, ensure=False)
+        exchange = await self._channel.get_exchange(self._ingress, ensure=False)
         message = aio_pika.Message(
             raw,
             message_id=message_id,

@@ -46,12 +46,25 @@ class Topology:
     blocked_exchange: str = "trust.blocked"
     escalations_exchange: str = "trust.escalations"
     agent_queue_prefix: str = "agent."
+    # Each provisioned agent publishes to its own lane: exchange trust.in.<DID> bound to
+    # queue trust.lane.<DID>, which the router consumes with its own small prefetch, so
+    # one sender's flood queues up in its own lane (docs/PROTOCOL.md, "Ingress lanes").
+    lane_exchange_prefix: str = "trust.in."
+    lane_queue_prefix: str = "trust.lane."
     handshake_exchange: str = "trust.handshake"
     handshake_queue: str = "trust.handshake"
 
     def agent_queue(self, did: str) -> str:
         """The queue an agent consumes: agent.<DID>."""
         return self.agent_queue_prefix + did
+
+    def lane_exchange(self, did: str) -> str:
+        """The exchange an agent publishes to: trust.in.<DID>."""
+        return self.lane_exchange_prefix + did
+
+    def lane_queue(self, did: str) -> str:
+        """The queue behind it, which only the router reads: trust.lane.<DID>."""
+        return self.lane_queue_prefix + did
 
 
 @dataclass(frozen=True)
@@ -78,6 +91,10 @@ class BrokerConfig:
     # transaction in flight), so a deeper window means bigger groups: 512 measured a
     # median +15 % over 128 (docs/PERFORMANCE.md section 7).
     prefetch: int = 512
+    # Unacked messages a router holds from each agent's lane. Small, so a flooding lane
+    # never has more than this many messages ahead of anyone else's in the router; it
+    # also caps one sender's own rate (docs/PERFORMANCE.md, "Fairness under a flood").
+    lane_prefetch: int = 16
     dedup_ttl_ms: int = 3_600_000
     # Flight-recorder traces (about 1.1 KB per routed message) live this long in Redis;
     # blocked and escalated messages keep their full record on their streams regardless.

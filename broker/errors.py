@@ -37,6 +37,12 @@ class BrokerUnavailable(TrustBrokerError):
     later is safe (the broker routes identical copies once)."""
 
 
+class Backpressure(BrokerUnavailable):
+    """RabbitMQ kept refusing the publish (a nack) until the deadline: this agent's own
+    ingress lane is full because it publishes faster than the router takes its turn.
+    Nothing was accepted; publishing the same bytes again later is safe."""
+
+
 class ConfigError(TrustBrokerError):
     """Command-line or environment configuration is invalid."""
 

@@ -46,6 +46,10 @@ class RouterMetrics:
             "trust_router_paused", "1 while consumption is paused (store down)",
             registry=self.registry,
         )  # fmt: skip
+        self.lanes = Gauge(
+            "trust_router_lanes", "Agents' ingress lanes this router consumes",
+            registry=self.registry,
+        )  # fmt: skip
         self.cache_hit_ratio = Gauge(
             "trust_cache_hit_ratio", "Peer cache hits / lookups", registry=self.registry
         )

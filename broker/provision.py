@@ -3,11 +3,13 @@
 Each account's permission regexes come from one function here (`*_permissions`), so
 they can be extended in one place; docs/SECURITY.md ("Accounts") lists them all:
 - admin: everything on the vhosts it manages (setup, provisioning, management API);
-- router: read its ingress queue, write only trust.deliver, trust.blocked and
-  trust.escalations; it declares nothing (the admin declares the topology);
+- router: read the ingress queue and every agent's lane (trust.lane.<DID>), write only
+  trust.deliver, trust.blocked and trust.escalations; it declares nothing (the admin
+  declares the topology);
 - negotiator: the router process's second login, for handshake replies only: read
   trust.handshake, write amq.default (RabbitMQ's direct reply-to goes through it);
-- agents: write the ingress and handshake exchanges, read their own queue.
+- agents: write their own lane exchange (trust.in.<DID>) and the handshake exchange,
+  read their own queue.
 
 Uses the RabbitMQ management HTTP API (standard library only, run in a thread).
 """
@@ -31,7 +33,7 @@ from broker.errors import ConfigError
 from broker.failover import connect_any
 from broker.state import RecipientProfile
 from broker.store.redis import RedisStore
-from broker.topology import declare_agent_queue
+from broker.topology import LANE_MAX_LENGTH, declare_agent_queue
 
 
 @dataclass(frozen=True)
@@ -60,8 +62,11 @@ def router_permissions(topology: Topology) -> dict[str, str]:
         "write": _only(
             topology.deliver_exchange, topology.blocked_exchange, topology.escalations_exchange
         ),
-        # The escalation queue too: the expiry sweeper runs in the routers.
-        "read": _only(topology.ingress_queue, topology.escalations_queue),
+        # The escalation queue too: the expiry sweeper runs in the routers. Lanes by
+        # prefix: agents provisioned later are read without granting anything again.
+        "read": "^("
+        + "|".join(re.escape(name) for name in (topology.ingress_queue, topology.escalations_queue))
+        + f"|{re.escape(topology.lane_queue_prefix)}did:.+)$",
     }
 
 
@@ -72,13 +77,12 @@ def negotiator_permissions(topology: Topology) -> dict[str, str]:
 
 
 def agent_permissions(topology: Topology, did: str) -> dict[str, str]:
-    """RabbitMQ permission regexes: configure nothing; write only the ingress and handshake
-    exchanges; read only the agent's own queue."""
+    """RabbitMQ permission regexes: configure nothing; write only the agent's own lane and
+    the handshake exchange (not the shared trust.ingress, not another agent's lane); read
+    only the agent's own queue."""
     return {
         "configure": "^$",
-        "write": (
-            f"^({re.escape(topology.ingress_exchange)}|{re.escape(topology.handshake_exchange)})$"
-        ),
+        "write": _only(topology.lane_exchange(did), topology.handshake_exchange),
         "read": f"^{re.escape(topology.agent_queue(did))}$",
     }
 
@@ -203,8 +207,10 @@ async def provision_agent(
     profile: RecipientProfile,
     *,
     password: str | None = None,
+    lane_length: int = LANE_MAX_LENGTH,
 ) -> AgentCredentials:
-    """Create the agent's AMQP user and queue and register it as a recipient."""
+    """Create the agent's AMQP user, queue and ingress lane, register it as a recipient
+    and announce the lane to the routers (which consume it within a second)."""
     api = ManagementAPI(config.management_url)
     secret = password or secrets.token_urlsafe(24)
     perms = agent_permissions(config.topology, profile.did)
@@ -214,8 +220,9 @@ async def provision_agent(
     connection = await connect_any(urls, timeout=config.amqp_timeout_ms / 1000)
     async with connection:
         channel = await connection.channel()
-        await declare_agent_queue(channel, config.topology, profile.did)
+        await declare_agent_queue(channel, config.topology, profile.did, lane_length=lane_length)
     await store.register_recipient(profile)
+    await store.add_lane(profile.did)
     return AgentCredentials(profile.did, secret)
 
 

@@ -1,5 +1,5 @@
-"""The router: consume ingress -> decide (broker/pipeline.py) -> publish and ack in one
-commit -> record the outcome.
+"""The router: consume ingress and every agent's lane -> decide (broker/pipeline.py) ->
+publish and ack in one commit -> record the outcome.
 
 Every ingress message ends in exactly one place: the recipient's queue, the blocked
 stream or the escalation queue. The ingress message is acked in the same transaction
@@ -12,6 +12,14 @@ one consuming channel. A session ends when its connection or channel closes, whe
 commit misses its deadline, or when the watchdog finds the process was paused; its
 uncommitted messages then go back to the broker with the channel, and the next session
 starts on the next node that answers. Nothing ever waits on RabbitMQ without a deadline.
+
+Ingress is one queue per provisioned agent (trust.lane.<DID>) plus the shared
+trust.ingress for other logins. Each is consumed with its own prefetch (RabbitMQ's
+per-consumer QoS), so a flooding sender has at most `lane_prefetch` messages in the
+router at a time, queued no further ahead of anyone else's; the rest of its flood waits
+in its own lane, whose bound pushes back on its publishes. Lanes are found in Redis (the
+set provisioning adds to), polled every second, so agents provisioned after the router
+started are consumed and a restarted router consumes them all again.
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ import contextlib
 import logging
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import aio_pika
@@ -64,6 +72,7 @@ __all__ = ["Outcome", "Router", "outcome_record", "record_headers", "reserve_pay
 
 log = logging.getLogger("broker.router")
 _WATCHDOG_TICK_S = 0.5
+_LANE_POLL_S = 1.0
 
 
 @dataclass
@@ -77,6 +86,10 @@ class _Session:
     ended: asyncio.Event
     replies: AbstractConnection | None = None
     why: str = ""
+    # What this session consumes: queue name -> (queue, consumer tag).
+    consumers: dict[str, tuple[AbstractQueue, str]] = field(default_factory=dict)
+    # For passive checks of lanes: a missing queue closes the channel it was asked on.
+    probe: AbstractChannel | None = None
 
 
 class Router:
@@ -97,7 +110,9 @@ class Router:
         self.policy = Policy()
         self._session: _Session | None = None
         self._negotiation: NegotiationService | None = None
-        self._consumer_tag: str | None = None
+        # Consuming starts, stops and grows (new lanes) one step at a time.
+        self._consuming = asyncio.Lock()
+        self._lanes_missing: set[str] = set()
         self._paused = asyncio.Event()
         self._stopping = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -130,6 +145,7 @@ class Router:
         self._spawn(self._keep_sessions())
         self._spawn(self._watchdog())
         self._spawn(self._follow_invalidations())
+        self._spawn(self._follow_lanes())
         self._spawn(
             poll_health(
                 self.metrics, self._config, self._store.ping,
@@ -182,7 +198,6 @@ class Router:
         # Transactions, not publisher confirms: see broker/committer.py for why.
         channel = await connection.channel(publisher_confirms=False)
         channel.close_callbacks.add(lambda *_: ended.set())
-        await channel.set_qos(prefetch_count=self._config.prefetch)
         queue = await open_router_topology(channel, self._config.topology)
         replies = None
         if self._negotiation is not None:
@@ -225,7 +240,6 @@ class Router:
                 if self._stopping.is_set():
                     return
                 log.warning("AMQP session ended (%s): reconnecting", session.why or "closed")
-                self._consumer_tag = None
                 await self._close_session(session)
                 self._session = None
                 self._next_node += 1
@@ -270,19 +284,97 @@ class Router:
             last = now
 
     async def _consume(self) -> None:
+        """Consume the shared ingress (prefetch `prefetch`) and every known lane (each
+        `lane_prefetch`: basic.qos applies to the consumers started after it)."""
         session = self._session
         if session is None:
             return
-        self._consumer_tag = await asyncio.wait_for(
-            session.queue.consume(self._on_message), self._deadline()
-        )
+        async with self._consuming:
+            if session.consumers:
+                return
+            channel, deadline = session.channel, self._deadline()
+            await asyncio.wait_for(channel.set_qos(prefetch_count=self._config.prefetch), deadline)
+            tag = await asyncio.wait_for(session.queue.consume(self._on_message), deadline)
+            session.consumers[session.queue.name] = (session.queue, tag)
+            await asyncio.wait_for(
+                channel.set_qos(prefetch_count=self._config.lane_prefetch), deadline
+            )
+        await self._consume_new_lanes()
+
+    async def _consume_new_lanes(self) -> None:
+        """Start consuming the lanes in Redis that this session does not consume yet."""
+        session = self._session
+        if session is None or not session.consumers:
+            return
+        try:
+            dids = await self._store.lanes()
+        except StoreUnavailable:
+            return
+        topology = self._config.topology
+        async with self._consuming:
+            for did in sorted(dids):
+                name = topology.lane_queue(did)
+                if name in session.consumers:
+                    continue
+                # Paused or ending meanwhile: consumers were cancelled, start none.
+                if not session.consumers or self._paused.is_set() or session.ended.is_set():
+                    return
+                queue = await self._lane_queue(session, name)
+                if queue is None:
+                    continue
+                tag = await asyncio.wait_for(queue.consume(self._on_message), self._deadline())
+                session.consumers[name] = (queue, tag)
+                self.metrics.lanes.set(len(session.consumers) - 1)
+
+    async def _lane_queue(self, session: _Session, name: str) -> AbstractQueue | None:
+        """The lane on the consuming channel, once a probe channel found it exists (asked
+        on the consuming channel, a missing queue would close it and end the session)."""
+        try:
+            if session.probe is None or session.probe.is_closed:
+                session.probe = await asyncio.wait_for(
+                    session.connection.channel(publisher_confirms=False), self._deadline()
+                )
+            await asyncio.wait_for(session.probe.get_queue(name, ensure=True), self._deadline())
+        except ChannelNotFoundEntity:
+            session.probe = None
+            if name not in self._lanes_missing:
+                self._lanes_missing.add(name)
+                log.warning("lane %s is in Redis but not in RabbitMQ: not consumed", name)
+            return None
+        self._lanes_missing.discard(name)
+        return await session.channel.get_queue(name, ensure=False)
+
+    async def _follow_lanes(self) -> None:
+        """Consume the lanes of agents provisioned since, every second, forever (besides
+        at once on provisioning's announcement, which a Redis reconnection may miss)."""
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), _LANE_POLL_S)
+                return
+            await self._discover_lanes()
+
+    async def _discover_lanes(self) -> None:
+        if self._paused.is_set() or self._stopping.is_set():
+            return
+        try:
+            await self._consume_new_lanes()
+        except (AMQPError, RuntimeError, TimeoutError, ConnectionError) as exc:
+            # The session is failing; the next one consumes every lane again.
+            log.warning("could not consume a new lane (%s)", type(exc).__name__)
+            if self._session is not None:
+                _end(self._session, "consuming a lane failed")
 
     async def _cancel_consumer(self) -> None:
-        session, tag = self._session, self._consumer_tag
-        if session is not None and tag is not None:
-            self._consumer_tag = None
-            with contextlib.suppress(AMQPError, RuntimeError, TimeoutError, ConnectionError):
-                await asyncio.wait_for(session.queue.cancel(tag), self._deadline())
+        session = self._session
+        if session is None:
+            return
+        async with self._consuming:
+            consumers = list(session.consumers.values())
+            session.consumers.clear()
+            self.metrics.lanes.set(0)
+            for queue, tag in consumers:
+                with contextlib.suppress(AMQPError, RuntimeError, TimeoutError, ConnectionError):
+                    await asyncio.wait_for(queue.cancel(tag), self._deadline())
 
     # -- store outage -------------------------------------------------------------------
 
@@ -326,6 +418,8 @@ class Router:
                 async for what in self._store.invalidations():
                     if what in ("policy", "all"):
                         await self._reload_policy()
+                    elif what.startswith("lane:"):
+                        self._spawn(self._discover_lanes())
             except StoreUnavailable:
                 await asyncio.sleep(self._config.store_retry_ms / 1000)
 

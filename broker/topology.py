@@ -12,6 +12,12 @@ from broker.config import Topology
 BLOCKED_STREAM_MAX_BYTES = 5 * 1024**3
 
 
+# An agent's lane holds at most this many messages (and bytes); past that RabbitMQ nacks
+# the agent's own publishes (x-overflow reject-publish), which the SDK treats as push-back:
+# a flooder fills its own lane, never anyone else's, and nothing accepted is dropped.
+LANE_MAX_LENGTH = 2_000
+LANE_MAX_BYTES = 64 * 1024**2
+
 # Handshakes are interactive: a request nobody answered within a minute is stale.
 HANDSHAKE_TTL_MS = 60_000
 
@@ -84,10 +90,35 @@ async def declare_deliver_exchange(
     )
 
 
-async def declare_agent_queue(channel: AbstractChannel, topology: Topology, did: str) -> None:
-    """Declare agent.<DID> and bind it to the deliver exchange under the DID."""
+async def declare_agent_queue(
+    channel: AbstractChannel, topology: Topology, did: str, *, lane_length: int = LANE_MAX_LENGTH
+) -> None:
+    """Declare agent.<DID> and bind it to the deliver exchange under the DID, and the
+    agent's ingress lane (holding at most `lane_length` messages)."""
     deliver = await declare_deliver_exchange(channel, topology)
     queue = await channel.declare_queue(
         topology.agent_queue(did), durable=True, arguments={"x-queue-type": "quorum"}
     )
     await queue.bind(deliver, routing_key=did)
+    await declare_agent_lane(channel, topology, did, length=lane_length)
+
+
+async def declare_agent_lane(
+    channel: AbstractChannel, topology: Topology, did: str, *, length: int = LANE_MAX_LENGTH
+) -> None:
+    """Declare the agent's ingress lane: exchange trust.in.<DID> (only the agent may write
+    to it) bound to the bounded quorum queue trust.lane.<DID> (only the router reads it)."""
+    exchange = await channel.declare_exchange(
+        topology.lane_exchange(did), aio_pika.ExchangeType.FANOUT, durable=True
+    )
+    lane = await channel.declare_queue(
+        topology.lane_queue(did),
+        durable=True,
+        arguments={
+            "x-queue-type": "quorum",
+            "x-max-length": length,
+            "x-max-length-bytes": LANE_MAX_BYTES,
+            "x-overflow": "reject-publish",
+        },
+    )
+    await lane.bind(exchange)

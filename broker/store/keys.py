@@ -20,6 +20,12 @@ class Keys:
         """Hash of a registered recipient's profile; absent means unknown recipient."""
         return f"{self.prefix}recipient:{did}"
 
+    @property
+    def lanes(self) -> str:
+        """Set of the DIDs whose ingress lane exists (provisioned agents): the routers
+        consume each one's trust.lane.<DID>."""
+        return f"{self.prefix}lanes"
+
     def seen(self, message_id: str) -> str:
         """Claim on a message id: '<digest>|<state>' with a TTL (dedup and replay)."""
         return f"{self.prefix}seen:{message_id}"

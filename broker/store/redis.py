@@ -796,6 +796,18 @@ class RedisStore:
             await self._call(pipe.execute())
         await self.invalidate(f"recipient:{profile.did}")
 
+    async def add_lane(self, did: str) -> None:
+        """Record that `did` has an ingress lane (after the admin declared it) and tell
+        the routers, which start consuming it at once (and find it on their next poll
+        if they missed the announcement)."""
+        await self._call(self._redis.sadd(self.keys.lanes, did))
+        await self.invalidate(f"lane:{did}")
+
+    async def lanes(self) -> set[str]:
+        """The DIDs whose ingress lanes the routers consume."""
+        members = await self._call(self._redis.smembers(self.keys.lanes))
+        return {m.decode() if isinstance(m, bytes) else str(m) for m in members}
+
     async def add_issuer(
         self,
         did: str,

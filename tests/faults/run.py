@@ -29,6 +29,7 @@ from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from broker import credentials, servers
 from broker.app import open_store
@@ -209,16 +210,21 @@ async def _report(attempts: dict[str, str], total: int) -> None:
 
 
 async def settle(world: World, timeout: float) -> None:
-    """Wait until ingress is empty and nothing is unacked there, for 5 s in a row."""
+    """Wait until ingress and every sender's lane are empty and nothing is unacked
+    there, for 5 s in a row."""
     api = ManagementAPI(world.config.management_url)
-    path = f"/api/queues/{world.config.vhost}/{world.config.topology.ingress_queue}"
+    topology = world.config.topology
+    queues = [topology.ingress_queue] + [topology.lane_queue(s.did) for s in world.senders]
+    paths = [f"/api/queues/{world.config.vhost}/{quote(name, safe='')}" for name in queues]
     quiet_since, deadline = None, time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            info = await asyncio.to_thread(api.request, "GET", path)
-            busy = (info.get("messages") or 0) + (info.get("messages_unacknowledged") or 0)
-        except Exception:
-            busy = 1
+        busy = 0
+        for path in paths:
+            try:
+                info = await asyncio.to_thread(api.request, "GET", path)
+                busy += (info.get("messages") or 0) + (info.get("messages_unacknowledged") or 0)
+            except Exception:
+                busy += 1
         if busy:
             quiet_since = None
         elif quiet_since is None:

@@ -90,3 +90,11 @@ def test_profile_quick(base_config: BrokerConfig, tmp_path: Path) -> None:
     assert "where (innermost frame)" in stdout
     assert report["profiler"] in ("py-spy", "cprofile")
     assert sum(report["self_by_bucket"].values()) > 99
+
+
+@pytest.mark.timeout(110)
+def test_fairness_quick(base_config: BrokerConfig, tmp_path: Path) -> None:
+    stdout, report = run_quick("fairness.py", base_config, tmp_path)
+    assert "added p95" in stdout
+    assert [row["path"] for row in report["summary"]] == ["shared", "lanes"]
+    assert all(row["alone_p50_ms"] > 0 and row["flood_p95_ms"] > 0 for row in report["summary"])

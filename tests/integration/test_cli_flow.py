@@ -51,10 +51,11 @@ async def test_operator_flow_from_keygen_to_blocked_review(
         n: as_json(await cli(config, "keygen", "--out", str(p), "--json"))["did"]
         for n, p in keys.items()
     }
-    urls = {
-        n: as_json(await cli(config, "provision", dids[n], "--json"))["amqp_url"]
-        for n in ("alice", "bob")
+    provisioned = {
+        n: as_json(await cli(config, "provision", dids[n], "--json")) for n in ("alice", "bob")
     }
+    urls = {n: made["amqp_url"] for n, made in provisioned.items()}
+    assert provisioned["alice"]["lane_exchange"] == f"trust.in.{dids['alice']}"
     assert dids["alice"] in urls["alice"] or "did%3Akey" in urls["alice"]
 
     await cli(config, "issuer", "add", dids["issuer"], "--role", "identity")

@@ -24,7 +24,7 @@ from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import aio_pika
 import pytest
@@ -41,6 +41,7 @@ from broker.envelope import encode_envelope
 from broker.evidence import credential_from, sign_evidence, verify_evidence
 from broker.failover import NoNodeAvailable, connect_any
 from broker.identity import AgentKey
+from broker.provision import ManagementAPI
 from broker.review import read_blocked, read_escalations
 from broker.router import Router
 from broker.store.redis import RedisStore
@@ -123,6 +124,8 @@ class Probe:
     def __init__(self, connection: AbstractRobustConnection, config: BrokerConfig) -> None:
         self._connection = connection
         self.topology = config.topology
+        self._api = ManagementAPI(config.management_url)
+        self._vhost = config.vhost
 
     async def counts(self, queue: str) -> tuple[int, int]:
         """(ready messages, consumers) of a queue in the test's vhost."""
@@ -135,8 +138,18 @@ class Probe:
             await channel.close()
 
     async def ingress(self) -> tuple[int, int]:
-        """(ready messages, consumers) of the ingress queue."""
-        return await self.counts(self.topology.ingress_queue)
+        """(ready messages, consumers) of ingress: trust.ingress and every agent's lane
+        together; consumers is what each has, or -1 while they differ."""
+        # Which lanes exist, from the management API (Redis may be down): names only,
+        # the counts come from passive declares.
+        path = f"/api/queues/{quote(self._vhost, safe='')}?columns=name"
+        listed = await asyncio.to_thread(self._api.request, "GET", path)
+        prefix = self.topology.lane_queue_prefix
+        names = [self.topology.ingress_queue]
+        names += sorted(q["name"] for q in listed if q["name"].startswith(prefix))
+        counts = [await self.counts(name) for name in names]
+        consumers = {count for _, count in counts}
+        return sum(ready for ready, _ in counts), consumers.pop() if len(consumers) == 1 else -1
 
     async def delivered(self, agent: Agent) -> int:
         """Messages waiting in the agent's queue."""
