@@ -372,9 +372,16 @@ class Router:
             consumers = list(session.consumers.values())
             session.consumers.clear()
             self.metrics.lanes.set(0)
-            for queue, tag in consumers:
-                with contextlib.suppress(AMQPError, RuntimeError, TimeoutError, ConnectionError):
-                    await asyncio.wait_for(queue.cancel(tag), self._deadline())
+            if not consumers or session.ended.is_set():
+                # An ended session's channel is being closed, and its consumers with it; a
+                # cancel on its dying connection can hang for the full deadline each.
+                return
+            cancels = [queue.cancel(tag) for queue, tag in consumers]
+            with contextlib.suppress(AMQPError, RuntimeError, TimeoutError, ConnectionError):
+                # One deadline for all: with many lanes, one at a time would add up.
+                await asyncio.wait_for(
+                    asyncio.gather(*cancels, return_exceptions=True), self._deadline()
+                )
 
     # -- store outage -------------------------------------------------------------------
 
@@ -385,8 +392,9 @@ class Router:
         self._paused.set()
         self.metrics.paused.set(1)
         log.warning("peer-state store unavailable: pausing consumption (fail closed)")
-        await self._cancel_consumer()
+        # Resuming must not wait for the cancels (it takes the consuming lock after them).
         self._spawn(self._resume_when_store_returns())
+        await self._cancel_consumer()
 
     async def _resume_when_store_returns(self) -> None:
         if not await wait_until_available(self._store, self._config.store_retry_ms, self._stopping):

@@ -8,13 +8,13 @@ first, and which imported records each list covers.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
 
 from broker.store.keys import Keys
+from broker.store.part import Call, StorePart
 
 _NEXT = "_next"
 
@@ -30,18 +30,11 @@ return 1
 """
 
 
-class FederationStore:
+class FederationStore(StorePart):
     """Status list bookkeeping for issuing and importing trust credentials."""
 
-    def __init__(
-        self,
-        client: aioredis.Redis,
-        keys: Keys,
-        call: Callable[[Awaitable[Any]], Awaitable[Any]],
-    ) -> None:
-        self._redis = client
-        self._keys = keys
-        self._call = call
+    def __init__(self, client: aioredis.Redis, keys: Keys, call: Call) -> None:
+        super().__init__(client, keys, call)
         self._store_list = client.register_script(_STORE_LIST)
 
     async def allocate_index(self, credential_id: str) -> int:

@@ -9,13 +9,13 @@ a slanderer cannot flood the queue.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import orjson
 import redis.asyncio as aioredis
 
 from broker.store.keys import Keys
+from broker.store.part import Call, StorePart
 
 T = TypeVar("T")
 
@@ -56,18 +56,11 @@ def _pair(item: dict[str, Any]) -> str:
     return f"{item.get('reporter_org') or item['reporter']}|{item['subject']}"
 
 
-class SeriousQueue:
+class SeriousQueue(StorePart):
     """Open and closed serious-report items in Redis (the caller maps Redis errors)."""
 
-    def __init__(
-        self,
-        client: aioredis.Redis,
-        keys: Keys,
-        call: Callable[[Awaitable[Any]], Awaitable[Any]],
-    ) -> None:
-        self._redis = client
-        self._keys = keys
-        self._call = call
+    def __init__(self, client: aioredis.Redis, keys: Keys, call: Call) -> None:
+        super().__init__(client, keys, call)
         self._open = client.register_script(_OPEN)
         self._close = client.register_script(_CLOSE)
 
