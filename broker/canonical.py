@@ -34,6 +34,20 @@ def canonical_json(value: Any) -> bytes:
         raise EnvelopeError(f"value has no RFC 8785 canonical form: {exc}") from exc
 
 
+def canonical_json_and_without(value: dict[str, Any], key: str) -> tuple[bytes, bytes]:
+    """The RFC 8785 bytes of `value`, and of `value` without its string member `key`
+    (an envelope as delivered, and the bytes its signature covers), with one walk of the
+    tree: dropping a string member under an ASCII key changes nothing the walk checks."""
+    rest = {name: item for name, item in value.items() if name != key}
+    if type(value.get(key, "")) is str and key.isascii() and _orjson_is_canonical(value):
+        try:
+            options = orjson.OPT_SORT_KEYS
+            return orjson.dumps(value, option=options), orjson.dumps(rest, option=options)
+        except orjson.JSONEncodeError:
+            pass  # lone surrogates: canonical_json's reference encoder refuses them
+    return canonical_json(value), canonical_json(rest)
+
+
 def _orjson_is_canonical(value: Any) -> bool:
     """True when orjson's sorted output is byte-identical to RFC 8785 for `value`.
 

@@ -23,7 +23,7 @@ from pydantic import (
     model_validator,
 )
 
-from broker.canonical import canonical_json, duplicate_key_path
+from broker.canonical import canonical_json, canonical_json_and_without, duplicate_key_path
 from broker.currency import MINOR_UNITS, is_currency, to_minor
 from broker.errors import EnvelopeError, IdentityError
 from broker.identity import AgentKey, cached_public_key, verify_signature
@@ -273,8 +273,7 @@ def decode_envelope(raw: bytes, max_bytes: int = DEFAULT_MAX_ENVELOPE_BYTES) -> 
         envelope = Envelope.model_validate(obj)
     except ValidationError as exc:
         raise _envelope_error(exc) from None
-    unsigned = {name: value for name, value in parsed.items() if name != "signature"}
-    wire = canonical_json(parsed)
+    wire, signed_bytes = canonical_json_and_without(parsed, "signature")
     if wire != raw:
         # Not canonical as sent (the SDK sends canonical bytes: the fast path skips this).
         # Canonical text never has a duplicate key; anything else is checked for one,
@@ -284,7 +283,7 @@ def decode_envelope(raw: bytes, max_bytes: int = DEFAULT_MAX_ENVELOPE_BYTES) -> 
             raise EnvelopeError(f"duplicate key {duplicate!r}", field=duplicate)
     else:
         wire = raw
-    return DecodedEnvelope(envelope, canonical_json(unsigned), len(raw), wire)
+    return DecodedEnvelope(envelope, signed_bytes, len(raw), wire)
 
 
 def _envelope_error(exc: ValidationError) -> EnvelopeError:
