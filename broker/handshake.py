@@ -96,3 +96,16 @@ def make_result(broker: AgentKey, proof: Proof, challenge: str) -> dict[str, Any
         {"type": RESULT_TYPE, "agent": proof.agent, "broker": broker.did, "challenge": challenge,
          "verified_at": proof.verified_ms, "expires_at": proof.expires_ms},
     )  # fmt: skip
+
+
+def error_reply(code: str, message: str) -> dict[str, Any]:
+    """The reply to any trust.handshake request the broker refuses."""
+    return {"op": "error", "code": code, "message": message}
+
+
+def requesting_agent(request: dict[str, Any], user_id: str | None) -> str | None:
+    """The request's `agent` when the request came from that agent's own login (RabbitMQ
+    validates the user_id property against the login that publishes), else None: what
+    is told only to an agent itself (its standing, its trust record) needs this."""
+    agent = request.get("agent")
+    return agent if isinstance(agent, str) and agent == user_id else None

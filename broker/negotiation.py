@@ -53,7 +53,13 @@ from broker.canonical import loads_strict
 from broker.config import BrokerConfig
 from broker.errors import EnvelopeError, EvidenceError, IdentityError, StoreUnavailable
 from broker.federation.export import FEDERATION_OPS, federation_request
-from broker.handshake import Proof, check_response, make_challenge, make_result
+from broker.handshake import (
+    Proof,
+    check_response,
+    error_reply,
+    make_challenge,
+    make_result,
+)
 from broker.identity import AgentKey, public_key_from_did
 from broker.metrics import RouterMetrics
 from broker.presentation import open_presentation
@@ -149,13 +155,15 @@ class NegotiationService:
         """Answer one request (also used directly by tests of the protocol). `user_id` is
         the AMQP login that published it, as RabbitMQ validated it."""
         if len(body) > MAX_REQUEST_BYTES:
-            return _error("request_too_large", f"requests are at most {MAX_REQUEST_BYTES} bytes")
+            return error_reply(
+                "request_too_large", f"requests are at most {MAX_REQUEST_BYTES} bytes"
+            )
         try:
             request = loads_strict(body)
         except orjson.JSONDecodeError:
-            return _error("malformed", "request is not JSON")
+            return error_reply("malformed", "request is not JSON")
         except EnvelopeError as exc:  # a duplicate key: readers would disagree on it
-            return _error("malformed", str(exc))
+            return error_reply("malformed", str(exc))
         if isinstance(request, dict) and request.get("op") == "standing":
             return await self._standing(request, self._clock(), user_id)
         if isinstance(request, dict) and request.get("op") in FEDERATION_OPS:
@@ -163,21 +171,21 @@ class NegotiationService:
                 self._store, self.broker_key, request, self._clock(), user_id
             )
         if not isinstance(request, dict) or request.get("op") not in self._ops:
-            return _error("malformed", f"op must be one of {sorted(self._ops)}")
+            return error_reply("malformed", f"op must be one of {sorted(self._ops)}")
         try:
             return await self._ops[request["op"]](request, self._clock(), user_id)
         except EvidenceError as exc:
             log.info("negotiation refused: %s", exc.code)
-            return _error(exc.code, str(exc))
+            return error_reply(exc.code, str(exc))
         except IdentityError as exc:
-            return _error("bad_did", str(exc))
+            return error_reply("bad_did", str(exc))
 
     async def _hello(
         self, request: dict[str, Any], now: int, user_id: str | None
     ) -> dict[str, Any]:
         agent = request.get("agent")
         if not isinstance(agent, str):
-            return _error("malformed", "hello needs the agent's DID")
+            return error_reply("malformed", "hello needs the agent's DID")
         public_key_from_did(agent)
         if request.get("resume"):
             peer = await self._store.peer(agent, now)
@@ -202,7 +210,7 @@ class NegotiationService:
                 "global" if issued is Issued.BUSY else "agent"
             ).inc()
         if issued is Issued.BUSY:
-            return _error("handshake_busy", "too many pending challenges; try again shortly")
+            return error_reply("handshake_busy", "too many pending challenges; try again shortly")
         return {"op": "challenge", "challenge": challenge}
 
     async def _prove(
@@ -210,7 +218,7 @@ class NegotiationService:
     ) -> dict[str, Any]:
         response = request.get("response")
         if not isinstance(response, dict) or not isinstance(response.get("challenge"), str):
-            return _error("handshake_malformed", "prove needs the signed response document")
+            return error_reply("handshake_malformed", "prove needs the signed response document")
         pending = await self._store.take_challenge(response["challenge"])
         proof = check_response(response, self.broker_key.did, pending, now, self._session_ms)
         await self._store.record_possession(proof.agent, proof.verified_ms, proof.expires_ms)
@@ -231,7 +239,7 @@ class NegotiationService:
         )
         # Single use per presenter: nobody can burn the ids another agent will present.
         if not await self._store.mark_presentation(f"{presenter}|{presentation_id}", 2 * skew):
-            return _error("presentation_replay", "this presentation was already presented")
+            return error_reply("presentation_replay", "this presentation was already presented")
         accepted: list[str] = []
         refused: list[dict[str, Any]] = []
         for index, document in enumerate(documents):
@@ -353,7 +361,3 @@ def reply_node(reply_to: str | None) -> bytes | None:
 def is_direct_reply_to(reply_to: str | None) -> bool:
     """True for a direct reply-to name in the shape RabbitMQ writes (see reply_node)."""
     return reply_node(reply_to) is not None
-
-
-def _error(code: str, message: str) -> dict[str, Any]:
-    return {"op": "error", "code": code, "message": message}

@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from broker.decision import Action
 from broker.envelope import MESSAGE_KINDS, Envelope, MessageKind, PaymentIntent
+from broker.handshake import error_reply, requesting_agent
 from broker.scoring import identity_verified, score_dimensions
 from broker.scoring.tiers import REMEDIATION, capped_tier, composite, route, weakest_dimension
 from broker.state import Attestation, Bond, Credential, ImportedRecord, IssuerRole
@@ -139,16 +140,16 @@ async def standing_request(
     """Answer an agent's `standing` request on trust.handshake. Only the agent itself is
     told: the request must come from the AMQP login named after its DID (RabbitMQ
     validates the user_id property against the login that publishes)."""
-    agent = request.get("agent")
-    if not isinstance(agent, str) or user_id != agent:
-        return _refusal(
+    agent = requesting_agent(request, user_id)
+    if agent is None:
+        return error_reply(
             "standing_unauthenticated",
             "a peer's standing is told only to the peer itself: publish with the AMQP login "
             "named after its DID, with user_id set to it",
         )
     kind = request.get("kind", "data")
     if kind not in MESSAGE_KINDS:
-        return _refusal("malformed", f"kind must be one of {sorted(MESSAGE_KINDS)}")
+        return error_reply("malformed", f"kind must be one of {sorted(MESSAGE_KINDS)}")
     try:
         payment = (
             None
@@ -156,12 +157,8 @@ async def standing_request(
             else PaymentIntent.model_validate(request["payment"])
         )
     except ValidationError as exc:
-        return _refusal("malformed", f"payment: {exc.errors()[0]['msg']}")
+        return error_reply("malformed", f"payment: {exc.errors()[0]['msg']}")
     if not await store.try_lock(f"standing:{agent}", STANDING_INTERVAL_MS):
-        return _refusal("standing_busy", f"one standing request per {STANDING_INTERVAL_MS} ms")
+        return error_reply("standing_busy", f"one standing request per {STANDING_INTERVAL_MS} ms")
     view = await describe_peer(store, agent, now_ms, kind=kind, payment=payment)
     return {"op": "standing", "standing": view}
-
-
-def _refusal(code: str, message: str) -> dict[str, Any]:
-    return {"op": "error", "code": code, "message": message}

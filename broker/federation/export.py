@@ -14,6 +14,7 @@ from typing import Any
 from broker.errors import EvidenceError
 from broker.federation.record import record_subject, status_list_credential, trust_record
 from broker.federation.vc import issue_credential
+from broker.handshake import error_reply, requesting_agent
 from broker.identity import AgentKey
 from broker.store.redis import RedisStore
 
@@ -85,22 +86,18 @@ async def federation_request(
             "op": "status_list",
             "credential": await current_status_list(store, broker_key, now_ms),
         }
-    agent = request.get("agent")
-    if not isinstance(agent, str) or user_id != agent:
-        return _error(
+    agent = requesting_agent(request, user_id)
+    if agent is None:
+        return error_reply(
             "export_unauthenticated",
             "a trust record is issued only to the agent itself: publish with the AMQP login "
             "named after its DID, with user_id set to it",
         )
     if not await store.try_lock(f"export:{agent}", EXPORT_INTERVAL_MS):
-        return _error("export_busy", f"one export per {EXPORT_INTERVAL_MS} ms")
+        return error_reply("export_busy", f"one export per {EXPORT_INTERVAL_MS} ms")
     try:
         credential = await export_record(store, broker_key, agent, now_ms)
     except EvidenceError as exc:
-        return _error(exc.code, str(exc))
+        return error_reply(exc.code, str(exc))
     status = await current_status_list(store, broker_key, now_ms)
     return {"op": "exported", "credential": credential, "status_list": status}
-
-
-def _error(code: str, message: str) -> dict[str, Any]:
-    return {"op": "error", "code": code, "message": message}

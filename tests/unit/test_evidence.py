@@ -164,3 +164,21 @@ def test_the_agent_can_pin_the_brokers_did() -> None:
     with pytest.raises(EvidenceError) as error:
         answer_challenge(AGENT, challenge, NOW, expected_broker=AgentKey(bytes(32)).did)
     assert error.value.code == "handshake_bad_broker"
+
+
+@pytest.mark.parametrize(
+    ("request_", "user_id", "told"),
+    [
+        ({"agent": "did:key:zA"}, "did:key:zA", "did:key:zA"),
+        ({"agent": "did:key:zA"}, "did:key:zB", None),  # another login asking about A
+        ({"agent": "did:key:zA"}, None, None),  # no validated login at all
+        ({}, "did:key:zA", None),
+        ({"agent": ["did:key:zA"]}, "did:key:zA", None),
+    ],
+)
+def test_only_the_agents_own_login_is_told_about_it(
+    request_: dict[str, Any], user_id: str | None, told: str | None
+) -> None:
+    from broker.handshake import requesting_agent
+
+    assert requesting_agent(request_, user_id) == told
