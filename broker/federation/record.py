@@ -81,12 +81,7 @@ def trust_record(
 ) -> dict[str, Any]:  # fmt: skip
     """An unsigned TrustRecordCredential with its revocation status entry."""
     return {
-        "@context": [VC_CONTEXT],
-        "id": credential_id,
-        "type": [VC_TYPE, TRUST_RECORD_TYPE],
-        "issuer": broker_did,
-        "validFrom": iso_from_ms(now_ms),
-        "validUntil": iso_from_ms(now_ms + validity_ms),
+        **_unsigned(broker_did, credential_id, TRUST_RECORD_TYPE, now_ms, validity_ms),
         "credentialSubject": subject,
         "credentialStatus": status_entry(status_list_id(broker_did), index),
     }
@@ -98,13 +93,22 @@ def status_list_credential(
     """An unsigned BitstringStatusListCredential of a broker's revocations."""
     list_id = status_list_id(broker_did)
     return {
+        **_unsigned(broker_did, list_id, LIST_CREDENTIAL_TYPE, now_ms, validity_ms),
+        "credentialSubject": list_subject(list_id, bitstring),
+    }
+
+
+def _unsigned(
+    broker_did: str, credential_id: str, kind: str, now_ms: int, validity_ms: int
+) -> dict[str, Any]:
+    """The members every credential a broker issues starts with (VC Data Model 2.0)."""
+    return {
         "@context": [VC_CONTEXT],
-        "id": list_id,
-        "type": [VC_TYPE, LIST_CREDENTIAL_TYPE],
+        "id": credential_id,
+        "type": [VC_TYPE, kind],
         "issuer": broker_did,
         "validFrom": iso_from_ms(now_ms),
         "validUntil": iso_from_ms(now_ms + validity_ms),
-        "credentialSubject": list_subject(list_id, bitstring),
     }
 
 
