@@ -84,6 +84,12 @@ async def _penalise(
 ) -> None:
     # Verified serious misbehaviour is an anomaly: observation, and re-verification.
     await store.record_anomaly(subject, now_ms, why)
+    await _slash_if_critical(store, subject, critical, policy)
+
+
+async def _slash_if_critical(
+    store: RedisStore, subject: str, critical: bool, policy: Policy
+) -> None:
     if critical and policy.stake.critical_report_slash > 0:
         await store.slash_bond(subject, fraction=policy.stake.critical_report_slash)
 
@@ -156,8 +162,8 @@ async def confirm_serious(
     subject, critical = closed["subject"], closed["severity"] == "critical"
     if observe:
         await _penalise(store, subject, critical, policy, now_ms, CONFIRMED)
-    elif critical and policy.stake.critical_report_slash > 0:
-        await store.slash_bond(subject, fraction=policy.stake.critical_report_slash)
+    else:
+        await _slash_if_critical(store, subject, critical, policy)
     await _verified_in_full(store, subject, [closed], policy, now_ms)
     return {**closed, "observed": observe}
 
