@@ -53,6 +53,9 @@ class Topology:
     lane_queue_prefix: str = "trust.lane."
     handshake_exchange: str = "trust.handshake"
     handshake_queue: str = "trust.handshake"
+    # Each router session holds an exclusive queue under this prefix as its lease: a
+    # retry of what it claimed waits while it exists (broker/indoubt.py).
+    session_queue_prefix: str = "trust.session."
 
     def agent_queue(self, did: str) -> str:
         """The queue an agent consumes: agent.<DID>."""
@@ -108,8 +111,13 @@ class BrokerConfig:
     metrics_port: int = 0
     # Deadlines. Every wait on RabbitMQ has one: a commit that has not answered within
     # commit_timeout_ms gives its messages back (the channel is dropped, so the broker
-    # requeues them) instead of holding every later commit behind it.
-    commit_timeout_ms: int = 10_000
+    # requeues them) instead of holding every later commit behind it. Giving a commit up
+    # is the last resort, not the first: its frames may be in a frozen node's buffer, or
+    # its commit-ok waiting on a queue leader being re-elected, and dropping the channel
+    # then can let a publish land without its ack (the message comes twice). 30 s rides
+    # out a re-election and a node frozen for up to about that (aiormq itself drops a
+    # connection silent for 3 heartbeats, 33 s).
+    commit_timeout_ms: int = 30_000
     # Connecting, declaring and other single AMQP round trips.
     amqp_timeout_ms: int = 10_000
     # AMQP heartbeat: RabbitMQ drops the connection of a router that stopped answering
@@ -118,6 +126,11 @@ class BrokerConfig:
     # The router's own watchdog: an event loop that did not run for this long (the
     # process was paused) gives back everything it holds rather than commit late.
     stall_ms: int = 5_000
+    # A redelivered message whose holder (another session) may still commit it waits up
+    # to in_doubt_hold_ms in the router, then goes back to its queue; one first claimed
+    # longer than in_doubt_max_ms ago is routed whatever the holder (broker/indoubt.py).
+    in_doubt_hold_ms: int = 10_000
+    in_doubt_max_ms: int = 300_000
 
     @property
     def amqp_vhost_url(self) -> str:

@@ -37,8 +37,9 @@ class Credentials:
 
     @classmethod
     def generate(cls) -> Credentials:
-        """Fresh random passwords (URL-safe, so they fit in URLs and config files)."""
-        return cls(*(secrets.token_urlsafe(24) for _ in range(4)))
+        """Fresh random passwords: hex (192 bits), so they fit in URLs and config files
+        and never start with '-', which rabbitmqctl would read as an option."""
+        return cls(*(secrets.token_hex(24) for _ in range(4)))
 
     def rotated(self) -> Credentials:
         """The same users with new passwords."""

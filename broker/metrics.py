@@ -64,6 +64,13 @@ class RouterMetrics:
             "challenge was dropped) or 'global' (refused with handshake_busy)",
             ["bound"], registry=self.registry,
         )  # fmt: skip
+        self.in_doubt = Counter(
+            "trust_in_doubt_retries",
+            "Redelivered messages whose claim another session held, by verdict: 'route' "
+            "(the holder can commit nothing more) or 'held_back' (returned to its queue "
+            "while the holder might still commit)",
+            ["verdict"], registry=self.registry,
+        )  # fmt: skip
 
     def observe(self, decision: Decision, seconds: float) -> None:
         """Count one committed decision."""

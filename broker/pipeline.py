@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 
 import orjson
@@ -28,10 +29,13 @@ from broker.reports import REFUSALS, parse_report, reporter_weight
 from broker.scoring import blocked, decide, reporter_standing
 from broker.scoring.stake import reference_minor
 from broker.state import PeerState, TrustContext, organisation_of
-from broker.store.redis import Claim, Finish, RedisStore
+from broker.store.redis import Claim, Claimed, Finish, RedisStore
 
 log = logging.getLogger("broker.router")
 # A report still counts when only the reported peer's own acceptance rules block it.
+# Whether a retry may be routed: (envelope, digest, its claim) -> route it?
+SettleRetry = Callable[[Envelope, str, Claimed], Awaitable[bool]]
+
 _REPORTABLE_DESPITE = (None, "unknown_recipient", "privacy_violation", "pact_violation")
 
 
@@ -74,10 +78,13 @@ async def decide_envelope(
     received_ms: int,
     *,
     redelivered: bool,
+    holder: str = "",
+    settle: SettleRetry | None = None,
 ) -> Decided | None:
-    """Decide one decoded envelope; None when these very bytes already have (or are
-    getting) their outcome: a redelivery after a commit, or a producer's retry (ack it,
-    nothing else)."""
+    """Decide one decoded envelope, claimed for the session `holder`; None when these
+    very bytes already have (or are getting) their outcome: a redelivery after a commit,
+    or a producer's retry (ack it, nothing else). A retry is routed only when `settle`
+    says its holder can no longer commit it (broker/indoubt.py)."""
     env = decoded.envelope
     digest = hashlib.sha256(raw).hexdigest()
     signature_ok = signature_valid(decoded)
@@ -85,9 +92,12 @@ async def decide_envelope(
     if signature_ok:
         # Only authentic messages may claim an id: a forger must not be able to burn
         # the ids and nonces of messages a real sender has yet to send.
-        claim, first_ms = await store.claim_at(env, digest, redelivered, received_ms)
+        claimed = await store.claim_at(env, digest, redelivered, received_ms, holder)
+        claim, first_ms = claimed.claim, claimed.first_ms
         if claim in (Claim.DONE, Claim.COPY):
             return None  # the same bytes again: one outcome per message, never a second
+        if claim is Claim.RETRY and settle is not None and not await settle(env, digest, claimed):
+            return None  # its holder's commit landed, or it is in flight here already
         # A retry is decided as of its first claim: time lost to a fault is no clock skew.
         received_ms = first_ms or received_ms
         ctx = await store.context(env, received_ms, replayed=claim is Claim.REPLAY)

@@ -55,17 +55,20 @@ def admin_permissions(topology: Topology) -> dict[str, str]:
 
 def router_permissions(topology: Topology) -> dict[str, str]:
     """Consume ingress; publish outcomes only to the three places an outcome may go.
-    No configure (the admin declares the topology) and no default exchange, so not even
-    a bug can put a message in an agent's queue except through trust.deliver."""
+    Configure nothing but its own session leases (the admin declares the topology) and
+    no default exchange, so not even a bug can put a message in an agent's queue except
+    through trust.deliver."""
+    read = (topology.ingress_queue, topology.escalations_queue)
     return {
-        "configure": "^$",
+        # Only its sessions' leases: exclusive queues that die with their connection.
+        "configure": f"^{re.escape(topology.session_queue_prefix)}[0-9a-f]+$",
         "write": _only(
             topology.deliver_exchange, topology.blocked_exchange, topology.escalations_exchange
         ),
         # The escalation queue too: the expiry sweeper runs in the routers. Lanes by
         # prefix: agents provisioned later are read without granting anything again.
         "read": "^("
-        + "|".join(re.escape(name) for name in (topology.ingress_queue, topology.escalations_queue))
+        + "|".join(re.escape(name) for name in read)
         + f"|{re.escape(topology.lane_queue_prefix)}did:.+)$",
     }
 

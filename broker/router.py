@@ -27,8 +27,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import hashlib
 import logging
 import random
+import uuid
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,6 +54,7 @@ from broker.envelope import DecodedEnvelope, Envelope, decode_envelope
 from broker.errors import ConfigError, EnvelopeError, StoreUnavailable
 from broker.failover import ATTEMPT_ERRORS, connect_any, with_heartbeat
 from broker.identity import AgentKey
+from broker.indoubt import HeldBack, InDoubt, Verdict, holder_token
 from broker.metrics import RouterMetrics, poll_health
 from broker.negotiation import NegotiationService
 from broker.pipeline import (
@@ -64,8 +68,8 @@ from broker.pipeline import (
 )
 from broker.policy import Policy
 from broker.scoring import reject_undecodable
-from broker.store.redis import Finish, RedisStore, wait_until_available
-from broker.topology import open_router_topology
+from broker.store.redis import Claimed, Finish, RedisStore, wait_until_available
+from broker.topology import declare_session_lease, open_router_topology
 
 __all__ = ["Outcome", "Router", "outcome_record", "record_headers", "reserve_payment",
            "trust_headers"]  # fmt: skip
@@ -84,12 +88,16 @@ class _Session:
     queue: AbstractQueue
     committer: TransactionalCommitter
     ended: asyncio.Event
+    # '<session>@<host:port>': what this session's claims record as their holder.
+    holder: str = ""
     replies: AbstractConnection | None = None
     why: str = ""
     # What this session consumes: queue name -> (queue, consumer tag).
     consumers: dict[str, tuple[AbstractQueue, str]] = field(default_factory=dict)
     # For passive checks of lanes: a missing queue closes the channel it was asked on.
     probe: AbstractChannel | None = None
+    # Declaring the lease (broker/indoubt.py) on a channel of its own.
+    lease: asyncio.Task[None] | None = None
 
 
 class Router:
@@ -117,6 +125,17 @@ class Router:
         self._stopping = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._unfinished: list[tuple[Envelope, str, Finish, int]] = []
+        # Envelope ids being decided or committed here (and committed, not yet finished):
+        # a redelivered copy of one of them is the same message, not a second to route.
+        self._held: Counter[str] = Counter()
+        # Claims this router handed back to the broker without an outcome (a store
+        # outage): released in Redis once it answers, so another router may route them.
+        self._release: list[tuple[Envelope, str, str]] = []
+        self._indoubt = InDoubt(
+            config.amqp_vhost_urls,
+            session_prefix=config.topology.session_queue_prefix,
+            own_connection=lambda: None if self._session is None else self._session.connection,
+        )
         # Routers start on different nodes, so one node's death is not every router's.
         self._next_node = random.randrange(1 << 16)
         self._last_tick: float | None = None
@@ -206,6 +225,8 @@ class Router:
             replies = await self._reply_connection(connection)
             replies.close_callbacks.add(lambda *_: ended.set())
             await self._negotiation.start(replies)
+        lease = uuid.uuid4().hex
+        token = holder_token(lease, connection)
         holder: list[_Session] = []
 
         def broken(why: str) -> None:
@@ -218,9 +239,22 @@ class Router:
             on_broken=broken,
             awake=self._awake,
         )
-        session = _Session(connection, channel, queue, committer, ended, replies)
+        session = _Session(connection, channel, queue, committer, ended, token, replies)
+        # The session's lease: while its connection lives on its node, a retry of what it
+        # claimed waits (broker/indoubt.py). Declaring a queue writes to every node's
+        # Mnesia and so waits for a frozen one; the session does not wait for it.
+        session.lease = asyncio.create_task(self._take_lease(connection, lease))
         holder.append(session)
         return session
+
+    async def _take_lease(self, connection: AbstractConnection, lease: str) -> None:
+        try:
+            channel = await asyncio.wait_for(
+                connection.channel(publisher_confirms=False), self._deadline()
+            )
+            await declare_session_lease(channel, self._config.topology, lease)
+        except (AMQPError, RuntimeError, TimeoutError, ConnectionError) as exc:
+            log.warning("session lease not declared (%s)", type(exc).__name__)
 
     async def _reply_connection(self, connection: AbstractConnection) -> AbstractConnection:
         if not self._config.reply_amqp_url:
@@ -256,6 +290,8 @@ class Router:
         # not committed; an open transaction is rolled back with it.
         stopping = self._stopping.is_set()
         session.committer.break_off(session.why or "router stopping", expected=stopping)
+        if session.lease is not None:
+            session.lease.cancel()
         await _close_quietly(session.connection, self._deadline())
         if session.replies is not None and session.replies is not session.connection:
             await _close_quietly(session.replies, self._deadline())
@@ -418,6 +454,20 @@ class Router:
                 await self._store.finish(env, digest, result, self.policy, now_ms)
             except StoreUnavailable:
                 self._unfinished.append((env, digest, result, now_ms))
+                continue
+            self._unhold(env.id)
+        released, self._release = self._release, []
+        for env, digest, holder in released:
+            try:
+                # Only if this session still holds it: another may have taken it since.
+                await self._store.hand_over(env, digest, holder, "")
+            except StoreUnavailable:
+                self._release.append((env, digest, holder))
+
+    def _unhold(self, message_id: str) -> None:
+        self._held[message_id] -= 1
+        if self._held[message_id] <= 0:
+            del self._held[message_id]
 
     async def _follow_invalidations(self) -> None:
         """Apply cache invalidations and policy changes from Redis pub/sub, forever."""
@@ -445,6 +495,9 @@ class Router:
             return
         try:
             await self.handle(message)
+        except HeldBack:
+            self.metrics.in_doubt.labels("held_back").inc()
+            await self._requeue(message)
         except StoreUnavailable:
             await self._requeue(message)
             await self._pause_for_store()
@@ -516,17 +569,78 @@ class Router:
         policy: Policy,
         received_ms: int,
     ) -> None:
-        decided = await decide_envelope(
-            self._store, decoded, message.body, policy, received_ms,
-            redelivered=bool(message.redelivered),
-        )  # fmt: skip
-        if decided is None:
-            self.counts["duplicate"] += 1
-            await self._committer_or_fail().commit(message, None)
-            return
-        await self._commit(message, decided.outcome, record=not decided.finishes)
-        if decided.finishes:
-            await self._record_finish(decided, len(message.body))
+        env = decoded.envelope
+        self._held[env.id] += 1
+        try:
+            decided = await self._decide(message, decoded, policy, received_ms)
+            if decided is None:
+                self.counts["duplicate"] += 1
+                await self._committer_or_fail().commit(message, None)
+                return
+            await self._commit(message, decided.outcome, record=not decided.finishes)
+            if decided.finishes:
+                await self._record_finish(decided, len(message.body))
+        finally:
+            self._unhold(env.id)
+
+    async def _decide(
+        self,
+        message: AbstractIncomingMessage,
+        decoded: DecodedEnvelope,
+        policy: Policy,
+        received_ms: int,
+    ) -> Decided | None:
+        session = self._session
+        holder = session.holder if session is not None else ""
+        try:
+            return await decide_envelope(
+                self._store, decoded, message.body, policy, received_ms,
+                redelivered=bool(message.redelivered), holder=holder, settle=self._settle_retry,
+            )  # fmt: skip
+        except StoreUnavailable:
+            # It goes back to the broker with no outcome; if it was claimed here, the claim
+            # is released once Redis answers (others wait for this session meanwhile).
+            digest = hashlib.sha256(message.body).hexdigest()
+            self._release.append((decoded.envelope, digest, holder))
+            raise
+
+    async def _settle_retry(self, env: Envelope, digest: str, claimed: Claimed) -> bool:
+        """May this retry be routed? Only once its holder can commit nothing more, and not
+        at all once its holder committed it (broker/indoubt.py); meanwhile it is kept back
+        here for up to in_doubt_hold_ms, then returned to its queue (HeldBack)."""
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + self._config.in_doubt_hold_ms / 1000
+        holder = claimed.holder
+        while True:
+            session = self._session
+            if session is not None and holder == session.holder:
+                # Claimed by this very session: handed back by it (a store outage), or a
+                # second copy of a message still in flight here.
+                return self._held[env.id] <= 1
+            verdict = await self._verdict(holder, env.id, claimed.first_ms)
+            if verdict is Verdict.WAIT:
+                if loop.time() >= give_up:
+                    raise HeldBack(f"{env.id}: its holder may still commit it")
+                await asyncio.sleep(0.5)
+                result = await self._store.hand_over(env, digest, holder, holder)
+            else:
+                me = session.holder if session is not None else ""
+                result = await self._store.hand_over(env, digest, holder, me)
+                self.metrics.in_doubt.labels(verdict.value).inc()
+            if result == "done":
+                return False
+            if result.startswith("held|"):
+                holder = result.partition("|")[2]
+            elif verdict is not Verdict.WAIT or result in ("gone", "replay"):
+                return True
+
+    async def _verdict(self, holder: str, message_id: str, first_ms: int | None) -> Verdict:
+        if not holder:
+            return Verdict.ROUTE  # claimed before claims named their holder, or released
+        if first_ms is not None and self._clock() - first_ms > self._config.in_doubt_max_ms:
+            log.warning("routing %s: its holder %s has held it too long", message_id, holder)
+            return Verdict.ROUTE
+        return await self._indoubt.settle(holder)
 
     async def _record_finish(self, decided: Decided, size: int) -> None:
         env, now_ms = decided.outcome.envelope, decided.outcome.received_ms
@@ -535,8 +649,10 @@ class Router:
         try:
             anomaly = await self._store.finish(env, decided.digest, result, self.policy, now_ms)
         except StoreUnavailable:
-            # The outcome is committed already; the record is written once Redis returns.
+            # The outcome is committed already; the record is written once Redis returns
+            # (and until then a redelivered copy here is one in flight).
             self._unfinished.append((env, decided.digest, result, now_ms))
+            self._held[env.id] += 1
             await self._pause_for_store()
             return
         if anomaly:

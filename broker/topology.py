@@ -75,6 +75,16 @@ async def declare_router_topology(
     return queue, deliver
 
 
+async def declare_session_lease(channel: AbstractChannel, topology: Topology, session: str) -> None:
+    """The session's lease: an exclusive queue that lives exactly as long as the
+    connection of `channel` does on its node (broker/indoubt.py)."""
+    await channel.declare_queue(
+        topology.session_queue_prefix + session,
+        exclusive=True,
+        arguments={"x-queue-type": "classic"},
+    )
+
+
 async def declare_deliver_exchange(
     channel: AbstractChannel, topology: Topology
 ) -> AbstractExchange:

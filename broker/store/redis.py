@@ -44,6 +44,7 @@ from broker.store.batch import AutoPipeline, Command
 from broker.store.cache import TTLCache
 from broker.store.federation import FederationStore
 from broker.store.keys import Keys
+from broker.store.lua import lua_script
 from broker.store.serious import SeriousQueue
 
 log = logging.getLogger(__name__)
@@ -61,32 +62,30 @@ class Claim(StrEnum):
     REPLAY = "replay"  # the id or nonce was used before by a different message: block it
 
 
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """A claim, and for a retry when the message was first claimed and who holds it."""
+
+    claim: Claim
+    first_ms: int | None = None
+    holder: str = ""
+
+
+def _text(raw: Any) -> str:
+    return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+
 # The claim decides by the bytes, not by who sent them twice. Publishing the identical
 # bytes again (a producer retrying after a lost confirm) is idempotent: while the first
 # copy is in flight (`pending`) that copy is still on its queue or already committed, so
 # this one is dropped (`copy`); once done, every copy is `done`. Only RabbitMQ's own
-# redelivery of the claimed copy (`redelivered`) routes it again (`retry`): that copy was
-# never committed. A different message reusing the id or the nonce is a `replay`.
+# redelivery of the claimed copy (`redelivered`) may route it again (`retry`), and only
+# once its holder (the router session that claimed it) can no longer commit it
+# (broker/indoubt.py). A different message reusing the id or the nonce is a `replay`.
 # The pending record keeps when the message was first claimed: a retry is judged as of
 # then, so time the broker lost (a paused router, a failover) is never clock skew.
-# KEYS: seen, nonce. ARGV: digest, ttl_ms, redelivered ("1"/"0"), now_ms.
-# Returns the claim, and for a retry 'retry|<first claimed ms>'.
-_CLAIM = """
-local current = redis.call('GET', KEYS[1])
-if current then
-  local sep = string.find(current, '|', 1, true)
-  local digest = string.sub(current, 1, sep - 1)
-  local state = string.sub(current, sep + 1, sep + 4)
-  if digest ~= ARGV[1] then return 'replay' end
-  if state == 'done' then return 'done' end
-  if ARGV[3] ~= '1' then return 'copy' end
-  return 'retry|' .. (string.match(current, '^[^|]*|pending|(%d+)$') or '')
-end
-if redis.call('EXISTS', KEYS[2]) == 1 then return 'replay' end
-redis.call('SET', KEYS[1], ARGV[1] .. '|pending|' .. ARGV[4], 'PX', ARGV[2])
-redis.call('SET', KEYS[2], '1', 'PX', ARGV[2])
-return 'new'
-"""
+_CLAIM = lua_script("claim")
+_HAND_OVER = lua_script("hand_over")
 
 # After a committed outcome: record it, remember deliveries for the report window, and
 # update the sender's behaviour windows; flag an anomaly (observation) when one trips.
@@ -451,6 +450,7 @@ class RedisStore:
         # concurrent decisions share pipelines: one round trip per batch, not per command.
         self._auto = AutoPipeline(self._redis)
         self._claim = self._redis.register_script(_CLAIM)
+        self._hand_over = self._redis.register_script(_HAND_OVER)
         self._finish = self._redis.register_script(_FINISH)
         self._add_decayed = self._redis.register_script(_ADD_DECAYED)
         self._reserve = self._redis.register_script(_RESERVE)
@@ -499,26 +499,39 @@ class RedisStore:
 
     async def claim(self, env: Envelope, digest: str, redelivered: bool) -> Claim:
         """Claim a message id and nonce atomically (dedup after crashes, replay defence)."""
-        claim, _ = await self.claim_at(env, digest, redelivered, int(time.time() * 1000))
-        return claim
+        claimed = await self.claim_at(env, digest, redelivered, int(time.time() * 1000))
+        return claimed.claim
 
     async def claim_at(
-        self, env: Envelope, digest: str, redelivered: bool, now_ms: int
-    ) -> tuple[Claim, int | None]:
-        """The claim, and for a retry the time the message was first claimed (if known)."""
+        self, env: Envelope, digest: str, redelivered: bool, now_ms: int, holder: str = ""
+    ) -> Claimed:
+        """The claim for `holder` (a router session); for a retry also the time the
+        message was first claimed and the session holding it (if known)."""
         keys = [self.keys.seen(env.id), self.keys.nonce(env.sender, env.nonce)]
-        args: list[str | int] = [digest, self._dedup_ttl_ms, "1" if redelivered else "0", now_ms]
-        claim = Command.eval(self._claim, keys, args)
+        args: list[str | int] = [
+            digest, self._dedup_ttl_ms, "1" if redelivered else "0", now_ms, holder,
+        ]  # fmt: skip
+        raw = await self._replicated_eval(Command.eval(self._claim, keys, args))
+        state, _, rest = _text(raw).partition("|")
+        first, _, previous = rest.partition("|")
+        return Claimed(Claim(state), int(first) if first else None, previous)
+
+    async def hand_over(self, env: Envelope, digest: str, expected: str, holder: str) -> str:
+        """Move a pending claim from `expected` to `holder` ('' releases it). Returns 'ok',
+        'done', 'gone', 'replay' or 'held|<holder>' when another session holds it now."""
+        args = [digest, expected, holder]
+        command = Command.eval(self._hand_over, [self.keys.seen(env.id)], args)
+        return _text(await self._replicated_eval(command))
+
+    async def _replicated_eval(self, command: Command) -> Any:
         if self._replicated:
             # Replication is asynchronous: a claim the master acknowledged but had not yet
             # passed on would vanish in a failover, and an identical copy could then be
             # routed a second time. WAIT (in the same pipeline) holds the reply until the
             # replica has it too, or 100 ms passed (a replica that is down slows, never stops).
-            raw, _ = await self._together(claim, Command.plain("WAIT", 1, 100))
-        else:
-            raw = await self._call(self._auto.run(claim))
-        state, _, first = (raw.decode() if isinstance(raw, bytes) else str(raw)).partition("|")
-        return Claim(state), int(first) if first else None
+            raw, _ = await self._together(command, Command.plain("WAIT", 1, 100))
+            return raw
+        return await self._call(self._auto.run(command))
 
     async def finish(
         self, env: Envelope, digest: str, result: Finish, policy: Policy, now_ms: int

@@ -45,11 +45,27 @@ def test_credentials_are_generated_once_private_and_never_in_repr(tmp_path: Path
     assert rotated.admin_user == first.admin_user and rotated.admin_password != first.admin_password
 
 
+def test_generated_passwords_never_look_like_a_command_line_option() -> None:
+    # rabbitmqctl add_user USER PASSWORD read a password starting with '-' as an option
+    # and the servers failed to start (URL-safe base64 starts with '-' once in 64).
+    passwords = [p for _ in range(1_000) for p in _passwords(credentials.Credentials.generate())]
+    assert not [p for p in passwords if p.startswith("-")]
+    assert all(len(p) >= 32 for p in passwords)
+
+
+def _passwords(creds: credentials.Credentials) -> list[str]:
+    return [creds.admin_password, creds.router_password, creds.negotiator_password,
+            creds.redis_password]  # fmt: skip
+
+
 def test_the_router_may_write_only_where_an_outcome_goes() -> None:
     perms = router_permissions(Topology())
-    assert perms["configure"] == "^$"
     import re
 
+    # It may declare only its sessions' leases (exclusive queues), nothing else.
+    assert re.fullmatch(perms["configure"], "trust.session.0f3a9c")
+    for name in ("trust.ingress", "trust.session.", "trust.session.x.y", "agent.did:key:z6Mk"):
+        assert not re.fullmatch(perms["configure"], name)
     allowed = ["trust.deliver", "trust.blocked", "trust.escalations"]
     refused = ["", "amq.default", "trust.ingress", "agent.did:key:z6Mk", "trust.handshake"]
     assert all(re.fullmatch(perms["write"], name) for name in allowed)
