@@ -20,9 +20,9 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from broker import servers
 from broker.cli_support import HelpFormatter, command, json_flag, os_account, print_json, say
 from broker.config import BrokerConfig
+from broker.devkit import servers
 from broker.errors import ConfigError
 
 __all__ = ["broker_config", "build_parser", "main", "print_json", "server_config"]
@@ -192,7 +192,7 @@ async def cmd_servers(args: argparse.Namespace, config: BrokerConfig) -> int:
 
 async def cmd_demo(args: argparse.Namespace, config: BrokerConfig) -> int:
     """Run the scripted scenario against real servers and print the decisions."""
-    from broker.demo import run_demo
+    from broker.devkit.demo import run_demo
 
     if not args.no_start_servers:
         await cmd_servers(argparse.Namespace(action="start", json=False), config)

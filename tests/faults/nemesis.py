@@ -16,8 +16,8 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from broker import cluster, servers
-from broker.servers import ServerConfig
+from broker.devkit import cluster, servers
+from broker.devkit.servers import ServerConfig
 
 
 def _log(message: str) -> None:

@@ -4,7 +4,7 @@ cluster with Redis, a replica and Sentinels; then heal, drain and check every id
     python -m tests.faults --nemesis kill-rabbit --seeds 1,2,3 --messages 5000
     python -m tests.faults --short          # what CI runs: one seed, every nemesis, small
 
-The cluster is the project's own (broker.cluster: Debian's rabbitmq-server, redis-server
+The cluster is the project's own (broker.devkit.cluster: Debian's rabbitmq-server, redis-server
 and redis-sentinel), in its own run directory (TRUST_RUN_DIR/faults) and on ports 3 above
 the suite's base ports, so the single-node servers the other tests use are never touched.
 Each run gets a fresh vhost and Redis key prefix. Producers log every id as confirmed
@@ -31,12 +31,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from broker import credentials, servers
+from broker import credentials
 from broker.app import open_store
 from broker.cli import local_urls, server_config
 from broker.client import AgentClient
 from broker.clock import wall_clock_ms
 from broker.config import BrokerConfig
+from broker.devkit import servers
 from broker.errors import BrokerUnavailable
 from broker.evidence import credential_from, sign_evidence, verify_evidence
 from broker.failover import connect_any

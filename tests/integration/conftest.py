@@ -16,11 +16,12 @@ from typing import Any
 
 import pytest
 
-from broker import credentials, servers
+from broker import credentials
 from broker.app import open_store
 from broker.cli import broker_config, local_urls, server_config
 from broker.client import AgentClient, Received
 from broker.config import BrokerConfig
+from broker.devkit import servers
 from broker.identity import AgentKey
 from broker.provision import ManagementAPI, agent_amqp_url, provision_agent, setup_vhost
 from broker.router import Router

@@ -13,7 +13,7 @@ import os
 
 import pytest
 
-from broker import servers
+from broker.devkit import servers
 from tests.faults.run import fault_cluster, run_once, start_fault_cluster
 
 

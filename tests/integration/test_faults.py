@@ -31,12 +31,12 @@ import pytest
 from aio_pika.abc import AbstractRobustConnection
 from aio_pika.exceptions import AMQPError
 
-from broker import servers
 from broker.app import open_store
 from broker.client import AgentClient
 from broker.clock import wall_clock_ms
 from broker.committer import Outbound, TransactionalCommitter
 from broker.config import BrokerConfig
+from broker.devkit import servers
 from broker.envelope import encode_envelope
 from broker.evidence import credential_from, sign_evidence, verify_evidence
 from broker.failover import NoNodeAvailable, connect_any

@@ -1,4 +1,4 @@
-"""A second RabbitMQ + Redis pair (own run_dir, own ports) started and stopped by broker.servers."""
+"""A second RabbitMQ + Redis pair (own run_dir, own ports), started and stopped by devkit."""
 
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ import pytest
 import redis
 from aiormq.abc import FieldTable
 
-from broker import credentials, servers
-from broker.servers import ServerConfig
+from broker import credentials
+from broker.devkit import servers
+from broker.devkit.servers import ServerConfig
 
 pytestmark = pytest.mark.integration
 

@@ -14,9 +14,9 @@ from aio_pika.exceptions import AMQPConnectionError
 from aiormq.exceptions import ChannelAccessRefused
 from pydantic import ValidationError
 
-from broker import servers
 from broker.cli_errors import explain_error
 from broker.config import BrokerConfig
+from broker.devkit import servers
 from broker.envelope import PaymentIntent
 from broker.errors import StoreUnavailable
 from broker.guidance import next_step, verdict

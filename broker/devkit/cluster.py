@@ -1,7 +1,7 @@
 """A RabbitMQ cluster, and Redis with a replica and Sentinels, on one machine.
 
-The same Debian packages as broker.servers, as the project's own processes under the
-run directory: node 0 is the single node broker.servers runs anyway; node i listens on
+The same Debian packages as broker.devkit.servers, as the project's own processes under the
+run directory: node 0 is the single node broker.devkit.servers runs anyway; node i listens on
 the base ports + i, keeps its data under <run dir>/node<i+1>/ and joins node 0. Every
 queue the broker declares is a quorum queue (or a stream) and so is replicated on all
 nodes. The Redis replica (port + 1) follows the master; three Sentinels (quorum 2)
@@ -22,8 +22,9 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from broker import credentials, servers
-from broker.servers import Progress, ServerConfig, ServersError
+from broker import credentials
+from broker.devkit import servers
+from broker.devkit.servers import Progress, ServerConfig, ServersError
 
 NODE_DOWN_AFTER_MS = 3_000  # Sentinel: how long the master may be silent before a failover
 

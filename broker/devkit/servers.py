@@ -865,11 +865,11 @@ def start(cfg: ServerConfig, progress: Progress, timeout: float = START_TIMEOUT)
     started = time.monotonic()
     start_redis(cfg, progress, timeout)
     if cfg.sentinel:
-        from broker import cluster
+        from broker.devkit import cluster
 
         cluster.start_sentinel_group(cfg, progress, timeout)
     if cfg.nodes > 1:
-        from broker import cluster
+        from broker.devkit import cluster
 
         cluster.start_cluster(cfg, progress, max(timeout - (time.monotonic() - started), 1.0))
     else:
@@ -915,7 +915,7 @@ def remembered(
 
 def stop(cfg: ServerConfig, progress: Progress, timeout: float = STOP_TIMEOUT) -> None:
     """Stop both servers cleanly; each is attempted even if the other fails."""
-    from broker import cluster
+    from broker.devkit import cluster
 
     errors: list[str] = []
     stops: list[Callable[[ServerConfig, Progress, float], None]] = [stop_rabbitmq, stop_redis]
@@ -980,7 +980,7 @@ def status(cfg: ServerConfig) -> dict[str, object]:
 
 def _cluster_status(cfg: ServerConfig) -> dict[str, object]:
     """The extra nodes, replica and Sentinels, when there are any."""
-    from broker import cluster
+    from broker.devkit import cluster
 
     extra: dict[str, object] = {}
     if cfg.nodes > 1:
