@@ -17,7 +17,7 @@ from aiormq.exceptions import ChannelAccessRefused
 from pydantic import ValidationError
 
 from broker.config import BrokerConfig, mask_url
-from broker.devkit.servers import ServersError
+from broker.devkit.layout import ServersError
 from broker.errors import EvidenceError, StoreUnavailable, TrustBrokerError
 from broker.failover import NoNodeAvailable
 

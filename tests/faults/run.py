@@ -38,6 +38,8 @@ from broker.client import AgentClient
 from broker.clock import wall_clock_ms
 from broker.config import BrokerConfig
 from broker.devkit import servers
+from broker.devkit.install import ensure_installed
+from broker.devkit.layout import ServerConfig
 from broker.errors import BrokerUnavailable
 from broker.evidence import credential_from, sign_evidence, verify_evidence
 from broker.failover import connect_any
@@ -58,7 +60,7 @@ def _log(message: str) -> None:
     print(f"[faults {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def fault_cluster(env: dict[str, str] | None = None) -> servers.ServerConfig:
+def fault_cluster(env: dict[str, str] | None = None) -> ServerConfig:
     """The suite's 3-node cluster with Sentinel, beside the base servers in `env`."""
     base = server_config(env or dict(os.environ))
     name = base.node_name.partition("@")[0]
@@ -76,11 +78,11 @@ def fault_cluster(env: dict[str, str] | None = None) -> servers.ServerConfig:
     )
 
 
-def start_fault_cluster(cfg: servers.ServerConfig) -> None:
+def start_fault_cluster(cfg: ServerConfig) -> None:
     """Install what is missing and start the cluster, replica and Sentinels."""
     cfg.run_dir.mkdir(parents=True, exist_ok=True)
     cfg.run_dir.chmod(0o755)
-    servers.ensure_installed(_log)
+    ensure_installed(_log)
     servers.start(cfg, _log, timeout=300)
 
 
@@ -94,7 +96,7 @@ class World:
     recipients: list[tuple[AgentKey, str]]
 
 
-async def make_world(cfg: servers.ServerConfig, producers: int, log_dir: Path) -> World:
+async def make_world(cfg: ServerConfig, producers: int, log_dir: Path) -> World:
     """A fresh vhost (topology and service accounts), producers on probation (their data
     messages are delivered), and their recipients."""
     urls = local_urls(cfg)
@@ -270,7 +272,7 @@ async def _drain_queue(did: str, url: str, world: World) -> Counter[str]:
 
 
 async def run_once(
-    cfg: servers.ServerConfig, nemesis: str, seed: int, messages: int, seconds: float
+    cfg: ServerConfig, nemesis: str, seed: int, messages: int, seconds: float
 ) -> Verdict:
     """One seeded run: produce under the nemesis, heal, settle, drain, check."""
     rng = random.Random(f"{nemesis}:{seed}")
