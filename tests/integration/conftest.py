@@ -29,6 +29,7 @@ from broker.provision import ManagementAPI, agent_amqp_url, provision_agent, set
 from broker.router import Router
 from broker.state import RecipientProfile
 from broker.store.redis import RedisStore
+from broker.workflow import run_sweeper
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -133,7 +134,8 @@ async def router(
     """A router running in-process on the test's vhost (its own store connection), with
     the router's and negotiator's least-privilege logins."""
     own_store = open_store(config)
-    router = Router(router_view(config, service_logins), own_store, broker_key=broker_key)
+    view = router_view(config, service_logins)
+    router = Router(view, own_store, broker_key=broker_key, sweeper=run_sweeper)
     await router.start()
     yield router
     await router.stop()

@@ -48,6 +48,7 @@ from broker.review import read_blocked, read_escalations
 from broker.router import Router
 from broker.store.redis import RedisStore
 from broker.topology import declare_router_topology
+from broker.workflow import run_sweeper
 from tests.faults.proxy import FreezingProxy
 from tests.integration.conftest import REPO, Agent, AgentFactory, router_view
 from tests.integration.trust import trust_issuer
@@ -474,7 +475,9 @@ async def test_a_commit_on_a_frozen_connection_gives_its_messages_back(
     proxy = await FreezingProxy(urlsplit(config.amqp_url).port or 5672).start()
     own_store = open_store(config)
     view = router_view(config, service_logins)
-    router = Router(_through(view, proxy.port), own_store, broker_key=broker_key)
+    router = Router(
+        _through(view, proxy.port), own_store, broker_key=broker_key, sweeper=run_sweeper
+    )
     await router.start()
     try:
         async with _stream(sender, recipient) as sent:
