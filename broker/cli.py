@@ -1,4 +1,5 @@
-"""trust-broker command line. The only module that reads the environment.
+"""trust-broker command line. It, cli_*, and devkit/ (what it runs locally) are the only
+modules that read the environment (tests/unit/test_layers.py).
 
 This module holds what every command shares (configuration, errors, the parser) and the
 commands that run things locally (router, servers, demo, decode). The command groups
