@@ -64,6 +64,7 @@ class ServersError(Exception):
 
 
 def creds_dir(cfg: ServerConfig) -> Path:
+    """Where credentials.json lives (a cluster's extra nodes share the first node's)."""
     return (cfg.secrets_dir or cfg.run_dir).resolve()
 
 

@@ -121,6 +121,7 @@ def _grant_services(cfg: ServerConfig, creds: credentials.Credentials, vhost: st
 
 
 def ctl_or_fail(cfg: ServerConfig, args: Sequence[str]) -> None:
+    """Run rabbitmqctl; a ServersError quoting the node's logs if it fails."""
     result = rabbitmqctl(cfg, args, 30)
     if result.returncode != 0:
         layout = Layout.of(cfg)
