@@ -15,6 +15,7 @@ from broker.keyfile import load_key, save_key
 from broker.router import Router
 from broker.store.keys import Keys
 from broker.store.redis import RedisStore, wait_until_available
+from broker.workflow import run_sweeper
 
 log = logging.getLogger("broker.app")
 
@@ -60,7 +61,8 @@ async def run_router(
             log.warning("Redis is not answering yet; the router waits for it (fail closed)")
             if not await wait_until_available(store, config.store_retry_ms, stop):
                 return
-        router = Router(config, store, broker_key=load_or_create_broker_key(config))
+        key = load_or_create_broker_key(config)
+        router = Router(config, store, broker_key=key, sweeper=run_sweeper)
         if config.metrics_port:
             try:
                 router.metrics.serve(config.metrics_port, explicit=metrics_port_explicit)

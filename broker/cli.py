@@ -1,4 +1,5 @@
-"""trust-broker command line. The only module that reads the environment.
+"""trust-broker command line. It, cli_*, and devkit/ (what it runs locally) are the only
+modules that read the environment (tests/unit/test_layers.py).
 
 This module holds what every command shares (configuration, errors, the parser) and the
 commands that run things locally (router, servers, demo, decode). The command groups
@@ -20,9 +21,11 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from broker import servers
 from broker.cli_support import HelpFormatter, command, json_flag, os_account, print_json, say
 from broker.config import BrokerConfig
+from broker.devkit import servers
+from broker.devkit.install import ensure_installed
+from broker.devkit.layout import SENTINEL_SERVICE, ServerConfig
 from broker.errors import ConfigError
 
 __all__ = ["broker_config", "build_parser", "main", "print_json", "server_config"]
@@ -32,10 +35,10 @@ Handler = Callable[[argparse.Namespace, BrokerConfig], Coroutine[Any, Any, int]]
 BROKEN_PIPE = 141
 
 
-def server_config(env: Mapping[str, str]) -> servers.ServerConfig:
+def server_config(env: Mapping[str, str]) -> ServerConfig:
     """Local server ports and directories from TRUST_* variables."""
-    defaults = servers.ServerConfig(run_dir=Path(".run"))
-    return servers.ServerConfig(
+    defaults = ServerConfig(run_dir=Path(".run"))
+    return ServerConfig(
         run_dir=Path(env.get("TRUST_RUN_DIR", str(defaults.run_dir))),
         amqp_port=int(env.get("TRUST_AMQP_PORT", defaults.amqp_port)),
         dist_port=int(env.get("TRUST_DIST_PORT", defaults.dist_port)),
@@ -67,7 +70,7 @@ def broker_config(env: Mapping[str, str], args: argparse.Namespace) -> BrokerCon
     )
 
 
-def local_urls(ports: servers.ServerConfig) -> dict[str, str]:
+def local_urls(ports: ServerConfig) -> dict[str, str]:
     """The local servers' URLs for each account, from the run directory's credentials
     (no login at all when the servers never started there)."""
     from broker import credentials
@@ -82,7 +85,7 @@ def local_urls(ports: servers.ServerConfig) -> dict[str, str]:
     redis = f"redis://{auth}127.0.0.1:{ports.redis_port}/0"
     if ports.sentinel:
         sentinels = ",".join(f"127.0.0.1:{port}" for port in ports.sentinel_ports)
-        redis = f"redis+sentinel://{auth}{sentinels}/{servers.SENTINEL_SERVICE}/0"
+        redis = f"redis+sentinel://{auth}{sentinels}/{SENTINEL_SERVICE}/0"
     if creds is None:
         return {"admin_amqp": bare, "router_amqp": bare, "reply_amqp": "", "redis": redis,
                 "management": management}  # fmt: skip
@@ -180,7 +183,7 @@ async def cmd_servers(args: argparse.Namespace, config: BrokerConfig) -> int:
         say(f"[servers] {text}")
 
     if args.action == "start":
-        await asyncio.to_thread(servers.ensure_installed, progress)
+        await asyncio.to_thread(ensure_installed, progress)
         await asyncio.to_thread(servers.start, cfg, progress)
     elif args.action == "stop":
         await asyncio.to_thread(servers.stop, cfg, progress)
@@ -192,7 +195,7 @@ async def cmd_servers(args: argparse.Namespace, config: BrokerConfig) -> int:
 
 async def cmd_demo(args: argparse.Namespace, config: BrokerConfig) -> int:
     """Run the scripted scenario against real servers and print the decisions."""
-    from broker.demo import run_demo
+    from broker.devkit.demo import run_demo
 
     if not args.no_start_servers:
         await cmd_servers(argparse.Namespace(action="start", json=False), config)

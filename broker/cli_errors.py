@@ -17,9 +17,9 @@ from aiormq.exceptions import ChannelAccessRefused
 from pydantic import ValidationError
 
 from broker.config import BrokerConfig, mask_url
+from broker.devkit.layout import ServersError
 from broker.errors import EvidenceError, StoreUnavailable, TrustBrokerError
 from broker.failover import NoNodeAvailable
-from broker.servers import ServersError
 
 START_LOCAL = "start local ones with `trust-broker servers start`"
 

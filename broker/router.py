@@ -32,9 +32,9 @@ import logging
 import random
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import aio_pika
 import orjson
@@ -79,6 +79,17 @@ _WATCHDOG_TICK_S = 0.5
 _LANE_POLL_S = 1.0
 
 
+class Sweeper(Protocol):
+    """Upkeep that runs beside the router until `stop` is set, on the router's clock
+    (broker.workflow.run_sweeper). Passed in by whoever assembles the router: workflow
+    builds on this module, so the router cannot import it."""
+
+    def __call__(
+        self, config: BrokerConfig, store: RedisStore, stop: asyncio.Event, *,
+        clock: Callable[[], int],
+    ) -> Coroutine[Any, Any, None]: ...  # fmt: skip
+
+
 @dataclass
 class _Session:
     """One connection and its consuming channel; replaced whole when anything fails."""
@@ -110,8 +121,10 @@ class Router:
         *,
         clock: Callable[[], int] = wall_clock_ms,
         broker_key: AgentKey | None = None,
+        sweeper: Sweeper | None = None,
     ) -> None:
         self._config = config
+        self._sweeper = sweeper
         self._broker_key = broker_key
         self._store = store
         self._clock = clock
@@ -171,10 +184,8 @@ class Router:
                 lambda: self._store.cache_stats, self._stopping,
             )
         )  # fmt: skip
-        # Local import: broker.workflow imports this module (trust_headers, outcome_record).
-        from broker.workflow import run_sweeper
-
-        self._spawn(run_sweeper(self._config, self._store, self._stopping, clock=self._clock))
+        if self._sweeper is not None:
+            self._spawn(self._sweeper(self._config, self._store, self._stopping, clock=self._clock))
         log.info("router started: %r, policy version %d", self._config, self.policy.version)
 
     async def stop(self) -> None:

@@ -49,10 +49,11 @@ from broker.envelope import (
 from broker.errors import EnvelopeError, TrustBrokerError
 from broker.failover import connect_config
 from broker.identity import AgentKey
+from broker.pipeline import Outcome, reserve_payment
 from broker.policy import Policy
 from broker.records import UNPARSEABLE, parse_record
 from broker.review import Offset, ReviewError, amqp_errors, find_blocked, iso_ms
-from broker.router import Outcome, outcome_record, record_headers, reserve_payment, trust_headers
+from broker.router import outcome_record, record_headers, trust_headers
 from broker.scoring import decide
 from broker.scoring.stake import reference_minor
 from broker.state import TrustContext

@@ -13,7 +13,7 @@ A vouch lends the vouchee a bounded share of what the voucher earned itself abov
 cold-start prior. Only the voucher's own outcomes count, never what others vouched for it,
 so rings of vouchers and fresh identities lend nothing.
 
-A first-time peer may bring records other brokers issued about it (broker/federation/
+A first-time peer may bring records other brokers issued about it (broker/scoring/
 prior.py): they replace the cold-start prior, bounded by `federation.ceiling`, and fade as
 local outcomes accumulate.
 """
@@ -21,12 +21,13 @@ local outcomes accumulate.
 from __future__ import annotations
 
 from broker.envelope import Envelope
-from broker.federation.prior import blend, imported_prior
-from broker.policy import Policy, ReputationModel
+from broker.policy import Policy
 from broker.reports import domain_of
 from broker.scoring.base import DimensionScore
+from broker.scoring.earned import earned, failure_penalty
 from broker.scoring.identity import credential_problem
-from broker.state import DecayedCount, TrustContext, Vouch
+from broker.scoring.prior import blend, imported_prior
+from broker.state import TrustContext, Vouch
 
 
 def score_reputation(
@@ -58,25 +59,6 @@ def score_reputation(
         score = max(score, min(model.ceiling, score + boost))
         reasons.append("vouched")
     return DimensionScore(min(1.0, max(0.0, score)), tuple(reasons))
-
-
-def earned(
-    successes: DecayedCount, failures: DecayedCount, model: ReputationModel, now_ms: int
-) -> float:
-    """Reputation from a peer's own outcomes alone."""
-    s = successes.at(now_ms, model.success_half_life_ms)
-    f = failures.at(now_ms, model.failure_half_life_ms)
-    base = model.prior + (model.ceiling - model.prior) * s / (s + model.half_saturation)
-    return base * failure_penalty(f, s, model)
-
-
-def failure_penalty(failures: float, successes: float, model: ReputationModel) -> float:
-    """failure_multiplier ** (failures / (1 + successes / half_saturation)): the weight of
-    a failure shrinks as verified successes grow (11 successes halve it)."""
-    penalty: float = model.failure_multiplier ** (
-        failures / (1.0 + successes / model.half_saturation)
-    )
-    return penalty
 
 
 def vouch_boost(

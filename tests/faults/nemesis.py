@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
 import signal
 import subprocess
@@ -16,8 +17,10 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from broker import cluster, servers
-from broker.servers import ServerConfig
+from broker.devkit import cluster
+from broker.devkit.layout import ServerConfig
+from broker.devkit.rabbitmq_server import rabbit_pid
+from broker.devkit.redis_server import kill_redis, start_redis
 
 
 def _log(message: str) -> None:
@@ -78,7 +81,7 @@ class Faults:
         port = cluster.master_port(self.cfg) or self.cfg.redis_port
         victim = self.cfg if port == self.cfg.redis_port else cluster.replica(self.cfg)
         _log(f"kill -9 the Redis master on :{port}")
-        await asyncio.to_thread(servers.kill_redis, victim)
+        await asyncio.to_thread(kill_redis, victim)
         await asyncio.sleep(self.rng.uniform(5, 10))
         await asyncio.to_thread(_restart_redis, victim)
         _log(f"Redis :{port} back; master now :{cluster.master_port(self.cfg)}")
@@ -99,15 +102,15 @@ class Faults:
         behind a network partition; then SIGCONT."""
         index = self.rng.randrange(self.cfg.nodes)
         member = cluster.node(self.cfg, index)
-        pid = servers._rabbit_pid(member)
+        pid = rabbit_pid(member)
         if pid is None:
             return
         pause = self.rng.uniform(20, 30)
         _log(f"partition RabbitMQ node {index + 1} (SIGSTOP pid {pid}) for {pause:.0f}s")
-        servers.os.kill(pid, signal.SIGSTOP)
+        os.kill(pid, signal.SIGSTOP)
         self.stopped.add(pid)
         await asyncio.sleep(pause)
-        servers.os.kill(pid, signal.SIGCONT)
+        os.kill(pid, signal.SIGCONT)
         self.stopped.discard(pid)
         _log(f"partition of node {index + 1} healed")
 
@@ -122,7 +125,7 @@ class Faults:
         """Undo every fault still in force: resume what is stopped, start what is down."""
         for pid in list(self.stopped):
             with contextlib.suppress(ProcessLookupError):
-                servers.os.kill(pid, signal.SIGCONT)
+                os.kill(pid, signal.SIGCONT)
         self.stopped.clear()
         _restart_redis(self.cfg)
         _restart_redis(cluster.replica(self.cfg))
@@ -133,7 +136,7 @@ class Faults:
 
 
 def _restart_redis(cfg: ServerConfig) -> None:
-    servers.start_redis(cfg, lambda _: None, 60)
+    start_redis(cfg, lambda _: None, 60)
 
 
 NEMESES: dict[str, Callable[[Faults], Awaitable[None]]] = {

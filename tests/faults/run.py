@@ -4,7 +4,7 @@ cluster with Redis, a replica and Sentinels; then heal, drain and check every id
     python -m tests.faults --nemesis kill-rabbit --seeds 1,2,3 --messages 5000
     python -m tests.faults --short          # what CI runs: one seed, every nemesis, small
 
-The cluster is the project's own (broker.cluster: Debian's rabbitmq-server, redis-server
+The cluster is the project's own (broker.devkit.cluster: Debian's rabbitmq-server, redis-server
 and redis-sentinel), in its own run directory (TRUST_RUN_DIR/faults) and on ports 3 above
 the suite's base ports, so the single-node servers the other tests use are never touched.
 Each run gets a fresh vhost and Redis key prefix. Producers log every id as confirmed
@@ -31,12 +31,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from broker import credentials, servers
+from broker import credentials
 from broker.app import open_store
 from broker.cli import local_urls, server_config
 from broker.client import AgentClient
 from broker.clock import wall_clock_ms
 from broker.config import BrokerConfig
+from broker.devkit import servers
+from broker.devkit.install import ensure_installed
+from broker.devkit.layout import ServerConfig
 from broker.errors import BrokerUnavailable
 from broker.evidence import credential_from, sign_evidence, verify_evidence
 from broker.failover import connect_any
@@ -57,7 +60,7 @@ def _log(message: str) -> None:
     print(f"[faults {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def fault_cluster(env: dict[str, str] | None = None) -> servers.ServerConfig:
+def fault_cluster(env: dict[str, str] | None = None) -> ServerConfig:
     """The suite's 3-node cluster with Sentinel, beside the base servers in `env`."""
     base = server_config(env or dict(os.environ))
     name = base.node_name.partition("@")[0]
@@ -75,11 +78,11 @@ def fault_cluster(env: dict[str, str] | None = None) -> servers.ServerConfig:
     )
 
 
-def start_fault_cluster(cfg: servers.ServerConfig) -> None:
+def start_fault_cluster(cfg: ServerConfig) -> None:
     """Install what is missing and start the cluster, replica and Sentinels."""
     cfg.run_dir.mkdir(parents=True, exist_ok=True)
     cfg.run_dir.chmod(0o755)
-    servers.ensure_installed(_log)
+    ensure_installed(_log)
     servers.start(cfg, _log, timeout=300)
 
 
@@ -93,7 +96,7 @@ class World:
     recipients: list[tuple[AgentKey, str]]
 
 
-async def make_world(cfg: servers.ServerConfig, producers: int, log_dir: Path) -> World:
+async def make_world(cfg: ServerConfig, producers: int, log_dir: Path) -> World:
     """A fresh vhost (topology and service accounts), producers on probation (their data
     messages are delivered), and their recipients."""
     urls = local_urls(cfg)
@@ -269,7 +272,7 @@ async def _drain_queue(did: str, url: str, world: World) -> Counter[str]:
 
 
 async def run_once(
-    cfg: servers.ServerConfig, nemesis: str, seed: int, messages: int, seconds: float
+    cfg: ServerConfig, nemesis: str, seed: int, messages: int, seconds: float
 ) -> Verdict:
     """One seeded run: produce under the nemesis, heal, settle, drain, check."""
     rng = random.Random(f"{nemesis}:{seed}")

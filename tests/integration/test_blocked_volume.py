@@ -41,6 +41,7 @@ from broker.review import (
 )
 from broker.router import Router
 from broker.state import RecipientProfile
+from broker.workflow import run_sweeper
 from tests.integration.test_cli_flow import cli_env
 
 TOTAL = 100_000
@@ -118,7 +119,7 @@ async def _build(base: BrokerConfig) -> Volume:
     config = replace(base, vhost=name, key_prefix=f"{name}:")
     await setup_vhost(config)  # the admin's own login: there is no guest
     store, router_store = open_store(config), open_store(config)
-    router = Router(config, router_store, broker_key=AgentKey.generate())
+    router = Router(config, router_store, broker_key=AgentKey.generate(), sweeper=run_sweeper)
     await router.start()
     try:
         recipient = AgentKey.generate()

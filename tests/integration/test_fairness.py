@@ -23,6 +23,7 @@ from broker.provision import agent_amqp_url, provision_agent
 from broker.router import Router
 from broker.state import RecipientProfile
 from broker.store.redis import RedisStore
+from broker.workflow import run_sweeper
 from tests.integration.conftest import Agent, AgentFactory, router_view
 from tests.integration.trust import make_level
 
@@ -35,7 +36,7 @@ async def _router(
 ) -> AsyncIterator[Router]:
     """A router with the router's own least-privilege logins, started here."""
     store = open_store(config)
-    router = Router(router_view(config, logins), store, broker_key=broker_key)
+    router = Router(router_view(config, logins), store, broker_key=broker_key, sweeper=run_sweeper)
     await router.start()
     try:
         yield router

@@ -21,11 +21,12 @@ from typing import Any
 
 import pytest
 
-from broker import cluster, servers
 from broker.app import open_store
 from broker.cli import local_urls
 from broker.committer import TransactionalCommitter
 from broker.config import BrokerConfig
+from broker.devkit import cluster, servers
+from broker.devkit.rabbitmq_server import rabbit_pid
 from broker.router import Router
 from tests.faults.run import _drain_queue, fault_cluster, make_world, run_once, start_fault_cluster
 
@@ -55,7 +56,7 @@ async def test_a_node_frozen_under_commits_delivers_nothing_twice(
     runs. Now a commit is waited for (30 s) and a retry waits for its holder's lease."""
     world = await make_world(fault_cfg, 1, tmp_path)
     nodes = local_urls(fault_cfg)["router_amqp"].split(",")
-    pid = servers._rabbit_pid(cluster.node(fault_cfg, 0))
+    pid = rabbit_pid(cluster.node(fault_cfg, 0))
     assert pid is not None
     armed, frozen = asyncio.Event(), asyncio.Event()
     commits_on_node_1: list[int] = []

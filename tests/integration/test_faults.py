@@ -31,12 +31,14 @@ import pytest
 from aio_pika.abc import AbstractRobustConnection
 from aio_pika.exceptions import AMQPError
 
-from broker import servers
 from broker.app import open_store
 from broker.client import AgentClient
 from broker.clock import wall_clock_ms
 from broker.committer import Outbound, TransactionalCommitter
 from broker.config import BrokerConfig
+from broker.devkit.layout import ServerConfig
+from broker.devkit.rabbitmq_server import start_rabbitmq, stop_rabbitmq
+from broker.devkit.redis_server import start_redis, stop_redis
 from broker.envelope import encode_envelope
 from broker.evidence import credential_from, sign_evidence, verify_evidence
 from broker.failover import NoNodeAvailable, connect_any
@@ -46,6 +48,7 @@ from broker.review import read_blocked, read_escalations
 from broker.router import Router
 from broker.store.redis import RedisStore
 from broker.topology import declare_router_topology
+from broker.workflow import run_sweeper
 from tests.faults.proxy import FreezingProxy
 from tests.integration.conftest import REPO, Agent, AgentFactory, router_view
 from tests.integration.trust import trust_issuer
@@ -231,14 +234,14 @@ async def _nothing_set_aside(config: BrokerConfig) -> None:
 
 
 @asynccontextmanager
-async def _redis_down(server_cfg: servers.ServerConfig) -> AsyncIterator[float]:
+async def _redis_down(server_cfg: ServerConfig) -> AsyncIterator[float]:
     """Stop the shared Redis (cleanly, so the AOF is flushed) and always start it again."""
-    await asyncio.to_thread(servers.stop_redis, server_cfg, _progress)
+    await asyncio.to_thread(stop_redis, server_cfg, _progress)
     started = time.monotonic()
     try:
         yield started
     finally:
-        await asyncio.to_thread(servers.start_redis, server_cfg, _progress)
+        await asyncio.to_thread(start_redis, server_cfg, _progress)
         _progress(f"redis was down for {time.monotonic() - started:.1f}s")
 
 
@@ -369,7 +372,7 @@ async def test_kill_9_mid_stream_loses_nothing_and_delivers_nothing_twice(
 
 async def test_redis_outage_mid_stream_pauses_then_resumes_without_loss(
     config: BrokerConfig,
-    server_cfg: servers.ServerConfig,
+    server_cfg: ServerConfig,
     store: RedisStore,
     agents: AgentFactory,
     probe: Probe,
@@ -419,7 +422,7 @@ async def test_redis_outage_mid_stream_pauses_then_resumes_without_loss(
 
 async def test_router_started_while_redis_is_down_waits_then_starts(
     config: BrokerConfig,
-    server_cfg: servers.ServerConfig,
+    server_cfg: ServerConfig,
     store: RedisStore,
     agents: AgentFactory,
     probe: Probe,
@@ -472,7 +475,9 @@ async def test_a_commit_on_a_frozen_connection_gives_its_messages_back(
     proxy = await FreezingProxy(urlsplit(config.amqp_url).port or 5672).start()
     own_store = open_store(config)
     view = router_view(config, service_logins)
-    router = Router(_through(view, proxy.port), own_store, broker_key=broker_key)
+    router = Router(
+        _through(view, proxy.port), own_store, broker_key=broker_key, sweeper=run_sweeper
+    )
     await router.start()
     try:
         async with _stream(sender, recipient) as sent:
@@ -626,7 +631,7 @@ async def test_publishing_the_same_bytes_again_is_idempotent(
 
 async def test_rabbitmq_restart_router_reconnects_by_itself(
     config: BrokerConfig,
-    server_cfg: servers.ServerConfig,
+    server_cfg: ServerConfig,
     store: RedisStore,
     agents: AgentFactory,
     probe: Probe,
@@ -645,9 +650,9 @@ async def test_rabbitmq_restart_router_reconnects_by_itself(
 
     await _eventually(delivered(len(before)), 15, "deliveries before the restart")
     try:
-        await asyncio.to_thread(servers.stop_rabbitmq, server_cfg, _progress)
+        await asyncio.to_thread(stop_rabbitmq, server_cfg, _progress)
     finally:
-        await asyncio.to_thread(servers.start_rabbitmq, server_cfg, _progress)
+        await asyncio.to_thread(start_rabbitmq, server_cfg, _progress)
 
     async def router_consuming() -> bool:
         try:

@@ -38,6 +38,7 @@ from broker.router import Router
 from broker.state import IssuerRole, PeerState, RecipientProfile
 from broker.statuslist import revoked_in
 from broker.store.redis import RedisStore
+from broker.workflow import run_sweeper
 from tests.integration.conftest import router_view
 from tests.integration.test_cli_flow import as_json, cli_env
 
@@ -76,7 +77,7 @@ async def _broker(base: BrokerConfig, logins: dict[str, str], db: int) -> AsyncI
     accounts = {k.partition(":")[2]: v for k, v in logins.items() if k.startswith("user:")}
     await setup_vhost(config, accounts)
     store, router_store, key = open_store(config), open_store(config), AgentKey.generate()
-    router = Router(router_view(config, logins), router_store, broker_key=key)
+    router = Router(router_view(config, logins), router_store, broker_key=key, sweeper=run_sweeper)
     await router.start()
     broker = Broker(config, store, key, router, [])
     try:

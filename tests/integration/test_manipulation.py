@@ -22,6 +22,7 @@ from broker.policy import BehaviorModel, Gates, Policy
 from broker.review import read_blocked, read_escalations
 from broker.router import Router
 from broker.store.redis import RedisStore
+from broker.workflow import run_sweeper
 from tests.integration.conftest import Agent, AgentFactory
 from tests.integration.trust import add_history, make_level, post_bond, verify_identity
 
@@ -195,7 +196,7 @@ async def test_a_flood_of_new_identities_cannot_evict_a_penalty(
 
     small = replace(config, cache_size=50)
     router_store = open_store(small)
-    router = Router(small, router_store, broker_key=broker_key)
+    router = Router(small, router_store, broker_key=broker_key, sweeper=run_sweeper)
     await router.start()
     try:
         offender, victim, witness = await agents(), await agents(), await agents()
@@ -315,7 +316,9 @@ async def test_a_burst_far_above_the_senders_own_per_minute_rate_puts_it_under_o
     await store.save_policy(Policy(behavior=behavior, gates=Gates(max_clock_skew_ms=3_600_000)))
     now = [-(-wall_clock_ms() // MINUTE_MS) * MINUTE_MS]  # the start of the next minute
     router_store = open_store(config)
-    router = Router(config, router_store, clock=lambda: now[0], broker_key=broker_key)
+    router = Router(
+        config, router_store, clock=lambda: now[0], broker_key=broker_key, sweeper=run_sweeper
+    )
     await router.start()
     raw = aioredis.Redis.from_url(config.redis_url)
     try:

@@ -18,6 +18,7 @@ from broker.policy import Policy, Thresholds
 from broker.review import StreamEntry, read_blocked, read_escalations
 from broker.router import Router
 from broker.store.redis import RedisStore
+from broker.workflow import run_sweeper
 from tests.integration.conftest import AgentFactory
 from tests.integration.trust import make_level, verify_identity
 
@@ -172,7 +173,7 @@ async def test_revocation_and_policy_changes_reach_another_router_within_a_secon
     from broker.app import open_store
 
     other_store = open_store(config)
-    second = Router(config, other_store)
+    second = Router(config, other_store, sweeper=run_sweeper)
     await second.start()
     try:
         alice, bob = await agents(), await agents()

@@ -1,4 +1,4 @@
-"""A second RabbitMQ + Redis pair (own run_dir, own ports) started and stopped by broker.servers."""
+"""A second RabbitMQ + Redis pair (own run_dir, own ports), started and stopped by devkit."""
 
 from __future__ import annotations
 
@@ -15,8 +15,12 @@ import pytest
 import redis
 from aiormq.abc import FieldTable
 
-from broker import credentials, servers
-from broker.servers import ServerConfig
+from broker import credentials
+from broker.devkit import servers
+from broker.devkit.install import ensure_installed
+from broker.devkit.layout import ServerConfig
+from broker.devkit.rabbitmq_server import start_rabbitmq, stop_rabbitmq
+from broker.devkit.redis_server import kill_redis, start_redis, stop_redis
 
 pytestmark = pytest.mark.integration
 
@@ -57,7 +61,7 @@ def _progress(message: str) -> None:
 @pytest.fixture(scope="module")
 def cfg() -> Iterator[ServerConfig]:
     """A freshly started, separate server pair; stopped and deleted afterwards."""
-    servers.ensure_installed(_progress)
+    ensure_installed(_progress)
     # Not tmp_path: pytest makes it mode 0700, which the rabbitmq/redis users cannot enter.
     run_dir = Path(tempfile.mkdtemp(prefix="trust-servers-test-"))
     run_dir.chmod(0o755)
@@ -179,10 +183,10 @@ def test_redis_restart_keeps_data(cfg: ServerConfig) -> None:
     client = _redis(cfg)
     client.set("servers-test:key", "survives")
     client.close()
-    servers.stop_redis(cfg, _progress)
+    stop_redis(cfg, _progress)
     assert not _listening(cfg.redis_port)
-    servers.stop_redis(cfg, _progress)  # idempotent
-    servers.start_redis(cfg, _progress)
+    stop_redis(cfg, _progress)  # idempotent
+    start_redis(cfg, _progress)
     client = _redis(cfg)
     try:
         assert client.get("servers-test:key") == b"survives"
@@ -195,9 +199,9 @@ def test_kill_redis_loses_no_acknowledged_write(cfg: ServerConfig) -> None:
     client = _redis(cfg)
     client.set("servers-test:killed", "kept")
     client.close()
-    servers.kill_redis(cfg)
+    kill_redis(cfg)
     assert _section(cfg, "redis")["running"] is False
-    servers.start_redis(cfg, _progress)
+    start_redis(cfg, _progress)
     client = _redis(cfg)
     try:
         assert client.get("servers-test:killed") == b"kept"
@@ -217,9 +221,9 @@ async def test_rabbitmq_restart_keeps_stream_messages(cfg: ServerConfig) -> None
             b"before-restart", delivery_mode=aio_pika.DeliveryMode.PERSISTENT
         )
         await channel.default_exchange.publish(message, routing_key="servers-test.restart")
-    servers.stop_rabbitmq(cfg, _progress)
+    stop_rabbitmq(cfg, _progress)
     assert not _listening(cfg.amqp_port)
-    servers.start_rabbitmq(cfg, _progress)
+    start_rabbitmq(cfg, _progress)
     conn = await aio_pika.connect(url, timeout=10)
     async with conn:
         channel = await conn.channel()

@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 
 from broker.errors import EvidenceError
-from broker.federation.prior import blend, imported_prior, record_value
 from broker.federation.record import (
     identity_credential,
     identity_from,
@@ -22,6 +21,7 @@ from broker.federation.record import (
 from broker.federation.vc import iso_from_ms, issue_credential, ms_from_iso, verify_credential
 from broker.identity import AgentKey
 from broker.policy import Policy
+from broker.scoring.prior import blend, imported_prior, record_value
 from broker.scoring.reputation import score_reputation
 from broker.state import (
     Bond,

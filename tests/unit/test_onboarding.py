@@ -14,9 +14,10 @@ from aio_pika.exceptions import AMQPConnectionError
 from aiormq.exceptions import ChannelAccessRefused
 from pydantic import ValidationError
 
-from broker import servers
 from broker.cli_errors import explain_error
 from broker.config import BrokerConfig
+from broker.devkit import servers
+from broker.devkit.layout import ServerConfig
 from broker.envelope import PaymentIntent
 from broker.errors import StoreUnavailable
 from broker.guidance import next_step, verdict
@@ -128,14 +129,14 @@ def test_trace_ids_carry_the_time_they_were_made() -> None:
 
 
 def test_stop_and_status_aim_at_the_servers_start_recorded(tmp_path: Path) -> None:
-    started = servers.ServerConfig(run_dir=tmp_path, amqp_port=5999, dist_port=26999,
+    started = ServerConfig(run_dir=tmp_path, amqp_port=5999, dist_port=26999,
                                    node_name="other@localhost")  # fmt: skip
     servers.remember(started)
-    later = servers.ServerConfig(run_dir=tmp_path)  # no flags, no variables
+    later = ServerConfig(run_dir=tmp_path)  # no flags, no variables
     assert servers.remembered(later, {}) == started
     assert servers.remembered(later, {"TRUST_AMQP_PORT": "5111"}).amqp_port == 5672
     assert servers.remembered(later, {}, explicit=["dist_port"]).dist_port == 25672
-    assert servers.remembered(servers.ServerConfig(run_dir=tmp_path / "x"), {}).amqp_port == 5672
+    assert servers.remembered(ServerConfig(run_dir=tmp_path / "x"), {}).amqp_port == 5672
 
 
 def test_policy_history_ends_with_the_built_in_version_1() -> None:

@@ -29,6 +29,7 @@ from broker.review import read_blocked, read_escalations
 from broker.router import Router
 from broker.state import IssuerRole, RecipientProfile
 from broker.store.redis import RedisStore
+from broker.workflow import run_sweeper
 
 DAY_MS = 86_400_000
 DEMO_VHOST = "trust-demo"
@@ -237,7 +238,7 @@ async def run_demo(config: BrokerConfig, *, keep_running: bool = False) -> int:
     config = replace(config, vhost=DEMO_VHOST, key_prefix=DEMO_PREFIX)
     store = open_store(config)
     broker_key = load_or_create_broker_key(config)
-    router = Router(config, store, broker_key=broker_key)
+    router = Router(config, store, broker_key=broker_key, sweeper=run_sweeper)
     try:
         print("preparing agents, handshakes, issuer evidence and history ...", file=sys.stderr)
         cast = await _prepare(config, store)

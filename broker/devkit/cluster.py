@@ -1,7 +1,7 @@
 """A RabbitMQ cluster, and Redis with a replica and Sentinels, on one machine.
 
-The same Debian packages as broker.servers, as the project's own processes under the
-run directory: node 0 is the single node broker.servers runs anyway; node i listens on
+The same Debian packages as broker.devkit.servers, as the project's own processes under the
+run directory: node 0 is the single node broker.devkit.servers runs anyway; node i listens on
 the base ports + i, keeps its data under <run dir>/node<i+1>/ and joins node 0. Every
 queue the broker declares is a quorum queue (or a stream) and so is replicated on all
 nodes. The Redis replica (port + 1) follows the master; three Sentinels (quorum 2)
@@ -22,8 +22,41 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from broker import credentials, servers
-from broker.servers import Progress, ServerConfig, ServersError
+from broker import credentials
+from broker.devkit.install import require_binary
+from broker.devkit.layout import (
+    RABBITMQ_USER,
+    REDIS_USER,
+    SENTINEL_SERVICE,
+    STOP_TIMEOUT,
+    Layout,
+    Progress,
+    ServerConfig,
+    ServersError,
+    creds_dir,
+)
+from broker.devkit.processes import (
+    alive,
+    chown,
+    live_pid,
+    make_dirs,
+    port_open,
+    reap,
+    service_account,
+    terminate,
+    wait_for,
+    write_file,
+)
+from broker.devkit.rabbitmq_server import (
+    await_rabbitmq,
+    ctl_or_fail,
+    ensure_accounts,
+    launch_rabbitmq,
+    rabbit_pid,
+    rabbitmqctl,
+    stop_rabbitmq,
+)
+from broker.devkit.redis_server import launch_redis, redis_pid, redis_ping, stop_redis
 
 NODE_DOWN_AFTER_MS = 3_000  # Sentinel: how long the master may be silent before a failover
 
@@ -55,7 +88,7 @@ def nodes(cfg: ServerConfig) -> list[ServerConfig]:
 
 def _full_name(cfg: ServerConfig) -> str:
     """name@host as the node calls itself (the CLI's -n takes the short form)."""
-    done = servers._rabbitmqctl(cfg, ["eval", "node()."], 30)
+    done = rabbitmqctl(cfg, ["eval", "node()."], 30)
     if done.returncode != 0:
         raise ServersError(f"node {cfg.node_name}: {done.stderr.strip() or done.stdout.strip()}")
     # Printed as an Elixir atom: name@host, or :"name-with-dashes@host".
@@ -64,11 +97,11 @@ def _full_name(cfg: ServerConfig) -> str:
 
 def _share_cookie(primary: ServerConfig, other: ServerConfig) -> None:
     """Nodes of one cluster authenticate to each other with the same Erlang cookie."""
-    source = servers._Layout.of(primary).rabbit_home / ".erlang.cookie"
-    layout = servers._Layout.of(other)
-    account = servers._account(servers.RABBITMQ_USER)
-    servers._make_dirs(None, layout.root)
-    servers._make_dirs(account, layout.rabbit, layout.rabbit_home)
+    source = Layout.of(primary).rabbit_home / ".erlang.cookie"
+    layout = Layout.of(other)
+    account = service_account(RABBITMQ_USER)
+    make_dirs(None, layout.root)
+    make_dirs(account, layout.rabbit, layout.rabbit_home)
     target = layout.rabbit_home / ".erlang.cookie"
     if target.exists() and target.read_bytes() == source.read_bytes():
         return
@@ -76,7 +109,7 @@ def _share_cookie(primary: ServerConfig, other: ServerConfig) -> None:
         target.chmod(0o600)
     shutil.copyfile(source, target)
     target.chmod(0o400)
-    servers._chown(target, account)
+    chown(target, account)
 
 
 def start_cluster(cfg: ServerConfig, progress: Progress, timeout: float) -> None:
@@ -85,21 +118,21 @@ def start_cluster(cfg: ServerConfig, progress: Progress, timeout: float) -> None
     deadline = time.monotonic() + timeout
     members = nodes(cfg)
     primary = members[0]
-    if servers._rabbit_pid(primary) is None:
-        servers._launch_rabbitmq(primary, servers._Layout.of(primary))
+    if rabbit_pid(primary) is None:
+        launch_rabbitmq(primary, Layout.of(primary))
         progress(f"rabbitmq: starting node {primary.node_name} (AMQP :{primary.amqp_port})")
     for member in members[1:]:
-        if servers._rabbit_pid(member) is None:
+        if rabbit_pid(member) is None:
             _share_cookie(primary, member)
-            servers._launch_rabbitmq(member, servers._Layout.of(member))
+            launch_rabbitmq(member, Layout.of(member))
             progress(f"rabbitmq: starting node {member.node_name} (AMQP :{member.amqp_port})")
     for member in members[1:]:
-        if servers._rabbit_pid(member) is not None and not servers._port_open(member.amqp_port):
+        if rabbit_pid(member) is not None and not port_open(member.amqp_port):
             # Left with its app stopped (an interrupted join): start it again.
-            servers._rabbitmqctl(member, ["start_app"], 120)
+            rabbitmqctl(member, ["start_app"], 120)
     for member in members:
-        servers._await_rabbitmq(member, servers._Layout.of(member), deadline, progress)
-    servers._ensure_accounts(primary, progress)
+        await_rabbitmq(member, Layout.of(member), deadline, progress)
+    ensure_accounts(primary, progress)
     leader = _full_name(primary)
     for member in members[1:]:
         _join(member, leader, progress)
@@ -108,7 +141,7 @@ def start_cluster(cfg: ServerConfig, progress: Progress, timeout: float) -> None
 
 def _join(member: ServerConfig, leader: str, progress: Progress) -> None:
     """Make `member` part of `leader`'s cluster (a no-op when it already is)."""
-    status = servers._rabbitmqctl(member, ["cluster_status", "--formatter", "json"], 60)
+    status = rabbitmqctl(member, ["cluster_status", "--formatter", "json"], 60)
     try:
         known = json.loads(status.stdout).get("disk_nodes", [])
     except ValueError:
@@ -116,28 +149,28 @@ def _join(member: ServerConfig, leader: str, progress: Progress) -> None:
     if leader in known:
         return
     for args in (["stop_app"], ["join_cluster", leader], ["start_app"]):
-        servers._ctl_or_fail(member, args)
+        ctl_or_fail(member, args)
     progress(f"rabbitmq: {member.node_name} joined {leader}")
 
 
 def stop_cluster(cfg: ServerConfig, progress: Progress, timeout: float) -> None:
     """Stop every node cleanly, the extra ones first."""
     for member in reversed(nodes(cfg)):
-        servers.stop_rabbitmq(member, progress, timeout)
+        stop_rabbitmq(member, progress, timeout)
 
 
 def kill_node(cfg: ServerConfig, index: int) -> None:
     """SIGKILL node `index` (fault injection); returns once its AMQP port is closed."""
     member = node(cfg, index)
-    pid = servers._rabbit_pid(member)
+    pid = rabbit_pid(member)
     if pid is None:
         return
     os.kill(pid, signal.SIGKILL)
-    servers._wait_for(
-        lambda: not servers._alive(pid, "beam") and not servers._port_open(member.amqp_port),
-        time.monotonic() + servers.STOP_TIMEOUT,
+    wait_for(
+        lambda: not alive(pid, "beam") and not port_open(member.amqp_port),
+        time.monotonic() + STOP_TIMEOUT,
     )
-    servers._reap(servers._Layout.of(member).rabbit_pid)
+    reap(Layout.of(member).rabbit_pid)
 
 
 def node_status(cfg: ServerConfig) -> list[dict[str, object]]:
@@ -145,9 +178,9 @@ def node_status(cfg: ServerConfig) -> list[dict[str, object]]:
     return [
         {
             "node_name": member.node_name,
-            "running": servers._rabbit_pid(member) is not None
-            and servers._port_open(member.amqp_port),
-            "pid": servers._rabbit_pid(member),
+            "running": rabbit_pid(member) is not None
+            and port_open(member.amqp_port),
+            "pid": rabbit_pid(member),
             "amqp_port": member.amqp_port,
             "management_port": member.management_port,
         }
@@ -175,7 +208,7 @@ def _sentinel_dir(cfg: ServerConfig, index: int) -> Path:
 
 def _sentinel_conf(cfg: ServerConfig, index: int, password: str) -> str:
     home = _sentinel_dir(cfg, index)
-    service = servers.SENTINEL_SERVICE
+    service = SENTINEL_SERVICE
     return "\n".join(
         [
             "bind 127.0.0.1",
@@ -199,42 +232,42 @@ def _sentinel_conf(cfg: ServerConfig, index: int, password: str) -> str:
 def start_sentinel_group(cfg: ServerConfig, progress: Progress, timeout: float) -> None:
     """The replica of cfg's Redis, then three Sentinels watching it (each once only)."""
     deadline = time.monotonic() + timeout
-    password = credentials.load_or_create(servers._creds_dir(cfg)).redis_password
+    password = credentials.load_or_create(creds_dir(cfg)).redis_password
     follower = replica(cfg)
-    if servers._redis_pid(follower) is None:
-        servers._launch_redis(follower, servers._Layout.of(follower), password,
+    if redis_pid(follower) is None:
+        launch_redis(follower, Layout.of(follower), password,
                               f"replicaof 127.0.0.1 {cfg.redis_port}")  # fmt: skip
         progress(f"redis: starting the replica on 127.0.0.1:{follower.redis_port}")
-    account = servers._account(servers.REDIS_USER)
-    binary = servers._require_binary("redis-sentinel")
+    account = service_account(REDIS_USER)
+    binary = require_binary("redis-sentinel")
     for index, port in enumerate(cfg.sentinel_ports):
         home = _sentinel_dir(cfg, index)
-        if servers._live_pid(home / "sentinel.pid", "redis-sentinel") is not None:
+        if live_pid(home / "sentinel.pid", "redis-sentinel") is not None:
             continue
-        servers._make_dirs(account, home)
+        make_dirs(account, home)
         conf = home / "sentinel.conf"
         if not conf.exists():  # Sentinel rewrites its own file: never regenerate it
-            servers._write(conf, _sentinel_conf(cfg, index, password), account, mode=0o600)
+            write_file(conf, _sentinel_conf(cfg, index, password), account, mode=0o600)
         _daemon([binary, str(conf)], home, account)
         progress(f"redis: starting Sentinel on 127.0.0.1:{port}")
     for port in (follower.redis_port, *cfg.sentinel_ports):
-        if not servers._wait_for(_answers(port, password), deadline):
+        if not wait_for(_answers(port, password), deadline):
             raise ServersError(f"redis/sentinel on 127.0.0.1:{port} did not answer in time")
     progress("redis: replica and Sentinels ready")
 
 
 def _answers(port: int, password: str) -> Callable[[], bool]:
-    return lambda: servers._redis_ping(port, password)
+    return lambda: redis_ping(port, password)
 
 
 def stop_sentinel_group(cfg: ServerConfig, progress: Progress, timeout: float) -> None:
     """Stop the Sentinels (first, so they fail nothing over) and the replica."""
     for index in range(len(cfg.sentinel_ports)):
-        pid = servers._live_pid(_sentinel_dir(cfg, index) / "sentinel.pid", "redis-sentinel")
+        pid = live_pid(_sentinel_dir(cfg, index) / "sentinel.pid", "redis-sentinel")
         if pid is not None:
-            servers._terminate(pid, "redis-sentinel", timeout)
+            terminate(pid, "redis-sentinel", timeout)
     if cfg.sentinel:
-        servers.stop_redis(replica(cfg), progress, timeout)
+        stop_redis(replica(cfg), progress, timeout)
 
 
 def _daemon(cmd: list[str], home: Path, account: pwd.struct_passwd | None) -> None:
@@ -251,8 +284,8 @@ def _daemon(cmd: list[str], home: Path, account: pwd.struct_passwd | None) -> No
 
 def master_port(cfg: ServerConfig) -> int | None:
     """The port of the Redis the Sentinels currently call master (None if none says)."""
-    password = credentials.load_or_create(servers._creds_dir(cfg)).redis_password
-    ask = ["SENTINEL", "get-master-addr-by-name", servers.SENTINEL_SERVICE]
+    password = credentials.load_or_create(creds_dir(cfg)).redis_password
+    ask = ["SENTINEL", "get-master-addr-by-name", SENTINEL_SERVICE]
     for port in cfg.sentinel_ports:
         words = _resp_words(port, password, ask)
         if len(words) == 2 and words[1].isdigit():

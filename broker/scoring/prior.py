@@ -13,13 +13,12 @@ local_weight / (local_weight + local outcomes), so local behaviour soon outweigh
 from __future__ import annotations
 
 from broker.policy import Policy
+from broker.scoring.earned import earned
 from broker.state import DecayedCount, ImportedRecord, IssuerRole, TrustContext
 
 
 def record_value(record: ImportedRecord, policy: Policy, now_ms: int) -> float:
     """What one record is worth here, before the ceiling: in [0, 1]."""
-    from broker.scoring.reputation import earned
-
     model, rules = policy.reputation, policy.federation
     failures = record.failures + rules.slash_failure_units * record.slashes
     at = record.valid_from_ms

@@ -1,0 +1,84 @@
+"""Only the command line reads the environment (os.environ, os.getenv): everything below
+it gets typed configuration (broker.config) built there. import-linter checks the other
+layers (pyproject.toml); it sees imports, not attribute reads, hence this test."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[2] / "broker"
+ENVIRONMENT = {"environ", "environb", "getenv", "getenvb", "putenv", "unsetenv"}
+
+
+def _cli_layer(module: str) -> bool:
+    """The entry points and what only they use: broker.cli*, console.cli, devkit."""
+    if module == "broker.console.cli":
+        return True
+    top = module.partition(".")[2].partition(".")[0]
+    return top in ("__main__", "cli", "devkit") or top.startswith("cli_")
+
+
+def _reads_environment(source: str) -> list[int]:
+    """Lines that touch the process environment through the os module."""
+    lines = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Attribute) and node.attr in ENVIRONMENT:
+            if isinstance(node.value, ast.Name) and node.value.id == "os":
+                lines.append(node.lineno)
+        elif isinstance(node, ast.ImportFrom) and node.module == "os":
+            lines.extend(node.lineno for alias in node.names if alias.name in ENVIRONMENT)
+    return lines
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+@pytest.mark.parametrize(
+    ("source", "reads"),
+    [
+        ("import os\nx = os.environ['A']", True),
+        ("import os\nx = os.environ.get('A')", True),
+        ("import os\nx = os.getenv('A')", True),
+        ("from os import environ", True),
+        ("from os import getenv as g", True),
+        ("import os\nx = os.path.join('a')", False),
+        ("env = {}\nx = env.get('A')", False),
+        ("x = config.environ", False),
+    ],
+)
+def test_the_detector_sees_every_way_of_reading_the_environment(source: str, reads: bool) -> None:
+    assert bool(_reads_environment(source)) is reads
+
+
+@pytest.mark.parametrize(
+    ("module", "allowed"),
+    [
+        ("broker.cli", True),
+        ("broker.cli_agent", True),
+        ("broker.__main__", True),
+        ("broker.devkit.install", True),
+        ("broker.console.cli", True),
+        ("broker.console.app", False),
+        ("broker.router", False),
+        ("broker.config", False),
+        ("broker.client", False),
+        ("broker", False),
+    ],
+)
+def test_the_cli_layer_is_the_entry_points_and_devkit(module: str, allowed: bool) -> None:
+    assert _cli_layer(module) is allowed
+
+
+def test_only_the_cli_layer_reads_the_environment() -> None:
+    readers = {
+        f"{_module_name(path)}:{line}"
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if not _cli_layer(_module_name(path))
+        for line in _reads_environment(path.read_text())
+    }
+    assert not readers, "read the environment in broker/cli.py and pass configuration down"
