@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
 import signal
 import subprocess
@@ -104,10 +105,10 @@ class Faults:
             return
         pause = self.rng.uniform(20, 30)
         _log(f"partition RabbitMQ node {index + 1} (SIGSTOP pid {pid}) for {pause:.0f}s")
-        servers.os.kill(pid, signal.SIGSTOP)
+        os.kill(pid, signal.SIGSTOP)
         self.stopped.add(pid)
         await asyncio.sleep(pause)
-        servers.os.kill(pid, signal.SIGCONT)
+        os.kill(pid, signal.SIGCONT)
         self.stopped.discard(pid)
         _log(f"partition of node {index + 1} healed")
 
@@ -122,7 +123,7 @@ class Faults:
         """Undo every fault still in force: resume what is stopped, start what is down."""
         for pid in list(self.stopped):
             with contextlib.suppress(ProcessLookupError):
-                servers.os.kill(pid, signal.SIGCONT)
+                os.kill(pid, signal.SIGCONT)
         self.stopped.clear()
         _restart_redis(self.cfg)
         _restart_redis(cluster.replica(self.cfg))
