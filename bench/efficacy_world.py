@@ -115,7 +115,7 @@ class World:
         from broker.report_review import confirm_serious, dismiss_serious
 
         engine, rng = self.engine, self.engine.rng
-        truth = {}
+        truth: dict[str, bool] = {}
 
         async def review() -> None:
             truth.update({s.message_id: s.malicious for s in engine.sent[len(truth) :]})

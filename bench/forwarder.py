@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import aio_pika
 import orjson
@@ -53,6 +53,9 @@ async def forward(amqp_url: str, mode: str, prefetch: int) -> None:
         await queue.cancel(tag)
 
 
+Handler = Callable[[AbstractIncomingMessage], Awaitable[None]]
+
+
 def _outgoing(message: AbstractIncomingMessage) -> aio_pika.Message:
     return aio_pika.Message(
         message.body,
@@ -66,7 +69,7 @@ def _recipient(body: bytes) -> str:
     return str(orjson.loads(body)["recipient"])
 
 
-def _confirming(deliver: AbstractExchange):  # type: ignore[no-untyped-def]
+def _confirming(deliver: AbstractExchange) -> Handler:
     async def on_message(message: AbstractIncomingMessage) -> None:
         # publish() returns once RabbitMQ confirmed the message; only then ack.
         await deliver.publish(_outgoing(message), routing_key=_recipient(message.body))
@@ -75,7 +78,7 @@ def _confirming(deliver: AbstractExchange):  # type: ignore[no-untyped-def]
     return on_message
 
 
-def _transactional(deliver: AbstractExchange, committer: TransactionalCommitter):  # type: ignore[no-untyped-def]
+def _transactional(deliver: AbstractExchange, committer: TransactionalCommitter) -> Handler:
     async def on_message(message: AbstractIncomingMessage) -> None:
         out = Outbound(deliver.name, _recipient(message.body), _outgoing(message))
         await committer.commit(message, out)

@@ -520,7 +520,8 @@ async def _server_versions(world: World) -> dict[str, Any]:
 
 async def redis_config(world: World, name: str) -> str:
     """One Redis CONFIG GET value as text."""
-    found = await world.store._redis.config_get(name)
+    # redis-py types the reply as decoded text; the store's client answers in bytes.
+    found: dict[Any, Any] = await world.store._redis.config_get(name)
     value = found.get(name, found.get(name.encode(), ""))
     return value.decode() if isinstance(value, bytes) else str(value)
 

@@ -158,7 +158,7 @@ async def fill_cache(store: RedisStore, dids: Sequence[str]) -> int:
                 pipe.hgetall(store.keys.peer(did))
             replies = await pipe.execute()
         for did, fields in zip(chunk, replies, strict=True):
-            store._peers.put(did, codec.peer_from_hash(did, fields, {}), now)
+            store._peers.put(did, codec.peer_from_hash(did, fields), now)
     return len(store._peers)
 
 

@@ -23,6 +23,7 @@ import aio_pika
 import httpx
 import orjson
 import pytest
+from aio_pika.abc import HeadersType
 
 from broker.app import open_store
 from broker.client import AgentClient
@@ -94,6 +95,7 @@ async def _fill(config: BrokerConfig, template: dict[str, Any], count: int, seed
         channel = await connection.channel(publisher_confirms=False)
         stream = config.topology.blocked_stream
         last = ""
+        headers: HeadersType
         for n in range(count):
             if n % 25_000 == 7:
                 body, headers = JUNK[(seed + n) % len(JUNK)], {}

@@ -106,7 +106,8 @@ async def test_the_broker_tells_an_agent_its_standing_and_nobody_else(
         assert not impostor.logged_in_as_self
         reply = await impostor._negotiate({"op": "standing", "agent": alice.did})
         assert reply["code"] == "standing_unauthenticated"
-        channel = await impostor._connection.channel()  # type: ignore[union-attr]
+        assert impostor._connection is not None  # connected on entering the block
+        channel = await impostor._connection.channel()
         exchange = await channel.get_exchange(config.topology.handshake_exchange, ensure=False)
         with pytest.raises(ChannelPreconditionFailed, match="user_id property set to"):
             await exchange.publish(aio_pika.Message(b"{}", user_id=alice.did), routing_key="")

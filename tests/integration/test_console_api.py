@@ -28,8 +28,10 @@ from tests.integration.trust import make_level
 TOKENS = {"vera": "vera-viewer-token-000000000", "sam": "sam-security-token-000000000",
           "olga": "olga-ops-token-000000000"}  # fmt: skip
 ROLES = {"vera": Role.VIEWER, "sam": Role.SECURITY, "olga": Role.OPS}
-_TYPES = {"object": dict, "array": list, "string": str, "integer": int, "number": (int, float),
-          "boolean": bool, "null": type(None)}  # fmt: skip
+_TYPES: dict[str, type | tuple[type, ...]] = {
+    "object": dict, "array": list, "string": str, "integer": int, "number": (int, float),
+    "boolean": bool, "null": type(None),
+}  # fmt: skip
 
 
 def check(value: Any, schema: dict[str, Any], where: str = "$") -> None:

@@ -101,7 +101,7 @@ async def test_a_handshake_reply_goes_only_to_direct_reply_to(
     else:
         assert await read_escalations(config) == []
     assert router._negotiation is not None and router._negotiation.refused_replies == 3
-    assert router.metrics.replies_refused._value.get() == 3  # type: ignore[attr-defined]
+    assert router.metrics.replies_refused._value.get() == 3
     # The negotiator still answers honest requests.
     proof = await attacker.client.handshake(expected_broker=broker_key.did)
     assert proof.agent == attacker.did
@@ -123,9 +123,9 @@ async def test_one_agent_flooding_hellos_never_denies_another_agents_handshake(
     await hellos(flooder, 300, reply_to=DIRECT_REPLY_TO, user_id=None)
     proof = await honest.client.handshake(expected_broker=broker_key.did)
     assert proof.agent == honest.did
-    bounded = router.metrics.challenges_bounded.labels("agent")._value.get()  # type: ignore[attr-defined]
+    bounded = router.metrics.challenges_bounded.labels("agent")._value.get()
     assert bounded >= 10_200 - 8
-    assert router.metrics.challenges_bounded.labels("global")._value.get() == 0  # type: ignore[attr-defined]
+    assert router.metrics.challenges_bounded.labels("global")._value.get() == 0
     # The flooder's own latest challenge still works: it is never locked out either.
     assert (await flooder.client.handshake(expected_broker=broker_key.did)).agent == flooder.did
 

@@ -15,6 +15,7 @@ import redis.asyncio as aioredis
 from broker.agreements import make_vouch
 from broker.clock import wall_clock_ms
 from broker.config import BrokerConfig
+from broker.envelope import Envelope
 from broker.evidence import sign_evidence
 from broker.identity import AgentKey
 from broker.peerview import describe_peer
@@ -43,7 +44,7 @@ async def blocked_reasons(config: BrokerConfig, count: int, timeout: float = 6.0
             return [entry.record["reason"] for entry in entries]
 
 
-async def deliver(sender: Agent, recipient: Agent, n: int = 1) -> list[object]:
+async def deliver(sender: Agent, recipient: Agent, n: int = 1) -> list[Envelope]:
     """n messages from sender that reach recipient; returns the received envelopes."""
     for i in range(n):
         await sender.send(recipient, {"i": i})

@@ -152,7 +152,7 @@ async def test_release_delivers_the_original_bytes_exactly_once(
     headers = message.headers or {}
     assert headers["x-trust-released-by"] == "rita"
     assert headers["x-trust-trace-id"] == trace
-    assert headers["x-trust-reasons"].split(",")[0] == "released"
+    assert str(headers["x-trust-reasons"]).split(",")[0] == "released"
 
     with pytest.raises(ReviewError) as again:
         await release_blocked(config, store, trace, "sam", "twice?")
@@ -373,7 +373,7 @@ async def test_evidence_request_then_rescore_delivers_once_the_sender_qualifies(
     assert all(r.delivered for r in sweep.rescored)
     got = await raw_deliveries(recipient)
     assert [m.body for m in got] == [encode_envelope(sent)]
-    assert (got[0].headers or {})["x-trust-reasons"].split(",")[0] == "payment_within_caps"
+    assert str((got[0].headers or {})["x-trust-reasons"]).split(",")[0] == "payment_within_caps"
     assert await read_escalations(config) == []
     assert await store.awaiting_evidence() == {}
     review = await store.review(trace)

@@ -33,7 +33,9 @@ async def test_concurrent_commands_share_round_trips_and_each_gets_its_own_reply
         *(auto.run(Command.eval(script, [key], [n])) for n in range(1, 101))
     )
     assert len(set(replies)) == 100  # running totals of positive steps: all distinct
-    assert max(replies) == sum(range(1, 101)) == int(await client.get(key))
+    stored = await client.get(key)
+    assert stored is not None
+    assert max(replies) == sum(range(1, 101)) == int(stored)
     # Each reply is the running total just after that caller's own increment.
     assert all(r >= n for r, n in zip(replies, range(1, 101), strict=True))
     assert auto.commands == 100
@@ -49,7 +51,7 @@ async def test_a_forgotten_script_is_loaded_again_and_runs_once(
     await client.script_flush()
     replies = await asyncio.gather(*(auto.run(Command.eval(script, [key], [1])) for _ in range(5)))
     assert sorted(replies) == [1, 2, 3, 4, 5]  # NOSCRIPT means not run: no double counting
-    assert int(await client.get(key)) == 5
+    assert await client.get(key) == b"5"
 
 
 async def test_an_error_reaches_only_the_caller_whose_command_failed(
@@ -59,11 +61,12 @@ async def test_an_error_reaches_only_the_caller_whose_command_failed(
     text, hashed = f"{config.key_prefix}text", f"{config.key_prefix}hash"
     await client.set(text, "not a hash")
     await client.hset(hashed, "field", "value")
-    wrong, right = await asyncio.gather(
+    results = await asyncio.gather(
         auto.run(Command.plain("HGETALL", text)),
         auto.run(Command.plain("HGETALL", hashed)),
         return_exceptions=True,
     )
+    wrong, right = results
     assert isinstance(wrong, ResponseError) and "WRONGTYPE" in str(wrong)
     assert right == {b"field": b"value"}
 

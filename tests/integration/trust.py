@@ -9,6 +9,7 @@ from broker.clock import wall_clock_ms
 from broker.evidence import sign_evidence
 from broker.identity import AgentKey
 from broker.policy import Policy
+from broker.state import IssuerRole
 from broker.store.redis import RedisStore
 
 DAY_MS = 86_400_000
@@ -16,10 +17,7 @@ DAY_MS = 86_400_000
 
 async def trust_issuer(store: RedisStore, did: str, *roles: str) -> None:
     """Put `did` on the trust list for `roles` (what `trust-broker issuer add` does)."""
-    try:
-        await store.add_issuer(did, roles=frozenset(roles))  # type: ignore[call-arg]
-    except TypeError:  # the trust list before roles existed (6a30867)
-        await store.add_issuer(did)
+    await store.add_issuer(did, frozenset(IssuerRole(role) for role in roles))
 
 
 async def verify_identity(

@@ -8,6 +8,7 @@ import importlib
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import orjson
@@ -35,7 +36,7 @@ def test_decision_benchmark_quick_run(tmp_path: Path) -> None:
 # -- the AMQP benchmarks' pure parts (their --quick runs are in tests/integration) ----------
 
 
-def _bench_module(name: str):  # type: ignore[no-untyped-def]
+def _bench_module(name: str) -> ModuleType:
     """Import a bench/ program as a module (they are scripts, not a package)."""
     bench = str(BENCH.parent)
     if bench not in sys.path:
@@ -67,7 +68,7 @@ def test_throughput_ratios_pair_paths_within_the_same_round() -> None:
     load = _bench_module("load")
     throughput = _bench_module("throughput")
 
-    def segment(path: str, round_no: int, rate: float):  # type: ignore[no-untyped-def]
+    def segment(path: str, round_no: int, rate: float) -> Any:
         return load.Segment(path, round_no, 1024, 100, 1.0, rate, {}, {}, 0, 0)
 
     segments = [

@@ -146,7 +146,7 @@ def test_the_router_runs_on_asyncio_unless_uvloop_is_asked_for() -> None:
 
     from broker.cli import event_loop_factory
 
-    def router(*flags: str) -> object:
+    def router(*flags: str) -> argparse.Namespace:
         return build_parser().parse_args(["router", *flags])
 
     assert event_loop_factory(router(), {}) is None

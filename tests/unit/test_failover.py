@@ -98,18 +98,19 @@ class _Channel:
 async def test_a_commit_that_cannot_answer_in_time_fails_and_breaks_the_committer() -> None:
     import aiormq
 
-    class Hanging(aiormq.Channel):  # type: ignore[misc]
+    class Hanging(aiormq.Channel):
         def __init__(self) -> None:  # no connection needed: nothing is sent
             pass
 
-        async def tx_select(self, timeout: object = None) -> None:
+        async def tx_select(self, timeout: object = None) -> aiormq.spec.Tx.SelectOk:
             await asyncio.sleep(3600)
+            raise AssertionError("the committer's deadline cancels this sleep")
 
     broken: list[str] = []
     committer = TransactionalCommitter(
-        _Channel(Hanging()),
+        _Channel(Hanging()),  # type: ignore[arg-type]  # a stand-in: only its underlay is used
         timeout_s=0.2,
-        on_broken=broken.append,  # type: ignore[arg-type]
+        on_broken=broken.append,
     )
     with pytest.raises(CommitFailed):
         await committer.commit(_Closed(), None)  # type: ignore[arg-type]

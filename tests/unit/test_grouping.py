@@ -45,7 +45,8 @@ async def test_an_item_error_reaches_its_caller_and_a_group_error_reaches_all() 
         return [ValueError(n) if n == 2 else n for n in group]
 
     queue: GroupQueue[int] = GroupQueue(per_item)
-    one, two = await asyncio.gather(queue.submit(1), queue.submit(2), return_exceptions=True)
+    results = await asyncio.gather(queue.submit(1), queue.submit(2), return_exceptions=True)
+    one, two = results
     assert one == 1 and isinstance(two, ValueError)
 
     async def broken(group: list[int]) -> list[int]:

@@ -195,7 +195,7 @@ def test_scoring_constants_are_validated(section: str, data: dict[str, Any]) -> 
 def test_policy_is_frozen() -> None:
     policy = Policy()
     with pytest.raises(ValidationError, match="frozen"):
-        policy.version = 2  # type: ignore[misc]
+        policy.version = 2
 
 
 def test_default_policy_round_trips_through_json() -> None:

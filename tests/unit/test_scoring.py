@@ -667,7 +667,8 @@ def test_stake(
     bond_: Bond | None, envelope: Envelope, policy: Policy, score: float, reasons: tuple[str, ...]
 ) -> None:
     result = score_stake(envelope, context(peer(bond=bond_)), policy, NOW)
-    assert (pytest.approx(result.score), result.reasons) == (score, reasons)
+    assert result.score == pytest.approx(score)
+    assert result.reasons == reasons
 
 
 def test_a_revoked_bond_stops_counting() -> None:
