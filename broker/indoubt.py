@@ -24,10 +24,11 @@ So a retry is routed only once its holder can commit nothing more:
 The holder itself does not give a commit up early (`commit_timeout_ms`, 30 s): dropping
 the channel of a commit whose frames a frozen node holds, or whose commit-ok waits on a
 queue leader being re-elected, can let the publish land without the ack, and nothing
-can tell afterwards. What remains open: a node frozen for longer than the commit
-deadline (or declared down by its peers) that then runs a buffered commit in part; and
-a node that dies in the middle of a commit (AMQP transactions are not atomic across
-queues on a failing node). Both are duplicates, never losses. A retry first claimed
+can tell afterwards. What remains open (docs/RELIABILITY.md): a node frozen for longer
+than the commit deadline (or declared down by its peers) that then runs a buffered
+commit in part, and a node that dies in the middle of a commit (AMQP transactions are
+not atomic across queues on a failing node): a publish without its ack is a duplicate,
+an ack without its publish a loss. A retry first claimed
 longer than `in_doubt_max_ms` ago is routed whatever its holder's state, so a node that
 never comes back holds nothing for ever.
 """

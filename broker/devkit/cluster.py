@@ -131,12 +131,31 @@ def start_cluster(cfg: ServerConfig, progress: Progress, timeout: float) -> None
             # Left with its app stopped (an interrupted join): start it again.
             rabbitmqctl(member, ["start_app"], 120)
     for member in members:
-        await_rabbitmq(member, Layout.of(member), deadline, progress)
+        _await_booted(member, deadline, progress)
     ensure_accounts(primary, progress)
     leader = _full_name(primary)
     for member in members[1:]:
         _join(member, leader, progress)
     progress(f"rabbitmq: cluster of {len(members)} nodes ready")
+
+
+def _await_booted(
+    member: ServerConfig, deadline: float, progress: Progress, attempts: int = 3
+) -> None:
+    """Wait for one node to boot. Nodes of a cluster stopped whole boot together, and
+    RabbitMQ 3.10 can crash a node that syncs its feature flags with a peer still booting
+    (`incompatible_feature_flags ... badmap`, seen in the fault suite's restart-cluster):
+    such a node is simply started again once that peer is further along."""
+    for attempt in range(1, attempts + 1):
+        try:
+            await_rabbitmq(member, Layout.of(member), deadline, progress)
+            return
+        except ServersError as err:
+            if attempt == attempts or "incompatible_feature_flags" not in str(err):
+                raise
+        progress(f"rabbitmq: node {member.node_name} lost the feature-flag race at boot; again")
+        time.sleep(2.0)
+        launch_rabbitmq(member, Layout.of(member))
 
 
 def _join(member: ServerConfig, leader: str, progress: Progress) -> None:

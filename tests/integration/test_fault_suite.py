@@ -150,10 +150,9 @@ async def test_short_seeded_fault_suite_loses_duplicates_and_blocks_nothing(
     assert (row["lost"], row["unexpected"], row["fault_blocked"]) == (0, 0, 0), (
         row, verdict.lost[:5], verdict.fault_blocked,
     )  # fmt: skip
-    # Duplicates remain possible in two cases no router can tell apart afterwards
-    # (docs/RELIABILITY.md, "What is still open": a node frozen past the commit deadline,
-    # a node that dies mid-commit). They are reported, and fail the run only with
-    # TRUST_FAULTS_STRICT=1: one short run must not decide CI on a timing-dependent case.
+    # Duplicates remain possible where a commit is half applied (docs/RELIABILITY.md,
+    # "What is still open": a node frozen past the commit deadline, a node that dies
+    # mid-commit). They are reported, and fail the run only with TRUST_FAULTS_STRICT=1.
     if row["duplicated"]:
         print(f"[faults] OPEN: {row['duplicated']} ids delivered twice (raw AMQP)")
     if os.environ.get("TRUST_FAULTS_STRICT") == "1":
