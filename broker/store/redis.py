@@ -72,6 +72,7 @@ class Claimed:
 
 
 def _text(raw: Any) -> str:
+    """A Redis reply as text (bytes decoded, anything else as str)."""
     return raw.decode() if isinstance(raw, bytes) else str(raw)
 
 
@@ -562,7 +563,7 @@ class RedisStore:
             result.trace_id,
         ]  # fmt: skip
         raw = await self._call(self._auto.run(Command.eval(self._finish, keys, args)))
-        anomaly = raw.decode() if isinstance(raw, bytes) else str(raw or "")
+        anomaly = _text(raw or b"")
         # An anomaly reaches every router at once (invalidation). Otherwise only the clean
         # streak moved: bump our cached copy as Redis did rather than read the peer again
         # on its next message; other routers catch up when their entry expires.
@@ -611,7 +612,7 @@ class RedisStore:
     async def trace_id_of(self, message_id: str) -> str | None:
         """The trace id of the decision on `message_id`, if it is still recorded."""
         raw = await self._call(self._redis.get(self.keys.trace_of(message_id)))
-        return None if raw is None else (raw.decode() if isinstance(raw, bytes) else str(raw))
+        return None if raw is None else _text(raw)
 
     async def add_trace_event(self, trace_id: str, event: dict[str, Any]) -> None:
         """Append a later event (report, release, approval) to a decision's trace."""
@@ -787,7 +788,7 @@ class RedisStore:
         ]
         args: list[str | int] = [now_ms, expires_ms, agent, max_pending, max(1, per_bucket)]
         raw = await self._call(self._issue_challenge(keys=keys, args=args))
-        return Issued(raw.decode() if isinstance(raw, bytes) else str(raw))
+        return Issued(_text(raw))
 
     async def take_challenge(self, challenge: str) -> tuple[str, int] | None:
         """(agent, expires_ms) of a pending challenge, removing it; None if unknown/used."""
@@ -795,7 +796,7 @@ class RedisStore:
         raw = await self._call(self._take_challenge(keys=keys, args=[]))
         if not raw:
             return None
-        agent, _, expires = (raw.decode() if isinstance(raw, bytes) else str(raw)).rpartition("|")
+        agent, _, expires = _text(raw).rpartition("|")
         return agent, int(expires)
 
     # -- evidence and state changes ------------------------------------------------------
@@ -878,7 +879,7 @@ class RedisStore:
     async def evidence_subject(self, evidence_id: str) -> str | None:
         """'<kind>|<subject>' of a recorded piece of evidence, or None."""
         raw = await self._call(self._redis.hget(self.keys.evidence_ids, evidence_id))
-        return None if raw is None else (raw.decode() if isinstance(raw, bytes) else str(raw))
+        return None if raw is None else _text(raw)
 
     async def revoke_key(self, did: str) -> None:
         """Revoke a sender's key: every router blocks it once the invalidation lands."""
@@ -952,7 +953,7 @@ class RedisStore:
             reset,
         ]
         raw = await self._call(self._supersede(keys=[watermark_key, target_key], args=args))
-        return raw.decode() if isinstance(raw, bytes) else str(raw)
+        return _text(raw)
 
     async def set_imported_record(self, did: str, record: ImportedRecord) -> str:
         """Record another broker's verified trust record about `did` ('ok', 'same' or
@@ -1064,7 +1065,7 @@ class RedisStore:
         keys = [self.keys.delivered(message_id), self.keys.reported(message_id)]
         args: list[str | int] = [reporter, subject, policy.reports.window_ms]
         raw = await self._call(self._claim_report(keys=keys, args=args))
-        return raw.decode() if isinstance(raw, bytes) else str(raw)
+        return _text(raw)
 
     async def apply_report(
         self,
