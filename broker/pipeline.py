@@ -1,10 +1,12 @@
 """What happens to one decoded message, without the AMQP around it.
 
-`decide_envelope` gathers the facts (claim, peer state), asks the pure core, reserves a
-payment against the daily cap and applies a report; `finish_envelope` records the outcome
-and runs the behaviour detectors once the outcome is committed. The router wraps these in
-an AMQP transaction; the efficacy simulation (bench/efficacy.py) calls them directly on
-simulated time, so it measures the very decision path the router runs.
+`decide_envelope` gathers the facts (claim, peer state), asks the pure core for the
+message's plan (broker/plan.py: the decision and the state changes it implies) and applies
+the plan's effects (reserving a payment against the daily cap, counting a report);
+`finish_of` says what the store records once the outcome is committed, where the
+behaviour detectors run. The router wraps these in an AMQP transaction; the efficacy
+simulation (bench/efficacy.py) calls them directly on simulated time, so it measures the
+very decision path the router runs.
 """
 
 from __future__ import annotations
@@ -12,31 +14,33 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import orjson
 
 from broker import recorder
 from broker.clock import wall_clock_ms
-from broker.currency import to_minor
-from broker.decision import Action, Decision, Tier
+from broker.decision import Action, Decision
 from broker.envelope import DecodedEnvelope, Envelope, signature_valid
-from broker.errors import EnvelopeError
+from broker.plan import (
+    CAP_EXCEEDED,
+    ApplyReport,
+    Effect,
+    Facts,
+    Plan,
+    ReserveSpend,
+    plan_message,
+    spend_effect,
+)
 from broker.policy import Policy
 from broker.recorder import DEFAULT_MONITORING, decision_entry, trace_record
 from broker.report_review import act_on_serious_report
-from broker.reports import REFUSALS, parse_report, reporter_weight
-from broker.scoring import blocked, decide, reporter_standing
-from broker.scoring.stake import reference_minor
 from broker.state import PeerState, TrustContext, organisation_of
 from broker.store.redis import Claim, Claimed, Finish, RedisStore
 
 log = logging.getLogger("broker.router")
-# A report still counts when only the reported peer's own acceptance rules block it.
 # Whether a retry may be routed: (envelope, digest, its claim) -> route it?
 SettleRetry = Callable[[Envelope, str, Claimed], Awaitable[bool]]
-
-_REPORTABLE_DESPITE = (None, "unknown_recipient", "privacy_violation", "pact_violation")
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,10 +85,11 @@ async def decide_envelope(
     holder: str = "",
     settle: SettleRetry | None = None,
 ) -> Decided | None:
-    """Decide one decoded envelope, claimed for the session `holder`; None when these
-    very bytes already have (or are getting) their outcome: a redelivery after a commit,
-    or a producer's retry (ack it, nothing else). A retry is routed only when `settle`
-    says its holder can no longer commit it (broker/indoubt.py)."""
+    """Decide one decoded envelope, claimed for the session `holder`, and apply the state
+    changes its plan lists; None when these very bytes already have (or are getting) their
+    outcome: a redelivery after a commit, or a producer's retry (ack it, nothing else). A
+    retry is routed only when `settle` says its holder can no longer commit it
+    (broker/indoubt.py)."""
     env = decoded.envelope
     digest = hashlib.sha256(raw).hexdigest()
     signature_ok = signature_valid(decoded)
@@ -103,17 +108,41 @@ async def decide_envelope(
         ctx = await store.context(env, received_ms, replayed=claim is Claim.REPLAY)
     else:
         ctx = TrustContext(peer=PeerState(did=env.sender), recipient=None)
-    decision = decide(decoded, ctx, policy, received_ms, signature_ok=signature_ok)
-    decision = await reserve_payment(store, env, decision, policy, received_ms)
-    if env.kind == "report" and decision.gate in _REPORTABLE_DESPITE:
-        decision = await apply_report(store, env, ctx, decision, policy, received_ms)
+    facts = Facts(signature_ok, ctx, replayed=claim is Claim.REPLAY)
+    plan = plan_message(decoded, facts, policy, received_ms)
+    decision = await apply_plan(store, env, plan, policy, received_ms)
     outcome = Outcome(
         decision, new_trace_id(), received_ms, env,
         spent_ref_minor=ctx.peer.spent_24h_ref,
         monitoring=ctx.pact.monitoring if ctx.pact is not None else DEFAULT_MONITORING,
         wire=decoded.wire,
     )  # fmt: skip
-    return Decided(outcome, digest, finishes=signature_ok and claim is not Claim.REPLAY)
+    return Decided(outcome, digest, finishes=plan.finishes)
+
+
+async def apply_plan(
+    store: RedisStore, env: Envelope, plan: Plan, policy: Policy, now_ms: int
+) -> Decision:
+    """Apply a plan's effects in order; the decision that results (broker/plan.py says
+    what each effect's refusal makes of it)."""
+    decision = plan.decision
+    for effect in plan.effects:
+        if effect.applies(decision):
+            refusal = await _apply(store, env, effect, policy, now_ms)
+            decision = effect.settle(decision, refusal, policy)
+    return decision
+
+
+async def _apply(
+    store: RedisStore, env: Envelope, effect: Effect, policy: Policy, now_ms: int
+) -> str | None:
+    """One effect, applied by the store; the reason code when the store refused it."""
+    if isinstance(effect, ReserveSpend):
+        reserved = await store.reserve_spend(
+            effect.sender, effect.amount_minor, effect.cap_minor, effect.message_id, now_ms
+        )
+        return None if reserved else CAP_EXCEEDED
+    return await _apply_report(store, env, effect, policy, now_ms)
 
 
 def records(outcome: Outcome, size: int, committed_ms: int) -> tuple[bytes, bytes]:
@@ -150,68 +179,45 @@ def finish_of(decided: Decided, size: int, committed_ms: int) -> Finish:
 async def reserve_payment(
     store: RedisStore, env: Envelope, decision: Decision, policy: Policy, now_ms: int
 ) -> Decision:
-    """Reserve a delivered payment against the rolling 24 h cap (every currency together,
-    in reference units), atomically; a payment that no longer fits (another router's
-    landed first) is escalated instead."""
-    if decision.action is not Action.DELIVER or env.payment is None:
+    """Reserve a delivered payment against the rolling 24 h cap, atomically; a payment
+    that no longer fits (another router's landed first) is escalated instead."""
+    spend = spend_effect(env, decision, policy)
+    if spend is None:
         return decision
-    caps = policy.caps
-    per_day = caps.trusted_per_day if decision.tier is Tier.TRUSTED else caps.established_per_day
-    payment = env.payment
-    amount = reference_minor(payment.minor_units, payment.currency, policy.currency, round_up=True)
-    assert amount is not None, "a payment without a rate is escalated, never delivered"
-    cap_minor = to_minor(per_day, policy.currency.reference)
-    if await store.reserve_spend(env.sender, amount, cap_minor, env.id, now_ms):
-        return decision
-    reasons = ("daily_cap_exceeded", *decision.reasons[1:])
-    return replace(decision, action=Action.ESCALATE, reasons=reasons)
+    return await apply_plan(store, env, Plan(decision, (spend,)), policy, now_ms)
 
 
-async def apply_report(
-    store: RedisStore,
-    env: Envelope,
-    ctx: TrustContext,
-    decision: Decision,
-    policy: Policy,
-    now_ms: int,
-) -> Decision:
-    """Apply an outcome report once, from the recipient of a delivered message only,
-    weighted by the reporter's standing (its own non-report evidence) and capped per
-    counterparty organisation.
-
-    The report is applied even when the reported peer's own gates (unknown recipient,
-    privacy, pact) then block its delivery: a peer must not be able to refuse the
-    reports about itself."""
-    try:
-        report = parse_report(env.body)
-    except EnvelopeError as exc:
-        return blocked(exc.code, str(exc), policy)
+async def _apply_report(
+    store: RedisStore, env: Envelope, effect: ApplyReport, policy: Policy, now_ms: int
+) -> str | None:
+    """Count a report once, from the recipient of a delivered message only; the store's
+    refusal code otherwise. A serious report also goes to review (report_review)."""
+    report, weight = effect.report, effect.weight
     code = await store.claim_report(env.sender, env.recipient, report.message_id, policy)
     accepted, _, domain = code.partition("|")
     if accepted != "ok":
-        return blocked(code, REFUSALS.get(code, code), policy)
-    weight = reporter_weight(reporter_standing(env, ctx, policy, now_ms), policy)
+        return code
     subject = await store.peer(env.recipient, now_ms)
-    reporter_org = organisation_of(ctx.peer.credential) or env.sender
-    effect = await store.apply_report(
+    applied = await store.apply_report(
         env.recipient, env.sender, report, weight, policy, now_ms, domain=domain,
-        reporter_org=reporter_org, subject_org=organisation_of(subject.credential),
+        reporter_org=effect.reporter_org, subject_org=organisation_of(subject.credential),
     )  # fmt: skip
-    if effect.serious:
+    if applied.serious:
         await act_on_serious_report(
-            store, env, report, reporter_org, weight, effect, policy, now_ms, domain=domain
-        )
+            store, env, report, effect.reporter_org, weight, applied, policy, now_ms,
+            domain=domain,
+        )  # fmt: skip
     traced = await store.trace_id_of(report.message_id)
     if traced is not None:
         await store.add_trace_event(
             traced,
             {"event": "report", "outcome": report.outcome, "severity": report.severity,
              "reporter": env.sender, "weight": round(weight, 4),
-             "applied": round(effect.added, 4), "serious": effect.serious or None,
+             "applied": round(applied.added, 4), "serious": applied.serious or None,
              "at_ms": now_ms},
         )  # fmt: skip
     log.info(
         "report %s on %s from %s applied with weight %.2f",
         report.outcome, env.recipient, env.sender, weight,
     )  # fmt: skip
-    return replace(decision, reasons=(*decision.reasons, "report_applied"))
+    return None

@@ -11,6 +11,7 @@ import orjson
 import pytest
 from aiormq.exceptions import ChannelAccessRefused, ChannelClosed
 
+from broker.clock import wall_clock_ms
 from broker.config import BrokerConfig
 from broker.envelope import PaymentIntent, encode_envelope
 from broker.identity import AgentKey
@@ -216,6 +217,23 @@ async def test_splitting_a_payment_cannot_dodge_the_daily_cap(
     assert len(delivered) == 5  # 450 fits; the sixth would make 540
     assert len(escalated) == 5
     assert {r["reason"] for r in escalated} == {"daily_cap_exceeded"}
+
+
+async def test_a_refused_report_never_spends_its_senders_daily_cap(
+    router: Router, config: BrokerConfig, store: RedisStore, agents: AgentFactory
+) -> None:
+    payer, payee = await agents(), await agents()
+    await make_level(store, payer.client, AgentKey.generate(), "established")
+    # Reports carrying 90 USD each, about messages the payee never sent: each is blocked,
+    # so none of it may count against the payer's 500 USD per day.
+    for i in range(3):
+        await payer.send(
+            payee, {"message_id": f"never-delivered-{i:04d}", "outcome": "success"},
+            kind="report", payment=PaymentIntent(currency="USD", amount="90.00"),
+        )  # fmt: skip
+    entries = await blocked_records(config, 3)
+    assert [e.record["reason"] for e in entries] == ["report_unknown_message"] * 3
+    assert await store.spent(payer.did, wall_clock_ms()) == 0
 
 
 async def test_privacy_gate_blocks_card_data_to_permanent_retention(
