@@ -54,18 +54,18 @@ BUCKETS: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 # Router functions whose inclusive share is reported (name as py-spy prints it).
 FUNCTIONS = (
-    ("handle", "broker/router.py"),
+    ("handle", "broker/router/service.py"),
     ("decode_envelope", "broker/envelope.py"),
     ("signature_valid", "broker/envelope.py"),
     ("decide", "broker/scoring/__init__.py"),
     ("claim", "broker/store/redis.py"),
     ("context", "broker/store/redis.py"),
     ("finish", "broker/store/redis.py"),
-    ("_commit", "broker/router.py"),
-    ("trust_headers", "broker/router.py"),
-    ("_deliver_message", "broker/router.py"),
+    ("_commit", "broker/router/service.py"),
+    ("trust_headers", "broker/router/outbound.py"),
+    ("delivery", "broker/router/outbound.py"),
     ("_commit_batch", "broker/committer.py"),
-    ("_on_message", "broker/router.py"),
+    ("_on_message", "broker/router/service.py"),
 )
 
 
