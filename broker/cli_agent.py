@@ -1,4 +1,4 @@
-"""What an agent does, from the command line: everything the SDK (broker/client.py) does.
+"""What an agent does, from the command line: everything the SDK (broker/sdk/) does.
 
 Commands that talk to the broker take the agent's --key and its own --agent-url (the
 URL `provision` printed) and go over AMQP through the SDK, exactly as a program would.
@@ -19,13 +19,14 @@ from typing import Any
 import orjson
 
 from broker.cli_support import command, json_flag, print_json, say, score, standing_lines
-from broker.client import AgentClient, Received
 from broker.clock import wall_clock_ms
 from broker.config import BrokerConfig
 from broker.envelope import MESSAGE_KINDS, PaymentIntent
 from broker.errors import ConfigError, EvidenceError, TrustBrokerError
 from broker.identity import AgentKey, public_key_from_did
-from broker.keyfile import load_key, save_key
+from broker.sdk.client import AgentClient
+from broker.sdk.keyfile import load_key, save_key
+from broker.sdk.received import Received
 
 DAY_MS = 86_400_000
 AGENT_URL_HELP = (

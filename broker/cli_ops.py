@@ -16,7 +16,7 @@ from broker.clock import wall_clock_ms
 from broker.config import BrokerConfig
 from broker.errors import ConfigError
 from broker.identity import public_key_from_did
-from broker.keyfile import load_key
+from broker.sdk.keyfile import load_key
 
 DAY_MS = 86_400_000
 ISSUER_ROLES = ("identity", "attestation", "stake", "federation")

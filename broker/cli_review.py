@@ -366,7 +366,7 @@ async def cmd_escalations_decide(args: argparse.Namespace, config: BrokerConfig)
 async def cmd_escalations_request_evidence(args: argparse.Namespace, config: BrokerConfig) -> int:
     """Ask the sender for more evidence; the escalation is re-scored on every sweep."""
     from broker.app import open_store
-    from broker.keyfile import load_key
+    from broker.sdk.keyfile import load_key
     from broker.workflow import request_evidence
 
     reviewer = _reviewer(args)

@@ -22,7 +22,7 @@ async def cmd_serve(args: argparse.Namespace, config: BrokerConfig) -> int:
 
     from broker.console.app import create_app
     from broker.identity import AgentKey
-    from broker.keyfile import load_key
+    from broker.sdk.keyfile import load_key
 
     users = load_users(Path(args.users))
     if not users.users:

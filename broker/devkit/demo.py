@@ -86,7 +86,7 @@ async def _prepare(config: BrokerConfig, store: RedisStore) -> Cast:
 
 async def _earn_trust(cast: Cast, store: RedisStore, broker_did: str) -> None:
     """Each agent proves its key over AMQP and presents issuer-signed evidence."""
-    from broker.client import AgentClient
+    from broker.sdk.client import AgentClient
 
     now = wall_clock_ms()
     for name, successes in (("verified", 0), ("established", 10), ("trusted", 60)):
@@ -140,7 +140,7 @@ def _script(cast: Cast) -> list[Step]:
 
 async def _play(config: BrokerConfig, cast: Cast, steps: list[Step]) -> dict[str, str]:
     """Publish every step (plus forged, replayed and malformed ones); map id -> label."""
-    from broker.client import AgentClient
+    from broker.sdk.client import AgentClient
 
     labels: dict[str, str] = {}
     async with AgentClient(cast.keys["newcomer"], config.amqp_vhost_url) as wire:
@@ -172,7 +172,7 @@ async def _collect(
     config: BrokerConfig, cast: Cast, labels: dict[str, str]
 ) -> dict[str, dict[str, Any]]:
     """Read outcomes back from the queues and streams; label -> outcome row."""
-    from broker.client import AgentClient
+    from broker.sdk.client import AgentClient
 
     rows: dict[str, dict[str, Any]] = {}
     for name in ("analyst", "archive"):

@@ -34,7 +34,6 @@ from urllib.parse import quote
 from broker import credentials
 from broker.app import open_store
 from broker.cli import local_urls, server_config
-from broker.client import AgentClient
 from broker.clock import wall_clock_ms
 from broker.config import BrokerConfig
 from broker.devkit import servers
@@ -46,6 +45,7 @@ from broker.failover import connect_any
 from broker.identity import AgentKey
 from broker.provision import ManagementAPI, agent_amqp_url, provision_agent, setup_vhost
 from broker.review import read_blocked, read_escalations
+from broker.sdk.client import AgentClient
 from broker.state import IssuerRole, RecipientProfile
 from broker.store.redis import RedisStore
 from tests.faults.checker import CONFIRMED, FAILED, UNKNOWN, Outcomes, Verdict, check

@@ -26,7 +26,6 @@ import pytest
 from aio_pika.abc import HeadersType
 
 from broker.app import open_store
-from broker.client import AgentClient
 from broker.config import BrokerConfig
 from broker.console.app import create_app
 from broker.console.auth import Role, Users
@@ -41,6 +40,7 @@ from broker.review import (
     tail_blocked,
 )
 from broker.router import Router
+from broker.sdk.client import AgentClient
 from broker.state import RecipientProfile
 from broker.workflow import run_sweeper
 from tests.integration.test_cli_flow import cli_env

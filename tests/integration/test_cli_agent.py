@@ -15,11 +15,11 @@ import orjson
 import pytest
 from aiormq.exceptions import ChannelPreconditionFailed
 
-from broker.client import AgentClient
 from broker.config import BrokerConfig, with_vhost
 from broker.identity import AgentKey
-from broker.keyfile import save_key
 from broker.router import Router
+from broker.sdk.client import AgentClient
+from broker.sdk.keyfile import save_key
 from broker.store.redis import RedisStore
 from tests.integration.conftest import Agent, AgentFactory
 from tests.integration.test_cli_flow import as_json, cli

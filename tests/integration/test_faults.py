@@ -32,7 +32,6 @@ from aio_pika.abc import AbstractRobustConnection
 from aio_pika.exceptions import AMQPError
 
 from broker.app import open_store
-from broker.client import AgentClient
 from broker.clock import wall_clock_ms
 from broker.committer import Outbound, TransactionalCommitter
 from broker.config import BrokerConfig
@@ -46,6 +45,7 @@ from broker.identity import AgentKey
 from broker.provision import ManagementAPI
 from broker.review import read_blocked, read_escalations
 from broker.router import Router
+from broker.sdk.client import AgentClient
 from broker.store.redis import RedisStore
 from broker.topology import declare_router_topology
 from broker.workflow import run_sweeper

@@ -21,11 +21,11 @@ from broker.clock import wall_clock_ms
 from broker.config import BrokerConfig
 from broker.envelope import PaymentIntent, encode_envelope
 from broker.identity import AgentKey
-from broker.keyfile import save_key
 from broker.peerview import describe_peer
 from broker.policy import PaymentCaps
 from broker.review import BlockedFilter, read_blocked, read_escalations, tail_blocked
 from broker.router import Router
+from broker.sdk.keyfile import save_key
 from broker.store.redis import RedisStore
 from broker.workflow import (
     ReviewError,

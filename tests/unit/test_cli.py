@@ -17,7 +17,7 @@ from broker.cli import _router_logins, broker_config, build_parser, main
 from broker.config import BrokerConfig, mask_url, split_urls, with_vhost
 from broker.errors import ConfigError
 from broker.identity import AgentKey
-from broker.keyfile import load_key, save_key
+from broker.sdk.keyfile import load_key, save_key
 
 
 def _commands(parser: argparse.ArgumentParser, path: str) -> Iterator[tuple[str, Any]]:

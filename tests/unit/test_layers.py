@@ -66,7 +66,7 @@ def test_the_detector_sees_every_way_of_reading_the_environment(source: str, rea
         ("broker.console.app", False),
         ("broker.router", False),
         ("broker.config", False),
-        ("broker.client", False),
+        ("broker.sdk.client", False),
         ("broker", False),
     ],
 )
