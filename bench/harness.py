@@ -41,9 +41,9 @@ from broker.clock import wall_clock_ms
 from broker.config import BrokerConfig
 from broker.envelope import encode_envelope, sign_envelope
 from broker.identity import AgentKey
+from broker.management import ManagementAPI
 from broker.peerview import describe_peer
 from broker.policy import BehaviorModel, Policy
-from broker.provision import ManagementAPI
 from broker.state import Bond, Credential, IssuerRole, RecipientProfile
 from broker.store.redis import RedisStore
 from broker.topology import declare_agent_queue, declare_router_topology

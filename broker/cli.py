@@ -74,7 +74,7 @@ def local_urls(ports: ServerConfig) -> dict[str, str]:
     """The local servers' URLs for each account, from the run directory's credentials
     (no login at all when the servers never started there)."""
     from broker import credentials
-    from broker.provision import with_login
+    from broker.ops.provision import with_login
 
     creds = credentials.load(ports.run_dir)
     hosts = [f"127.0.0.1:{port}" for port in ports.amqp_ports]
@@ -159,7 +159,7 @@ def _router_logins(config: BrokerConfig, env: Mapping[str, str]) -> BrokerConfig
 async def cmd_setup(args: argparse.Namespace, config: BrokerConfig) -> int:
     """Create the vhost, grant the service accounts and declare the topology (admin)."""
     from broker import credentials
-    from broker.provision import setup_vhost
+    from broker.ops.provision import setup_vhost
 
     # TRUST_SETUP_ACCOUNTS=router=NAME,negotiator=NAME names the service users where
     # there is no local credentials file (docker-compose.yml).

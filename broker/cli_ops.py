@@ -48,7 +48,7 @@ async def _standing(store: Any, did: str) -> dict[str, Any]:
 
 async def cmd_provision(args: argparse.Namespace, config: BrokerConfig) -> int:
     """Create an agent's AMQP user, queue and recipient profile; print its AMQP URL."""
-    from broker.provision import agent_amqp_url, provision_agent
+    from broker.ops.provision import agent_amqp_url, provision_agent
     from broker.state import RecipientProfile
 
     public_key_from_did(args.did)

@@ -22,8 +22,9 @@ from broker.clock import wall_clock_ms
 from broker.config import BrokerConfig
 from broker.envelope import decode_envelope, signature_valid
 from broker.errors import ConfigError, EnvelopeError
-from broker.records import BLOCK_REASONS, UNPARSEABLE
-from broker.review import BlockedFilter, Offset, StreamEntry, iso_ms, start_offset
+from broker.ops.reading import start_offset
+from broker.records import BLOCK_REASONS, UNPARSEABLE, BlockedFilter, StreamEntry, iso_ms
+from broker.streams import Offset
 
 # `escalations rescore` exits with this when the escalation stays pending.
 STILL_PENDING = 3
@@ -106,7 +107,7 @@ def _reviewer(args: argparse.Namespace) -> str:
 
 async def cmd_blocked_tail(args: argparse.Namespace, config: BrokerConfig) -> int:
     """The newest --limit matching records; with --offset, the first --limit from there."""
-    from broker.review import page_blocked, tail_blocked
+    from broker.ops.reading import page_blocked, tail_blocked
 
     wanted = _filter(args)
     continue_at = None
@@ -129,7 +130,7 @@ async def cmd_blocked_tail(args: argparse.Namespace, config: BrokerConfig) -> in
 
 async def cmd_blocked_follow(args: argparse.Namespace, config: BrokerConfig) -> int:
     """Print matching records as they arrive, until Ctrl-C (or --count records)."""
-    from broker.review import stream_blocked
+    from broker.ops.reading import stream_blocked
 
     wanted = _filter(args)
     offset = start_offset(args.offset, wanted.since_ms)
@@ -150,7 +151,7 @@ async def cmd_blocked_follow(args: argparse.Namespace, config: BrokerConfig) -> 
 async def cmd_blocked_show(args: argparse.Namespace, config: BrokerConfig) -> int:
     """One record with its full explanation, its envelope and what reviewers did with it."""
     from broker.app import open_store
-    from broker.review import find_blocked
+    from broker.ops.find import find_blocked
 
     store = open_store(config)
     try:
@@ -240,7 +241,7 @@ def _print_envelope(view: dict[str, Any]) -> None:
 
 
 def _describe(review: dict[str, Any]) -> str:
-    from broker.workflow import describe_review
+    from broker.ops.rules import describe_review
 
     return describe_review(review)
 
@@ -248,7 +249,7 @@ def _describe(review: dict[str, Any]) -> str:
 async def cmd_blocked_release(args: argparse.Namespace, config: BrokerConfig) -> int:
     """Deliver a blocked message a reviewer judged a false positive (at most once)."""
     from broker.app import open_store
-    from broker.workflow import release_blocked
+    from broker.ops.blocked import release_blocked
 
     reviewer = _reviewer(args)
     store = open_store(config)
@@ -265,7 +266,7 @@ async def cmd_blocked_release(args: argparse.Namespace, config: BrokerConfig) ->
 async def cmd_blocked_confirm(args: argparse.Namespace, config: BrokerConfig) -> int:
     """Confirm a block; --penalise also counts it as a verified failure of the sender."""
     from broker.app import open_store
-    from broker.workflow import confirm_blocked
+    from broker.ops.blocked import confirm_blocked
 
     reviewer = _reviewer(args)
     store = open_store(config)
@@ -294,7 +295,7 @@ def _report(args: argparse.Namespace, review: dict[str, Any], text: str) -> int:
 async def cmd_escalations_list(args: argparse.Namespace, config: BrokerConfig) -> int:
     """List pending escalations (left in the queue) with their explanation."""
     from broker.app import open_store
-    from broker.review import read_escalations
+    from broker.ops.reading import read_escalations
 
     records = await read_escalations(config, limit=args.limit)
     store = open_store(config)
@@ -350,7 +351,7 @@ def _print_escalation(row: dict[str, Any], now: int) -> None:
 async def cmd_escalations_decide(args: argparse.Namespace, config: BrokerConfig) -> int:
     """Approve (deliver) or reject (block, failure recorded) one escalation."""
     from broker.app import open_store
-    from broker.workflow import approve_escalation, reject_escalation
+    from broker.ops.escalations import approve_escalation, reject_escalation
 
     reviewer = _reviewer(args)
     decide = approve_escalation if args.escalation_command == "approve" else reject_escalation
@@ -366,8 +367,8 @@ async def cmd_escalations_decide(args: argparse.Namespace, config: BrokerConfig)
 async def cmd_escalations_request_evidence(args: argparse.Namespace, config: BrokerConfig) -> int:
     """Ask the sender for more evidence; the escalation is re-scored on every sweep."""
     from broker.app import open_store
+    from broker.ops.escalations import request_evidence
     from broker.sdk.keyfile import load_key
-    from broker.workflow import request_evidence
 
     reviewer = _reviewer(args)
     try:
@@ -391,7 +392,7 @@ async def cmd_escalations_request_evidence(args: argparse.Namespace, config: Bro
 async def cmd_escalations_rescore(args: argparse.Namespace, config: BrokerConfig) -> int:
     """Decide one escalation again with the sender's current standing."""
     from broker.app import open_store
-    from broker.workflow import rescore_escalation
+    from broker.ops.escalations import rescore_escalation
 
     reviewer = _reviewer(args)
     store = open_store(config)
@@ -420,7 +421,7 @@ async def cmd_escalations_rescore(args: argparse.Namespace, config: BrokerConfig
 async def cmd_escalations_expire(args: argparse.Namespace, config: BrokerConfig) -> int:
     """Move escalations older than the limit to the blocked stream now."""
     from broker.app import open_store
-    from broker.workflow import expire_escalations
+    from broker.ops.escalations import expire_escalations
 
     reviewer = _reviewer(args)
     older_than_ms = None if args.older_than is None else int(args.older_than * 1000)

@@ -23,13 +23,14 @@ from broker.envelope import PaymentIntent, encode_envelope
 from broker.errors import ConfigError
 from broker.evidence import sign_evidence
 from broker.identity import AgentKey
+from broker.management import ManagementAPI
+from broker.ops.provision import agent_amqp_url, provision_agent, setup_vhost
+from broker.ops.reading import read_blocked, read_escalations
+from broker.ops.sweeper import run_sweeper
 from broker.policy import Policy
-from broker.provision import ManagementAPI, agent_amqp_url, provision_agent, setup_vhost
-from broker.review import read_blocked, read_escalations
 from broker.router import Router
 from broker.state import IssuerRole, RecipientProfile
 from broker.store.redis import RedisStore
-from broker.workflow import run_sweeper
 
 DAY_MS = 86_400_000
 DEMO_VHOST = "trust-demo"

@@ -43,8 +43,9 @@ from broker.errors import BrokerUnavailable
 from broker.evidence import credential_from, sign_evidence, verify_evidence
 from broker.failover import connect_any
 from broker.identity import AgentKey
-from broker.provision import ManagementAPI, agent_amqp_url, provision_agent, setup_vhost
-from broker.review import read_blocked, read_escalations
+from broker.management import ManagementAPI
+from broker.ops.provision import agent_amqp_url, provision_agent, setup_vhost
+from broker.ops.reading import read_blocked, read_escalations
 from broker.sdk.client import AgentClient
 from broker.state import IssuerRole, RecipientProfile
 from broker.store.redis import RedisStore

@@ -24,13 +24,14 @@ from broker.devkit import servers
 from broker.devkit.install import ensure_installed
 from broker.devkit.layout import ServerConfig
 from broker.identity import AgentKey
-from broker.provision import ManagementAPI, agent_amqp_url, provision_agent, setup_vhost
+from broker.management import ManagementAPI
+from broker.ops.provision import agent_amqp_url, provision_agent, setup_vhost
+from broker.ops.sweeper import run_sweeper
 from broker.router import Router
 from broker.sdk.client import AgentClient
 from broker.sdk.received import Received
 from broker.state import RecipientProfile
 from broker.store.redis import RedisStore
-from broker.workflow import run_sweeper
 
 REPO = Path(__file__).resolve().parents[2]
 

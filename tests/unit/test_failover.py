@@ -13,7 +13,7 @@ from broker import credentials
 from broker.committer import CommitFailed, TransactionalCommitter
 from broker.config import Topology
 from broker.failover import RotatingRobustConnection, with_heartbeat
-from broker.provision import negotiator_permissions, router_permissions
+from broker.ops.provision import negotiator_permissions, router_permissions
 
 
 @pytest.mark.parametrize(

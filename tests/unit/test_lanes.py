@@ -7,7 +7,7 @@ import asyncio
 import re
 
 from broker.config import Topology
-from broker.provision import agent_permissions, router_permissions
+from broker.ops.provision import agent_permissions, router_permissions
 from broker.sdk.publishing import Window
 
 ME = "did:key:z6MkmeMEme"
