@@ -12,7 +12,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Sequence
 
-from broker import credentials
+from broker.devkit import credentials
 from broker.devkit.install import require_binary
 from broker.devkit.layout import (
     RABBITMQ_USER,

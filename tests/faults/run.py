@@ -31,12 +31,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from broker import credentials
 from broker.app import open_store
-from broker.cli import local_urls, server_config
+from broker.cli.settings import local_urls, server_config
 from broker.clock import wall_clock_ms
 from broker.config import BrokerConfig
-from broker.devkit import servers
+from broker.devkit import credentials, servers
 from broker.devkit.install import ensure_installed
 from broker.devkit.layout import ServerConfig
 from broker.errors import BrokerUnavailable

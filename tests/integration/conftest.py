@@ -16,11 +16,10 @@ from typing import Any
 
 import pytest
 
-from broker import credentials
 from broker.app import open_store
-from broker.cli import broker_config, local_urls, server_config
+from broker.cli.settings import broker_config, local_urls, server_config
 from broker.config import BrokerConfig
-from broker.devkit import servers
+from broker.devkit import credentials, servers
 from broker.devkit.install import ensure_installed
 from broker.devkit.layout import ServerConfig
 from broker.identity import AgentKey

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from yarl import URL
 
-from broker import credentials
 from broker.committer import CommitFailed, TransactionalCommitter
 from broker.config import Topology
+from broker.devkit import credentials
 from broker.failover import RotatingRobustConnection, with_heartbeat
 from broker.ops.provision import negotiator_permissions, router_permissions
 

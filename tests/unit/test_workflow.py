@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from broker.cli_review import parse_time
+from broker.cli.blocked import parse_time
 from broker.decision import Action
 from broker.envelope import encode_envelope
 from broker.errors import ConfigError, ReviewError
