@@ -27,8 +27,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from broker.app import open_store
 from broker.config import BrokerConfig
+from broker.ops.find import find_blocked
+from broker.ops.reading import read_blocked, tail_blocked
 from broker.records import BlockedFilter
-from broker.review import ReadStats, find_blocked, read_blocked, tail_blocked
+from broker.streams import ReadStats
 
 
 async def _timed(work: Any) -> tuple[float, int]:

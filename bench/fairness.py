@@ -51,10 +51,10 @@ from harness import (
     write_json,
 )
 
-from broker.client import AgentClient
 from broker.envelope import Envelope
 from broker.identity import AgentKey
-from broker.provision import agent_amqp_url, provision_agent
+from broker.ops.provision import agent_amqp_url, provision_agent
+from broker.sdk.client import AgentClient
 from broker.state import RecipientProfile
 
 PATHS = ("shared", "lanes")

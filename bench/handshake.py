@@ -45,8 +45,8 @@ from harness import (
     write_json,
 )
 
-from broker.client import AgentClient
 from broker.identity import AgentKey
+from broker.sdk.client import AgentClient
 
 TARGETS_MS = {"cold": 20.0, "warm": 2.0}
 

@@ -6,7 +6,7 @@ forwarders as subprocesses (each a separate OS process, as in a deployment), CPU
 accounting per process, and the table/JSON helpers every program prints with.
 
 Where the servers are comes from the same TRUST_* variables the CLI reads (see
-`broker.cli.broker_config`), or from --amqp-url, --redis-url and --management-url.
+`broker.cli.settings.broker_config`), or from --amqp-url, --redis-url and --management-url.
 """
 
 from __future__ import annotations
@@ -36,14 +36,14 @@ import orjson
 
 import broker
 from broker.app import open_store
-from broker.cli import broker_config
+from broker.cli.settings import broker_config
 from broker.clock import wall_clock_ms
 from broker.config import BrokerConfig
 from broker.envelope import encode_envelope, sign_envelope
 from broker.identity import AgentKey
+from broker.management import ManagementAPI
 from broker.peerview import describe_peer
 from broker.policy import BehaviorModel, Policy
-from broker.provision import ManagementAPI
 from broker.state import Bond, Credential, IssuerRole, RecipientProfile
 from broker.store.redis import RedisStore
 from broker.topology import declare_agent_queue, declare_router_topology

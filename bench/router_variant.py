@@ -12,6 +12,7 @@ variant is only ever a process of its own: nothing here patches the running code
 from __future__ import annotations
 
 import argparse
+import importlib
 import subprocess
 import sys
 import tempfile
@@ -58,7 +59,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if not Path(cli.__file__).resolve().is_relative_to(source):
         raise SystemExit(f"imported {cli.__file__}, not the variant under {source}")
-    return int(cli.main(argv[split + 1 :]))
+    # The entry point is broker/cli/main.py since the command line became a package, and
+    # broker/cli.py in revisions before it.
+    entry = importlib.import_module("broker.cli.main") if hasattr(cli, "__path__") else cli
+    return int(entry.main(argv[split + 1 :]))
 
 
 if __name__ == "__main__":

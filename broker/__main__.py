@@ -1,5 +1,5 @@
 """python -m broker: the trust-broker command line."""
 
-from broker.cli import main
+from broker.cli.main import main
 
 raise SystemExit(main())

@@ -11,11 +11,11 @@ from pathlib import Path
 from broker.config import BrokerConfig
 from broker.errors import ConfigError
 from broker.identity import AgentKey
-from broker.keyfile import load_key, save_key
+from broker.ops.sweeper import run_sweeper
 from broker.router import Router
+from broker.sdk.keyfile import load_key, save_key
 from broker.store.keys import Keys
 from broker.store.redis import RedisStore, wait_until_available
-from broker.workflow import run_sweeper
 
 log = logging.getLogger("broker.app")
 

@@ -1,4 +1,5 @@
-"""Typed, frozen runtime configuration. Only cli.py builds it from the environment."""
+"""Typed, frozen runtime configuration. Only the command line (broker/cli/) builds it from
+the environment."""
 
 from __future__ import annotations
 

@@ -56,3 +56,12 @@ class EvidenceError(TrustBrokerError):
     def __init__(self, message: str, *, code: str) -> None:
         super().__init__(message)
         self.code = code
+
+
+class ReviewError(TrustBrokerError):
+    """Reading or deciding what the router set aside failed or was refused; `code` says why
+    (the console maps it to an HTTP status)."""
+
+    def __init__(self, message: str, *, code: str) -> None:
+        super().__init__(message)
+        self.code = code

@@ -106,7 +106,7 @@ async def poll_health(
     interval_s: float = 15.0,
 ) -> None:
     """Refresh the health, queue-depth and cache gauges until `stop` is set."""
-    from broker.provision import ManagementAPI
+    from broker.management import ManagementAPI
 
     api = ManagementAPI(config.management_url)
     topology = config.topology

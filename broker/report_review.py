@@ -17,9 +17,9 @@ import uuid
 from typing import Any
 
 from broker.envelope import Envelope
+from broker.errors import ReviewError
 from broker.policy import Policy
 from broker.reports import Report
-from broker.review import ReviewError
 from broker.store.redis import RedisStore, ReportEffect
 
 log = logging.getLogger("broker.report_review")

@@ -1,6 +1,6 @@
 """The web console and admin API: server-rendered pages for ops and security.
 
-`create_app` builds the Starlette application; `broker.console.cli` serves it. Imported
+`create_app` builds the Starlette application; `broker.cli.console` serves it. Imported
 lazily, so that the command line does not load the web stack for every command.
 """
 

@@ -1,4 +1,4 @@
-"""What console users change: reviews (broker/workflow.py) and policy; shared by the HTML
+"""What console users change: reviews (broker/ops/) and policy; shared by the HTML
 forms and the JSON API. The caller's user name is recorded as reviewer or author."""
 
 from __future__ import annotations
@@ -7,13 +7,15 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from broker import policydiff, workflow
+from broker import policydiff
 from broker.console.state import Console
-from broker.errors import PolicyError
+from broker.errors import PolicyError, ReviewError
+from broker.ops import blocked, escalations
+from broker.ops.transaction import COMMIT_UNKNOWN
 
 log = logging.getLogger("broker.console.actions")
 
-# Refusals from the workflow, as HTTP statuses; anything else is a 409 conflict.
+# Refusals from the review operations, as HTTP statuses; anything else is a 409 conflict.
 REVIEW_STATUS = {
     "bad_request": 400,
     "no_reviewer": 400,
@@ -22,7 +24,7 @@ REVIEW_STATUS = {
     "not_pending": 404,
     "already_decided": 409,
     "amqp_unavailable": 503,
-    workflow.COMMIT_UNKNOWN: 503,
+    COMMIT_UNKNOWN: 503,
 }
 REVIEW_ACTIONS = {
     "blocked": ("release", "confirm"),
@@ -33,23 +35,23 @@ Review = Callable[[Console, str, str, str, bool], Awaitable[dict[str, Any]]]
 
 
 async def _release(c: Console, trace: str, who: str, why: str, _: bool) -> dict[str, Any]:
-    return await workflow.release_blocked(c.config, c.store, trace, who, why)
+    return await blocked.release_blocked(c.config, c.store, trace, who, why)
 
 
 async def _confirm(c: Console, trace: str, who: str, why: str, penalise: bool) -> dict[str, Any]:
-    return await workflow.confirm_blocked(c.config, c.store, trace, who, why, penalise=penalise)
+    return await blocked.confirm_blocked(c.config, c.store, trace, who, why, penalise=penalise)
 
 
 async def _approve(c: Console, trace: str, who: str, why: str, _: bool) -> dict[str, Any]:
-    return await workflow.approve_escalation(c.config, c.store, trace, who, why)
+    return await escalations.approve_escalation(c.config, c.store, trace, who, why)
 
 
 async def _reject(c: Console, trace: str, who: str, why: str, _: bool) -> dict[str, Any]:
-    return await workflow.reject_escalation(c.config, c.store, trace, who, why)
+    return await escalations.reject_escalation(c.config, c.store, trace, who, why)
 
 
 async def _rescore(c: Console, trace: str, who: str, why: str, _: bool) -> dict[str, Any]:
-    result = await workflow.rescore_escalation(c.config, c.store, trace, reviewer=who)
+    result = await escalations.rescore_escalation(c.config, c.store, trace, reviewer=who)
     return {
         "trace_id": trace,
         "action": "rescore",
@@ -61,10 +63,10 @@ async def _rescore(c: Console, trace: str, who: str, why: str, _: bool) -> dict[
 
 async def _request_evidence(c: Console, trace: str, who: str, why: str, _: bool) -> dict[str, Any]:
     if c.broker_key is None:
-        raise workflow.ReviewError(
+        raise ReviewError(
             "this console has no broker key to sign the request with", code="no_broker_key"
         )
-    sent = await workflow.request_evidence(c.config, c.store, c.broker_key, trace, who, why)
+    sent = await escalations.request_evidence(c.config, c.store, c.broker_key, trace, who, why)
     return {"trace_id": trace, "action": "request-evidence", "request_id": sent.id, "reviewer": who}
 
 
@@ -81,14 +83,14 @@ _REVIEWS: dict[str, Review] = {
 async def review(
     console: Console, action: str, trace: str, who: str, why: str, *, penalise: bool = False
 ) -> dict[str, Any]:
-    """Carry out one review action as `who`; raises workflow.ReviewError when refused."""
+    """Carry out one review action as `who`; raises ReviewError when refused."""
     result = await _REVIEWS[action](console, trace, who, why, penalise)
     log.info("console: %s did %s on trace %s", who, action, trace)
-    # The claim token only lets the workflow drop its own claim: it stays server-side.
+    # The claim token only lets the review drop its own claim: it stays server-side.
     return {key: value for key, value in result.items() if key != "token"}
 
 
-def review_status(error: workflow.ReviewError) -> int:
+def review_status(error: ReviewError) -> int:
     """The HTTP status for a refused review action."""
     return REVIEW_STATUS.get(error.code, 409)
 

@@ -23,8 +23,8 @@ from broker.console.access import (
 from broker.console.auth import Permission, allowed
 from broker.console.state import SESSION_COOKIE, console_of
 from broker.errors import ConfigError, IdentityError, PolicyError
+from broker.ops.rules import UNRELEASABLE
 from broker.recorder import TRACE_ID
-from broker.workflow import UNRELEASABLE
 
 log = logging.getLogger("broker.console.pages")
 VIEW, REVIEW, POLICY = Permission.VIEW, Permission.REVIEW, Permission.POLICY

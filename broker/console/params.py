@@ -9,7 +9,7 @@ from starlette.datastructures import FormData, QueryParams
 from broker.errors import ConfigError
 from broker.identity import public_key_from_did
 from broker.recorder import check_trace_id
-from broker.review import BlockedFilter
+from broker.records import BlockedFilter
 
 MAX_LIMIT = 1000
 HOUR_MS = 3_600_000

@@ -18,11 +18,12 @@ from broker.console.views import (
     when,
 )
 from broker.errors import PolicyError
+from broker.ops.reading import read_escalations, tail_blocked
+from broker.ops.rules import describe_review
 from broker.peerview import describe_evidence, describe_peer
 from broker.recorder import TRACE_ID
-from broker.review import BlockedFilter, read_escalations, tail_blocked
+from broker.records import BlockedFilter
 from broker.whatif import replay
-from broker.workflow import describe_review
 
 # The live feed asks again for what came in a little before its newest row, because the
 # log is ordered by commit time and a row's own time is when it was received; rows it

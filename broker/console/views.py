@@ -14,8 +14,7 @@ from typing import Any
 from broker.envelope import decode_envelope
 from broker.errors import EnvelopeError
 from broker.policy import Policy
-from broker.records import UNPARSEABLE
-from broker.review import record_time_ms
+from broker.records import UNPARSEABLE, record_time_ms
 
 DIMENSIONS = ("identity", "reputation", "compliance", "behavioral", "stake")
 BAR_WIDTH = 220  # px of a full (1.0) bar

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from broker import credentials
+from broker.devkit import credentials
 from broker.devkit.install import require_binary
 from broker.devkit.layout import (
     RABBITMQ_USER,

@@ -23,13 +23,14 @@ from broker.envelope import PaymentIntent, encode_envelope
 from broker.errors import ConfigError
 from broker.evidence import sign_evidence
 from broker.identity import AgentKey
+from broker.management import ManagementAPI
+from broker.ops.provision import agent_amqp_url, provision_agent, setup_vhost
+from broker.ops.reading import read_blocked, read_escalations
+from broker.ops.sweeper import run_sweeper
 from broker.policy import Policy
-from broker.provision import ManagementAPI, agent_amqp_url, provision_agent, setup_vhost
-from broker.review import read_blocked, read_escalations
 from broker.router import Router
 from broker.state import IssuerRole, RecipientProfile
 from broker.store.redis import RedisStore
-from broker.workflow import run_sweeper
 
 DAY_MS = 86_400_000
 DEMO_VHOST = "trust-demo"
@@ -86,7 +87,7 @@ async def _prepare(config: BrokerConfig, store: RedisStore) -> Cast:
 
 async def _earn_trust(cast: Cast, store: RedisStore, broker_did: str) -> None:
     """Each agent proves its key over AMQP and presents issuer-signed evidence."""
-    from broker.client import AgentClient
+    from broker.sdk.client import AgentClient
 
     now = wall_clock_ms()
     for name, successes in (("verified", 0), ("established", 10), ("trusted", 60)):
@@ -140,7 +141,7 @@ def _script(cast: Cast) -> list[Step]:
 
 async def _play(config: BrokerConfig, cast: Cast, steps: list[Step]) -> dict[str, str]:
     """Publish every step (plus forged, replayed and malformed ones); map id -> label."""
-    from broker.client import AgentClient
+    from broker.sdk.client import AgentClient
 
     labels: dict[str, str] = {}
     async with AgentClient(cast.keys["newcomer"], config.amqp_vhost_url) as wire:
@@ -172,7 +173,7 @@ async def _collect(
     config: BrokerConfig, cast: Cast, labels: dict[str, str]
 ) -> dict[str, dict[str, Any]]:
     """Read outcomes back from the queues and streams; label -> outcome row."""
-    from broker.client import AgentClient
+    from broker.sdk.client import AgentClient
 
     rows: dict[str, dict[str, Any]] = {}
     for name in ("analyst", "archive"):

@@ -12,7 +12,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Sequence
 
-from broker import credentials
+from broker.devkit import credentials
 from broker.devkit.install import require_binary
 from broker.devkit.layout import (
     RABBITMQ_USER,
@@ -109,9 +109,9 @@ def ensure_accounts(cfg: ServerConfig, progress: Progress) -> None:
 
 
 def _grant_services(cfg: ServerConfig, creds: credentials.Credentials, vhost: str) -> None:
-    """The router's and negotiator's permissions on `vhost`, from broker.provision."""
+    """The router's and negotiator's permissions on `vhost`, from broker.ops.provision."""
     from broker.config import Topology
-    from broker.provision import negotiator_permissions, router_permissions
+    from broker.ops.provision import negotiator_permissions, router_permissions
 
     topology = Topology()
     for user, perms in ((creds.router_user, router_permissions(topology)),

@@ -8,7 +8,7 @@ import socket
 import subprocess
 import time
 
-from broker import credentials
+from broker.devkit import credentials
 from broker.devkit.install import require_binary
 from broker.devkit.layout import (
     REDIS_USER,

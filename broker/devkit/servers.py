@@ -8,8 +8,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 
-from broker import credentials
-from broker.devkit import cluster
+from broker.devkit import cluster, credentials
 from broker.devkit.layout import (
     START_TIMEOUT,
     STOP_TIMEOUT,

@@ -50,7 +50,7 @@ _LANE_POLL_S = 1.0
 
 class Sweeper(Protocol):
     """Upkeep that runs beside the router until `stop` is set, on the router's clock
-    (broker.workflow.run_sweeper). Passed in by whoever assembles the router: workflow
+    (broker.ops.sweeper.run_sweeper). Passed in by whoever assembles the router: ops
     builds on this package, so the router cannot import it."""
 
     def __call__(

@@ -31,21 +31,21 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from broker import credentials
 from broker.app import open_store
-from broker.cli import local_urls, server_config
-from broker.client import AgentClient
+from broker.cli.settings import local_urls, server_config
 from broker.clock import wall_clock_ms
 from broker.config import BrokerConfig
-from broker.devkit import servers
+from broker.devkit import credentials, servers
 from broker.devkit.install import ensure_installed
 from broker.devkit.layout import ServerConfig
 from broker.errors import BrokerUnavailable
 from broker.evidence import credential_from, sign_evidence, verify_evidence
 from broker.failover import connect_any
 from broker.identity import AgentKey
-from broker.provision import ManagementAPI, agent_amqp_url, provision_agent, setup_vhost
-from broker.review import read_blocked, read_escalations
+from broker.management import ManagementAPI
+from broker.ops.provision import agent_amqp_url, provision_agent, setup_vhost
+from broker.ops.reading import read_blocked, read_escalations
+from broker.sdk.client import AgentClient
 from broker.state import IssuerRole, RecipientProfile
 from broker.store.redis import RedisStore
 from tests.faults.checker import CONFIRMED, FAILED, UNKNOWN, Outcomes, Verdict, check

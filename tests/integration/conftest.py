@@ -16,20 +16,21 @@ from typing import Any
 
 import pytest
 
-from broker import credentials
 from broker.app import open_store
-from broker.cli import broker_config, local_urls, server_config
-from broker.client import AgentClient, Received
+from broker.cli.settings import broker_config, local_urls, server_config
 from broker.config import BrokerConfig
-from broker.devkit import servers
+from broker.devkit import credentials, servers
 from broker.devkit.install import ensure_installed
 from broker.devkit.layout import ServerConfig
 from broker.identity import AgentKey
-from broker.provision import ManagementAPI, agent_amqp_url, provision_agent, setup_vhost
+from broker.management import ManagementAPI
+from broker.ops.provision import agent_amqp_url, provision_agent, setup_vhost
+from broker.ops.sweeper import run_sweeper
 from broker.router import Router
+from broker.sdk.client import AgentClient
+from broker.sdk.received import Received
 from broker.state import RecipientProfile
 from broker.store.redis import RedisStore
-from broker.workflow import run_sweeper
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -10,7 +10,8 @@ import pytest
 from aio_pika.exceptions import AMQPError
 
 from broker.config import BrokerConfig, with_vhost
-from broker.provision import ManagementAPI, setup_vhost
+from broker.management import ManagementAPI
+from broker.ops.provision import setup_vhost
 from tests.integration.conftest import Agent, AgentFactory
 
 

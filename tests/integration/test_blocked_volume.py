@@ -26,23 +26,21 @@ import pytest
 from aio_pika.abc import HeadersType
 
 from broker.app import open_store
-from broker.client import AgentClient
 from broker.config import BrokerConfig
 from broker.console.app import create_app
 from broker.console.auth import Role, Users
 from broker.identity import AgentKey
-from broker.provision import ManagementAPI, agent_amqp_url, provision_agent, setup_vhost
+from broker.management import ManagementAPI
+from broker.ops.find import find_blocked
+from broker.ops.provision import agent_amqp_url, provision_agent, setup_vhost
+from broker.ops.reading import read_blocked, tail_blocked
+from broker.ops.sweeper import run_sweeper
 from broker.recorder import new_trace_id
-from broker.review import (
-    BlockedFilter,
-    ReadStats,
-    find_blocked,
-    read_blocked,
-    tail_blocked,
-)
+from broker.records import BlockedFilter
 from broker.router import Router
+from broker.sdk.client import AgentClient
 from broker.state import RecipientProfile
-from broker.workflow import run_sweeper
+from broker.streams import ReadStats
 from tests.integration.test_cli_flow import cli_env
 
 TOTAL = 100_000

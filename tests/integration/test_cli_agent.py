@@ -15,11 +15,11 @@ import orjson
 import pytest
 from aiormq.exceptions import ChannelPreconditionFailed
 
-from broker.client import AgentClient
 from broker.config import BrokerConfig, with_vhost
 from broker.identity import AgentKey
-from broker.keyfile import save_key
 from broker.router import Router
+from broker.sdk.client import AgentClient
+from broker.sdk.keyfile import save_key
 from broker.store.redis import RedisStore
 from tests.integration.conftest import Agent, AgentFactory
 from tests.integration.test_cli_flow import as_json, cli
@@ -171,8 +171,9 @@ async def test_a_junk_escalation_entry_is_shown_as_such_and_never_crashes_a_read
 ) -> None:  # fmt: skip
     from broker.console.app import create_app
     from broker.console.auth import Role, Users
-    from broker.review import read_escalations
-    from broker.workflow import ReviewError, approve_escalation, expire_escalations
+    from broker.errors import ReviewError
+    from broker.ops.escalations import approve_escalation, expire_escalations
+    from broker.ops.reading import read_escalations
 
     junk = b'{"trace_id": "x", "note": "an operator\'s test publish"}'
     connection = await aio_pika.connect(config.amqp_vhost_url)

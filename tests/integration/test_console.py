@@ -28,10 +28,10 @@ from broker.console.app import create_app
 from broker.console.auth import Role, Users, hash_token
 from broker.envelope import PaymentIntent
 from broker.identity import AgentKey
-from broker.review import read_escalations
+from broker.ops.escalations import request_evidence
+from broker.ops.reading import read_escalations
 from broker.router import Router
 from broker.store.redis import RedisStore
-from broker.workflow import request_evidence
 from tests.integration.conftest import Agent, AgentFactory
 from tests.integration.trust import make_level
 

@@ -17,10 +17,10 @@ from broker.console.app import ROUTES, create_app
 from broker.console.auth import Role, Users
 from broker.console.openapi import SPEC
 from broker.identity import AgentKey
-from broker.review import read_escalations
+from broker.ops.escalations import request_evidence
+from broker.ops.reading import read_escalations
 from broker.router import Router
 from broker.store.redis import RedisStore
-from broker.workflow import request_evidence
 from tests.integration.conftest import AgentFactory
 from tests.integration.test_console import eventually, usd
 from tests.integration.trust import make_level

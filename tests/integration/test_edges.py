@@ -26,8 +26,8 @@ from broker.envelope import (
 )
 from broker.identity import AgentKey
 from broker.negotiation import DIRECT_REPLY_TO
+from broker.ops.reading import read_blocked, read_escalations
 from broker.records import BLOCK_REASONS
-from broker.review import read_blocked, read_escalations
 from broker.router import Router
 from broker.store.redis import RedisStore
 from tests.integration.conftest import Agent, AgentFactory
@@ -410,7 +410,7 @@ async def test_a_forged_direct_reply_to_name_never_stops_the_negotiator(
 async def test_a_released_message_is_delivered_in_the_canonical_form_that_was_verified(
     router: Router, config: BrokerConfig, store: RedisStore, agents: AgentFactory
 ) -> None:
-    from broker.workflow import release_blocked
+    from broker.ops.blocked import release_blocked
 
     newcomer, bob = await agents(), await agents()  # a new key: its messages are blocked
     env, canonical = signed_bytes(newcomer, bob, {"n": 1})

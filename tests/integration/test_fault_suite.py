@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from broker.app import open_store
-from broker.cli import local_urls
+from broker.cli.settings import local_urls
 from broker.committer import TransactionalCommitter
 from broker.config import BrokerConfig
 from broker.devkit import cluster, servers

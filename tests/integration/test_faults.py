@@ -32,7 +32,6 @@ from aio_pika.abc import AbstractRobustConnection
 from aio_pika.exceptions import AMQPError
 
 from broker.app import open_store
-from broker.client import AgentClient
 from broker.clock import wall_clock_ms
 from broker.committer import Outbound, TransactionalCommitter
 from broker.config import BrokerConfig
@@ -43,12 +42,13 @@ from broker.envelope import encode_envelope
 from broker.evidence import credential_from, sign_evidence, verify_evidence
 from broker.failover import NoNodeAvailable, connect_any
 from broker.identity import AgentKey
-from broker.provision import ManagementAPI
-from broker.review import read_blocked, read_escalations
+from broker.management import ManagementAPI
+from broker.ops.reading import read_blocked, read_escalations
+from broker.ops.sweeper import run_sweeper
 from broker.router import Router
+from broker.sdk.client import AgentClient
 from broker.store.redis import RedisStore
 from broker.topology import declare_router_topology
-from broker.workflow import run_sweeper
 from tests.faults.proxy import FreezingProxy
 from tests.integration.conftest import REPO, Agent, AgentFactory, router_view
 from tests.integration.trust import trust_issuer

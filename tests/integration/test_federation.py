@@ -23,22 +23,23 @@ from typing import Any
 import pytest
 
 from broker.app import open_store
-from broker.client import AgentClient
 from broker.clock import wall_clock_ms
 from broker.config import BrokerConfig
 from broker.federation.export import current_status_list, export_record, revoke_issued
 from broker.federation.record import record_subject, status_list_credential, trust_record
 from broker.federation.vc import issue_credential
 from broker.identity import AgentKey
-from broker.keyfile import save_key
+from broker.management import ManagementAPI
 from broker.negotiation import NegotiationService
+from broker.ops.provision import agent_amqp_url, provision_agent, setup_vhost
+from broker.ops.sweeper import run_sweeper
 from broker.peerview import describe_evidence, describe_peer
-from broker.provision import ManagementAPI, agent_amqp_url, provision_agent, setup_vhost
 from broker.router import Router
+from broker.sdk.client import AgentClient
+from broker.sdk.keyfile import save_key
 from broker.state import IssuerRole, PeerState, RecipientProfile
 from broker.statuslist import revoked_in
 from broker.store.redis import RedisStore
-from broker.workflow import run_sweeper
 from tests.integration.conftest import router_view
 from tests.integration.test_cli_flow import as_json, cli_env
 

@@ -18,12 +18,12 @@ from broker.config import BrokerConfig
 from broker.envelope import Envelope
 from broker.evidence import sign_evidence
 from broker.identity import AgentKey
+from broker.ops.reading import read_blocked, read_escalations
+from broker.ops.sweeper import run_sweeper
 from broker.peerview import describe_peer
 from broker.policy import BehaviorModel, Gates, Policy
-from broker.review import read_blocked, read_escalations
 from broker.router import Router
 from broker.store.redis import RedisStore
-from broker.workflow import run_sweeper
 from tests.integration.conftest import Agent, AgentFactory
 from tests.integration.trust import add_history, make_level, post_bond, verify_identity
 

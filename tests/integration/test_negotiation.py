@@ -19,7 +19,7 @@ from broker.evidence import sign_evidence
 from broker.handshake import answer_challenge
 from broker.identity import AgentKey
 from broker.negotiation import NegotiationService
-from broker.review import read_blocked
+from broker.ops.reading import read_blocked
 from broker.router import Router
 from broker.signing import countersign
 from broker.store.redis import RedisStore

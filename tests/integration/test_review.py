@@ -20,25 +20,24 @@ import pytest
 from broker.clock import wall_clock_ms
 from broker.config import BrokerConfig
 from broker.envelope import PaymentIntent, encode_envelope
+from broker.errors import ReviewError
 from broker.identity import AgentKey
-from broker.keyfile import save_key
-from broker.peerview import describe_peer
-from broker.policy import PaymentCaps
-from broker.review import BlockedFilter, read_blocked, read_escalations, tail_blocked
-from broker.router import Router
-from broker.store.redis import RedisStore
-from broker.workflow import (
-    ReviewError,
+from broker.ops.blocked import confirm_blocked, release_blocked
+from broker.ops.escalations import (
     approve_escalation,
-    confirm_blocked,
     expire_escalations,
     reject_escalation,
-    release_blocked,
     request_evidence,
     rescore_escalation,
-    run_sweeper,
-    sweep_once,
 )
+from broker.ops.reading import read_blocked, read_escalations, tail_blocked
+from broker.ops.sweeper import run_sweeper, sweep_once
+from broker.peerview import describe_peer
+from broker.policy import PaymentCaps
+from broker.records import BlockedFilter
+from broker.router import Router
+from broker.sdk.keyfile import save_key
+from broker.store.redis import RedisStore
 from tests.integration.conftest import Agent, AgentFactory
 from tests.integration.test_cli_flow import cli_env
 from tests.integration.trust import make_level

@@ -15,8 +15,7 @@ import pytest
 import redis
 from aiormq.abc import FieldTable
 
-from broker import credentials
-from broker.devkit import servers
+from broker.devkit import credentials, servers
 from broker.devkit.install import ensure_installed
 from broker.devkit.layout import ServerConfig
 from broker.devkit.rabbitmq_server import start_rabbitmq, stop_rabbitmq

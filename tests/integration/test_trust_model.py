@@ -18,9 +18,9 @@ from broker.config import BrokerConfig
 from broker.envelope import PaymentIntent
 from broker.evidence import sign_evidence
 from broker.identity import AgentKey
+from broker.ops.reading import read_blocked, read_escalations
 from broker.peerview import describe_peer
 from broker.policy import load_policy
-from broker.review import read_blocked, read_escalations
 from broker.router import Router
 from broker.store.redis import RedisStore
 from tests.integration.conftest import Agent, AgentFactory

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 
-from broker.client import AgentClient
 from broker.clock import wall_clock_ms
 from broker.evidence import sign_evidence
 from broker.identity import AgentKey
 from broker.policy import Policy
+from broker.sdk.client import AgentClient
 from broker.state import IssuerRole
 from broker.store.redis import RedisStore
 

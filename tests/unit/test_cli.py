@@ -12,12 +12,13 @@ from typing import Any
 import orjson
 import pytest
 
-from broker import credentials
-from broker.cli import _router_logins, broker_config, build_parser, main
+from broker.cli.main import build_parser, main
+from broker.cli.settings import broker_config, router_logins
 from broker.config import BrokerConfig, mask_url, split_urls, with_vhost
+from broker.devkit import credentials
 from broker.errors import ConfigError
 from broker.identity import AgentKey
-from broker.keyfile import load_key, save_key
+from broker.sdk.keyfile import load_key, save_key
 
 
 def _commands(parser: argparse.ArgumentParser, path: str) -> Iterator[tuple[str, Any]]:
@@ -87,7 +88,7 @@ def test_the_cli_logs_in_with_the_run_directorys_generated_credentials(tmp_path:
 def test_the_router_runs_with_its_own_logins(tmp_path: Path) -> None:
     creds = credentials.load_or_create(tmp_path)
     env = {"TRUST_RUN_DIR": str(tmp_path), "TRUST_AMQP_PORT": "5999"}
-    config = _router_logins(broker_config(env, build_parser().parse_args(["peer", "x"])), env)
+    config = router_logins(broker_config(env, build_parser().parse_args(["peer", "x"])), env)
     assert config.amqp_url == f"amqp://trust-router:{creds.router_password}@127.0.0.1:5999/"
     assert config.reply_amqp_url.startswith("amqp://trust-negotiator:")
     assert config.admin_url.startswith("amqp://trust-admin:")
@@ -144,7 +145,7 @@ def test_keygen_prints_the_did_and_errors_exit_non_zero(
 def test_the_router_runs_on_asyncio_unless_uvloop_is_asked_for() -> None:
     import uvloop  # in the dev extra; optional for users
 
-    from broker.cli import event_loop_factory
+    from broker.cli.main import event_loop_factory
 
     def router(*flags: str) -> argparse.Namespace:
         return build_parser().parse_args(["router", *flags])
@@ -174,7 +175,7 @@ def test_decisions_default_to_the_configured_name_then_the_os_account(
 ) -> None:
     import getpass
 
-    from broker.cli_support import os_account, person
+    from broker.cli.support import os_account, person
 
     monkeypatch.setattr(getpass, "getuser", lambda: "olga")
     assert os_account({}) == "olga"

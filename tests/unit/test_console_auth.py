@@ -260,10 +260,10 @@ async def test_add_user_prints_the_token_once_and_keeps_only_its_hash(
 ) -> None:
     import argparse
 
-    from broker.console.cli import add_console_commands
+    from broker.cli.console import add_commands
 
     parser = argparse.ArgumentParser()
-    add_console_commands(parser.add_subparsers())
+    add_commands(parser.add_subparsers())
     path = tmp_path / "users.json"
     for role in ("viewer", "security"):  # the second run replaces role and token
         args = parser.parse_args(

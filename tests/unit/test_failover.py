@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from yarl import URL
 
-from broker import credentials
 from broker.committer import CommitFailed, TransactionalCommitter
 from broker.config import Topology
+from broker.devkit import credentials
 from broker.failover import RotatingRobustConnection, with_heartbeat
-from broker.provision import negotiator_permissions, router_permissions
+from broker.ops.provision import negotiator_permissions, router_permissions
 
 
 @pytest.mark.parametrize(
@@ -120,13 +120,13 @@ async def test_a_commit_that_cannot_answer_in_time_fails_and_breaks_the_committe
 
 
 async def test_a_confirm_cancelled_by_a_closing_connection_is_a_connection_error() -> None:
-    from broker.client import ConnectionLost, _uncancelled
+    from broker.sdk.publishing import ConnectionLost, uncancelled
 
     async def confirm_cancelled() -> None:
         raise asyncio.CancelledError  # what aiormq does to a pending confirm on close
 
     with pytest.raises(ConnectionLost):
-        await _uncancelled(confirm_cancelled())
+        await uncancelled(confirm_cancelled())
     # A real cancellation of the caller still cancels (wait_for's deadline relies on it).
     with pytest.raises(TimeoutError):
-        await asyncio.wait_for(_uncancelled(asyncio.sleep(10)), 0.05)
+        await asyncio.wait_for(uncancelled(asyncio.sleep(10)), 0.05)

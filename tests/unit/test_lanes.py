@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 import re
 
-from broker.client import _Window
 from broker.config import Topology
-from broker.provision import agent_permissions, router_permissions
+from broker.ops.provision import agent_permissions, router_permissions
+from broker.sdk.publishing import Window
 
 ME = "did:key:z6MkmeMEme"
 YOU = "did:key:z6MkyouYOU"
@@ -33,7 +33,7 @@ def test_the_router_reads_every_lane_but_no_agent_queue() -> None:
 
 
 async def test_a_nack_halves_the_window_and_each_confirm_widens_it() -> None:
-    window = _Window(8)
+    window = Window(8)
     for _ in range(8):
         await window.acquire(1.0)
     for _ in range(3):

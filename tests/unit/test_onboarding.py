@@ -14,7 +14,7 @@ from aio_pika.exceptions import AMQPConnectionError
 from aiormq.exceptions import ChannelAccessRefused
 from pydantic import ValidationError
 
-from broker.cli_errors import explain_error
+from broker.cli.errors import explain_error
 from broker.config import BrokerConfig
 from broker.devkit import servers
 from broker.devkit.layout import ServerConfig
@@ -174,7 +174,7 @@ def test_errors_say_what_failed_where_and_what_to_do(error: Exception, expected:
 
 
 def test_a_bad_amount_is_one_line_naming_the_flag() -> None:
-    from broker.cli_agent import payment_of
+    from broker.cli.support import payment_of
     from broker.errors import ConfigError
 
     with pytest.raises(ConfigError) as refused:
@@ -187,11 +187,11 @@ def test_a_bad_amount_is_one_line_naming_the_flag() -> None:
 def test_a_closed_pipe_ends_the_command_quietly(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from broker import cli
+    from broker.cli import local, main
 
     async def writes_into_a_closed_pipe(args: Any, config: Any) -> int:
         raise BrokenPipeError(32, "Broken pipe")
 
-    monkeypatch.setattr(cli, "cmd_decode", writes_into_a_closed_pipe)
-    assert cli.main(["decode", "x.json"]) == cli.BROKEN_PIPE
+    monkeypatch.setattr(local, "cmd_decode", writes_into_a_closed_pipe)
+    assert main.main(["decode", "x.json"]) == main.BROKEN_PIPE
     assert capsys.readouterr().err == ""

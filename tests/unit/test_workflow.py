@@ -8,16 +8,12 @@ from typing import Any
 
 import pytest
 
-from broker.cli_review import parse_time
+from broker.cli.blocked import parse_time
 from broker.decision import Action
 from broker.envelope import encode_envelope
-from broker.errors import ConfigError
-from broker.policy import Policy
-from broker.review import BlockedFilter, iso_ms, record_time_ms, start_offset
-from broker.router import Outcome, outcome_record
-from broker.scoring import decide
-from broker.workflow import (
-    ReviewError,
+from broker.errors import ConfigError, ReviewError
+from broker.ops.reading import start_offset
+from broker.ops.rules import (
     authentic_envelope,
     check_request,
     check_unexpired,
@@ -25,6 +21,10 @@ from broker.workflow import (
     recorded_decision,
     rescore_decision,
 )
+from broker.policy import Policy
+from broker.records import BlockedFilter, iso_ms, record_time_ms
+from broker.router import Outcome, outcome_record
+from broker.scoring import decide
 from tests.unit.factories import (
     NOW,
     context,

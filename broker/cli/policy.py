@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from broker.cli_support import command, json_flag, person, print_json, say
+from broker.cli.support import command, json_flag, person, print_json, read_json, say
 from broker.config import BrokerConfig
 from broker.errors import ConfigError
 from broker.records import iso_ms
@@ -54,7 +54,6 @@ async def cmd_policy(args: argparse.Namespace, config: BrokerConfig) -> int:
 async def _proposed(args: argparse.Namespace, current: Any, store: Any) -> Any:
     """The policy an action proposes: an earlier version, one changed value, or a file."""
     from broker import policydiff
-    from broker.cli_agent import read_json
     from broker.policy import load_policy
 
     if args.action == "rollback":

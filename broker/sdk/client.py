@@ -1,4 +1,5 @@
-"""Agent SDK: sign and publish envelopes, consume your own queue, read the trust headers."""
+"""The agent's client: sign and publish envelopes, consume its own queue, negotiate with the
+broker (handshake, presentations, standing)."""
 
 from __future__ import annotations
 
@@ -8,20 +9,14 @@ import os
 import random
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncGenerator, Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, Callable
 from types import TracebackType
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import aio_pika
 import orjson
-from aio_pika.abc import (
-    AbstractChannel,
-    AbstractExchange,
-    AbstractIncomingMessage,
-    AbstractRobustConnection,
-)
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
 from aio_pika.exceptions import ChannelNotFoundEntity, DeliveryError
 
 from broker.clock import wall_clock_ms
@@ -39,12 +34,13 @@ from broker.failover import ATTEMPT_ERRORS, connect_robust_any, with_heartbeat
 from broker.handshake import Proof, answer_challenge
 from broker.identity import AgentKey
 from broker.presentation import make_presentation
-from broker.signing import signed_by
+from broker.sdk.publishing import Window, uncancelled
+from broker.sdk.received import Received, TrustInfo
+from broker.sdk.requests import RequestLine, check_result
 
 # Recently seen ids: the router suppresses duplicates, and this closes the remaining
 # window (a crash between a confirmed publish and recording it) for SDK users.
 _RECENT_IDS = 10_000
-_DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
 # What a publish on a failing connection raises; the SDK waits for the next node.
 _PUBLISH_ERRORS = (*ATTEMPT_ERRORS, RuntimeError)
 _ATTEMPT_S = 10.0  # one node's chance to confirm a publish before the next is tried
@@ -53,173 +49,6 @@ _ATTEMPT_S = 10.0  # one node's chance to confirm a publish before the next is t
 _PUSHBACK_FIRST_S = 0.02
 _PUSHBACK_MAX_S = 1.0
 _WINDOW_MAX = 1024  # publishes awaiting their confirm at once, when nothing pushes back
-
-
-@dataclass(frozen=True)
-class TrustInfo:
-    """The router's decision, as carried in the delivered message's headers."""
-
-    action: str
-    score: float | None
-    tier: str
-    dimensions: dict[str, float]
-    reasons: tuple[str, ...]
-    policy_version: int
-    trace_id: str
-    # Why it is not higher, and what the sender could do (empty for older routers).
-    weakest: str = ""
-    remediation: str = ""
-    # Set on messages the broker itself sends (e.g. an evidence request): its DID.
-    from_broker: str = ""
-
-    @classmethod
-    def from_headers(cls, headers: dict[str, Any]) -> TrustInfo:
-        """Parse x-trust-* headers."""
-
-        def text(name: str) -> str:
-            value = headers.get(name, "")
-            return value.decode() if isinstance(value, bytes) else str(value)
-
-        score = text("x-trust-score")
-        dimensions = text("x-trust-dimensions") or "{}"
-        reasons = text("x-trust-reasons")
-        return cls(
-            action=text("x-trust-action"),
-            score=float(score) if score else None,
-            tier=text("x-trust-tier"),
-            dimensions=orjson.loads(dimensions),
-            reasons=tuple(reasons.split(",")) if reasons else (),
-            policy_version=int(headers.get("x-trust-policy-version", 0) or 0),
-            trace_id=text("x-trust-trace-id"),
-            weakest=text("x-trust-weakest"),
-            remediation=text("x-trust-remediation"),
-            from_broker=text("x-trust-from-broker"),
-        )
-
-
-@dataclass(frozen=True)
-class Received:
-    """A delivered message: the verified envelope and why the router let it through."""
-
-    envelope: Envelope
-    trust: TrustInfo
-
-
-def _check_result(result: dict[str, Any], agent: str, expected_broker: str | None) -> Proof:
-    """The broker's signed result must name us and be signed by the broker (pinned if asked)."""
-    broker = result.get("broker")
-    if not isinstance(broker, str) or (expected_broker is not None and broker != expected_broker):
-        raise EvidenceError("result comes from another broker", code="handshake_bad_broker")
-    if result.get("agent") != agent or not signed_by(result, broker):
-        raise EvidenceError("result is not signed by the broker", code="handshake_bad_broker")
-    return Proof(agent, int(result["verified_at"]), int(result["expires_at"]))
-
-
-class _RequestLine:
-    """Requests to one exchange over a single channel, each answered on RabbitMQ's direct
-    reply-to and matched by correlation id. Opening a channel and a consumer per request
-    cost more than the broker's whole warm-handshake check (bench/handshake.py)."""
-
-    def __init__(self, connection: AbstractRobustConnection, exchange: str) -> None:
-        self._connection = connection
-        self._exchange_name = exchange
-        self._channel: AbstractChannel | None = None
-        self._exchange: AbstractExchange | None = None
-        self._pending: dict[str, asyncio.Future[bytes]] = {}
-        self._opening = asyncio.Lock()
-
-    async def request(self, body: bytes, timeout: float, *, user_id: str | None = None) -> bytes:
-        """Publish `body` and wait up to `timeout` seconds for its reply. `user_id` (the
-        AMQP login, which RabbitMQ checks) tells the broker who is asking."""
-        exchange = await self._open()
-        correlation_id = uuid.uuid4().hex
-        reply: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-        self._pending[correlation_id] = reply
-        try:
-            message = aio_pika.Message(
-                body, reply_to=_DIRECT_REPLY_TO, correlation_id=correlation_id, user_id=user_id
-            )
-            await exchange.publish(message, routing_key="", mandatory=True)
-            return await asyncio.wait_for(reply, timeout)
-        finally:
-            self._pending.pop(correlation_id, None)
-
-    async def _open(self) -> AbstractExchange:
-        async with self._opening:
-            if self._channel is None or self._channel.is_closed or self._exchange is None:
-                # No confirms: the reply is the confirmation, and an unroutable request
-                # comes back as a basic.return at once (see _on_return).
-                channel = await self._connection.channel(publisher_confirms=False)
-                channel.return_callbacks.add(self._on_return)
-                replies = await channel.get_queue(_DIRECT_REPLY_TO, ensure=False)
-                await replies.consume(self._on_reply, no_ack=True)
-                self._exchange = await channel.get_exchange(self._exchange_name, ensure=False)
-                self._channel = channel
-            return self._exchange
-
-    def _resolve(self, correlation_id: str | None) -> asyncio.Future[bytes] | None:
-        waiting = self._pending.get(correlation_id or "")
-        return None if waiting is None or waiting.done() else waiting
-
-    async def _on_reply(self, message: AbstractIncomingMessage) -> None:
-        waiting = self._resolve(message.correlation_id)
-        if waiting is not None:  # a late reply to a request that timed out is dropped
-            waiting.set_result(message.body)
-
-    def _on_return(self, _channel: Any, message: AbstractIncomingMessage) -> None:
-        waiting = self._resolve(message.correlation_id)
-        if waiting is not None:
-            waiting.set_exception(
-                EvidenceError(
-                    f"nothing serves {self._exchange_name}: is a router with a broker key running?",
-                    code="handshake_unavailable",
-                )
-            )
-
-
-class _Window:
-    """How many publishes may await their confirm at once: `most` while the broker takes
-    them; each nack halves it, each confirm widens it by one (additive increase,
-    multiplicative decrease, as TCP does). A client whose lane is full then retries a few
-    publishes at a time instead of all of them, which would only load RabbitMQ."""
-
-    def __init__(self, most: int) -> None:
-        self.size = self.most = most
-        self._busy = 0
-        self._free = asyncio.Condition()
-
-    async def acquire(self, timeout: float) -> None:
-        async with self._free:
-            await asyncio.wait_for(
-                self._free.wait_for(lambda: self._busy < self.size), max(timeout, 0.01)
-            )
-            self._busy += 1
-
-    async def release(self, confirmed: bool | None) -> None:
-        """`confirmed`: True for a confirm, False for a nack, None for anything else."""
-        async with self._free:
-            self._busy -= 1
-            if confirmed is True:
-                self.size = min(self.most, self.size + 1)
-            elif confirmed is False:
-                self.size = max(1, self.size // 2)
-            self._free.notify(max(0, self.size - self._busy))
-
-
-class ConnectionLost(ConnectionError):
-    """The connection closed under a pending publish (aiormq cancels its confirm)."""
-
-
-async def _uncancelled(operation: Awaitable[None]) -> None:
-    """Run `operation`; a CancelledError it raises while nobody cancelled us is aiormq
-    telling a pending confirm that its connection closed: a ConnectionError like any."""
-    try:
-        await operation
-    except asyncio.CancelledError:
-        task = asyncio.current_task()
-        if task is not None and task.cancelling():
-            raise
-        raise ConnectionLost("the connection closed before the broker confirmed") from None
 
 
 class AgentClient:
@@ -247,14 +76,14 @@ class AgentClient:
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractChannel | None = None
         self._recent: OrderedDict[str, None] = OrderedDict()
-        self._handshakes: _RequestLine | None = None
+        self._handshakes: RequestLine | None = None
         # The broker's DID, learnt from its signed handshake result; presentations name it.
         self._broker: str | None = None
         # Ids whose first publish went unconfirmed, so the same bytes went out again.
         self.republished: set[str] = set()
         # Publishes the broker refused because this agent's lane was full (then retried).
         self.pushbacks = 0
-        self._window = _Window(_WINDOW_MAX)
+        self._window = Window(_WINDOW_MAX)
         # Where publishes go: the agent's own lane when logged in as itself (see connect).
         self._ingress = self._topology.ingress_exchange
 
@@ -375,7 +204,7 @@ class AgentClient:
         published again until one does (the broker routes identical copies once), for up
         to `publish_timeout` seconds; then BrokerUnavailable. A publish refused because
         the agent's lane is full is retried with growing pauses until the same deadline,
-        with fewer publishes in flight (see _Window); then Backpressure."""
+        with fewer publishes in flight (see broker/sdk/publishing.py); then Backpressure."""
         assert self._channel is not None, "call connect() first"
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._publish_timeout
@@ -393,7 +222,7 @@ class AgentClient:
             wait_s = 0.5
             try:
                 attempt = min(max(left, 0.1), _ATTEMPT_S)
-                await asyncio.wait_for(_uncancelled(self._publish_once(raw, message_id)), attempt)
+                await asyncio.wait_for(uncancelled(self._publish_once(raw, message_id)), attempt)
                 confirmed = True
                 return
             except DeliveryError as exc:
@@ -487,7 +316,7 @@ class AgentClient:
             reply = await self._negotiate({"op": "prove", "response": response})
         if reply.get("op") not in ("proved", "session"):
             raise EvidenceError(str(reply.get("message")), code=str(reply.get("code")))
-        proof = _check_result(reply["result"], self.did, expected_broker)
+        proof = check_result(reply["result"], self.did, expected_broker)
         self._broker = str(reply["result"]["broker"])
         return proof
 
@@ -557,7 +386,7 @@ class AgentClient:
         """One request/reply on trust.handshake (RabbitMQ direct reply-to)."""
         assert self._connection is not None, "call connect() first"
         if self._handshakes is None:
-            self._handshakes = _RequestLine(self._connection, self._topology.handshake_exchange)
+            self._handshakes = RequestLine(self._connection, self._topology.handshake_exchange)
         body = await self._handshakes.request(orjson.dumps(request), timeout, user_id=user_id)
         reply: dict[str, Any] = orjson.loads(body)
         return reply

@@ -50,7 +50,7 @@ class Credentials:
         )  # fmt: skip
 
     def accounts(self) -> dict[str, str]:
-        """Role -> RabbitMQ username, as broker.provision grants them."""
+        """Role -> RabbitMQ username, as broker.ops.provision grants them."""
         return {"admin": self.admin_user, "router": self.router_user,
                 "negotiator": self.negotiator_user}  # fmt: skip
 

@@ -1,8 +1,5 @@
-"""Security's commands: read the blocked stream, decide blocks and escalations.
-
-Every decision needs a reviewer name (--reviewer, else TRUST_REVIEWER, else the OS
-account, which cli.py passes in) and a reason (--why); both are kept on record.
-"""
+"""Security's commands on the blocked stream: read it (tail, follow, show) and decide blocks
+(release, confirm)."""
 
 from __future__ import annotations
 
@@ -12,22 +9,20 @@ import contextlib
 import re
 import sys
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import orjson
 
-from broker.cli_support import command, person, print_json, say, score
+from broker.cli.review import T, decision_flags, report, reviewer_of
+from broker.cli.support import command, print_json, score
 from broker.clock import wall_clock_ms
 from broker.config import BrokerConfig
 from broker.envelope import decode_envelope, signature_valid
 from broker.errors import ConfigError, EnvelopeError
-from broker.records import BLOCK_REASONS, UNPARSEABLE
-from broker.review import BlockedFilter, Offset, StreamEntry, iso_ms, start_offset
+from broker.ops.reading import start_offset
+from broker.records import BLOCK_REASONS, UNPARSEABLE, BlockedFilter, StreamEntry, iso_ms
+from broker.streams import Offset
 
-# `escalations rescore` exits with this when the escalation stays pending.
-STILL_PENDING = 3
-REVIEWER_HELP = "who decides, kept on record (default TRUST_REVIEWER, else the OS account)"
 OFFSET_HELP = "stream offset to start searching at (default: seek by the trace id's time)"
 _TRACE_ID = re.compile(r"[0-9a-f]{32}")
 
@@ -97,16 +92,9 @@ def _at_offset(args: argparse.Namespace) -> Offset | None:
     return None if args.offset is None else start_offset(args.offset, None)
 
 
-def _reviewer(args: argparse.Namespace) -> str:
-    return person(args.reviewer, args.default_reviewer, "--reviewer")
-
-
-# -- blocked ---------------------------------------------------------------------------------
-
-
 async def cmd_blocked_tail(args: argparse.Namespace, config: BrokerConfig) -> int:
     """The newest --limit matching records; with --offset, the first --limit from there."""
-    from broker.review import page_blocked, tail_blocked
+    from broker.ops.reading import page_blocked, tail_blocked
 
     wanted = _filter(args)
     continue_at = None
@@ -129,7 +117,7 @@ async def cmd_blocked_tail(args: argparse.Namespace, config: BrokerConfig) -> in
 
 async def cmd_blocked_follow(args: argparse.Namespace, config: BrokerConfig) -> int:
     """Print matching records as they arrive, until Ctrl-C (or --count records)."""
-    from broker.review import stream_blocked
+    from broker.ops.reading import stream_blocked
 
     wanted = _filter(args)
     offset = start_offset(args.offset, wanted.since_ms)
@@ -150,7 +138,7 @@ async def cmd_blocked_follow(args: argparse.Namespace, config: BrokerConfig) -> 
 async def cmd_blocked_show(args: argparse.Namespace, config: BrokerConfig) -> int:
     """One record with its full explanation, its envelope and what reviewers did with it."""
     from broker.app import open_store
-    from broker.review import find_blocked
+    from broker.ops.find import find_blocked
 
     store = open_store(config)
     try:
@@ -240,7 +228,7 @@ def _print_envelope(view: dict[str, Any]) -> None:
 
 
 def _describe(review: dict[str, Any]) -> str:
-    from broker.workflow import describe_review
+    from broker.ops.rules import describe_review
 
     return describe_review(review)
 
@@ -248,9 +236,9 @@ def _describe(review: dict[str, Any]) -> str:
 async def cmd_blocked_release(args: argparse.Namespace, config: BrokerConfig) -> int:
     """Deliver a blocked message a reviewer judged a false positive (at most once)."""
     from broker.app import open_store
-    from broker.workflow import release_blocked
+    from broker.ops.blocked import release_blocked
 
-    reviewer = _reviewer(args)
+    reviewer = reviewer_of(args)
     store = open_store(config)
     try:
         review = await release_blocked(
@@ -259,15 +247,15 @@ async def cmd_blocked_release(args: argparse.Namespace, config: BrokerConfig) ->
         )  # fmt: skip
     finally:
         await store.close()
-    return _report(args, review, f"released {review['message_id']} to {review['recipient']}")
+    return report(args, review, f"released {review['message_id']} to {review['recipient']}")
 
 
 async def cmd_blocked_confirm(args: argparse.Namespace, config: BrokerConfig) -> int:
     """Confirm a block; --penalise also counts it as a verified failure of the sender."""
     from broker.app import open_store
-    from broker.workflow import confirm_blocked
+    from broker.ops.blocked import confirm_blocked
 
-    reviewer = _reviewer(args)
+    reviewer = reviewer_of(args)
     store = open_store(config)
     try:
         review = await confirm_blocked(
@@ -277,179 +265,14 @@ async def cmd_blocked_confirm(args: argparse.Namespace, config: BrokerConfig) ->
     finally:
         await store.close()
     penalised = f"; failure recorded for {review['penalised']}" if review.get("penalised") else ""
-    return _report(args, review, f"confirmed block {review['trace_id']}{penalised}")
+    return report(args, review, f"confirmed block {review['trace_id']}{penalised}")
 
 
-def _report(args: argparse.Namespace, review: dict[str, Any], text: str) -> int:
-    if args.json:
-        print_json(review)
-    else:
-        print(f"{text} (by {review['reviewer']}: {review['why']})")
-    return 0
-
-
-# -- escalations -------------------------------------------------------------------------------
-
-
-async def cmd_escalations_list(args: argparse.Namespace, config: BrokerConfig) -> int:
-    """List pending escalations (left in the queue) with their explanation."""
-    from broker.app import open_store
-    from broker.review import read_escalations
-
-    records = await read_escalations(config, limit=args.limit)
-    store = open_store(config)
-    try:
-        awaiting = await store.awaiting_evidence()
-    finally:
-        await store.close()
-    rows = [
-        {
-            **{k: v for k, v in record.items() if k != "raw_b64"},
-            "awaiting_evidence": awaiting.get(str(record.get("trace_id"))),
-        }
-        for record in records
-    ]
-    if args.json:
-        print_json(rows)
-        return 0
-    now = wall_clock_ms()
-    for row in rows:
-        _print_escalation(row, now)
-    say(f"{len(rows)} pending escalation(s)")
-    return 0
-
-
-def _print_escalation(row: dict[str, Any], now: int) -> None:
-    decision = row.get("decision") or {}
-    at = row.get("received_ms")
-    age = f"waiting {(now - at) // 1000} s" if isinstance(at, int) else "time unknown"
-    print(f"{row['trace_id']}  {row['reason']}  {age}")
-    if row.get(UNPARSEABLE):
-        print(f"    unparseable: {row[UNPARSEABLE]}")
-    else:
-        print(f"    from {row.get('sender')}")
-        print(f"    to   {row.get('recipient')}")
-        print(
-            f"    message {row.get('message_id')}  composite {score(decision.get('composite'))}"
-            f"  tier {decision.get('tier')}"
-        )
-        print(
-            f"    reasons {', '.join(decision.get('reasons') or [])}; "
-            f"weakest {decision.get('weakest')}"
-        )
-    print(f"    remediation: {decision.get('remediation') or '-'}")
-    request = row.get("awaiting_evidence")
-    if request:
-        since = iso_ms(int(request["requested_at"]))
-        print(
-            f"    evidence requested from the sender at {since} by {request.get('reviewer')}"
-            f" ({request.get('why') or 'no reason given'}); re-scored on every sweep"
-        )
-
-
-async def cmd_escalations_decide(args: argparse.Namespace, config: BrokerConfig) -> int:
-    """Approve (deliver) or reject (block, failure recorded) one escalation."""
-    from broker.app import open_store
-    from broker.workflow import approve_escalation, reject_escalation
-
-    reviewer = _reviewer(args)
-    decide = approve_escalation if args.escalation_command == "approve" else reject_escalation
-    store = open_store(config)
-    try:
-        review = await decide(config, store, args.trace_id, reviewer, args.why, wall_clock_ms())
-    finally:
-        await store.close()
-    verb = "approved" if args.escalation_command == "approve" else "rejected"
-    return _report(args, review, f"{verb} {review['message_id']} from {review['sender']}")
-
-
-async def cmd_escalations_request_evidence(args: argparse.Namespace, config: BrokerConfig) -> int:
-    """Ask the sender for more evidence; the escalation is re-scored on every sweep."""
-    from broker.app import open_store
-    from broker.keyfile import load_key
-    from broker.workflow import request_evidence
-
-    reviewer = _reviewer(args)
-    try:
-        broker_key = load_key(Path(config.broker_key_file))
-    except ConfigError as exc:
-        raise ConfigError(f"the request is signed with the broker's own key: {exc}") from None
-    store = open_store(config)
-    try:
-        request = await request_evidence(
-            config, store, broker_key, args.trace_id, reviewer, args.why, wall_clock_ms()
-        )
-    finally:
-        await store.close()
-    if args.json:
-        print_json({"request_id": request.id, "sent_to": request.recipient, "body": request.body})
-    else:
-        print(f"asked {request.recipient} for more evidence (request {request.id})")
-    return 0
-
-
-async def cmd_escalations_rescore(args: argparse.Namespace, config: BrokerConfig) -> int:
-    """Decide one escalation again with the sender's current standing."""
-    from broker.app import open_store
-    from broker.workflow import rescore_escalation
-
-    reviewer = _reviewer(args)
-    store = open_store(config)
-    try:
-        result = await rescore_escalation(
-            config, store, args.trace_id, wall_clock_ms(), reviewer=reviewer
-        )
-    finally:
-        await store.close()
-    decision = result.decision
-    if args.json:
-        print_json(
-            {"trace_id": result.trace_id, "delivered": result.delivered,
-             "decision": decision.to_dict(), "review": result.review}
-        )  # fmt: skip
-    elif result.delivered:
-        print(f"delivered: {', '.join(decision.reasons)} (score {decision.composite})")
-    else:
-        print(
-            f"still pending: now {decision.action.value} ({', '.join(decision.reasons)}); "
-            f"{decision.remediation}"
-        )
-    return 0 if result.delivered else STILL_PENDING
-
-
-async def cmd_escalations_expire(args: argparse.Namespace, config: BrokerConfig) -> int:
-    """Move escalations older than the limit to the blocked stream now."""
-    from broker.app import open_store
-    from broker.workflow import expire_escalations
-
-    reviewer = _reviewer(args)
-    older_than_ms = None if args.older_than is None else int(args.older_than * 1000)
-    store = open_store(config)
-    try:
-        expired = await expire_escalations(
-            config, store, wall_clock_ms(), older_than_ms, reviewer=reviewer
-        )
-    finally:
-        await store.close()
-    if args.json:
-        print_json(expired)
-    else:
-        for review in expired:
-            print(f"expired {review['trace_id']} (message {review['message_id']})")
-        print(f"{len(expired)} escalation(s) expired", file=sys.stderr)
-    return 0
-
-
-# -- parser ----------------------------------------------------------------------------------
-
-
-def add_review_commands(sub: Any, *, default_reviewer: str | None = None) -> None:
-    """Register `blocked` and `escalations` on the trust-broker parser; decisions are
-    attributed to `default_reviewer` unless --reviewer says otherwise."""
+def add_commands(sub: Any, *, default_reviewer: str | None = None) -> None:
+    """Register `blocked` on the trust-broker parser; decisions are attributed to
+    `default_reviewer` unless --reviewer says otherwise."""
     _add_blocked(sub)
-    _add_escalations(sub)
     sub.choices["blocked"].set_defaults(default_reviewer=default_reviewer)
-    sub.choices["escalations"].set_defaults(default_reviewer=default_reviewer)
 
 
 def _filter_flags(parser: argparse.ArgumentParser, *, inherited: bool) -> None:
@@ -470,17 +293,6 @@ def _filter_flags(parser: argparse.ArgumentParser, *, inherited: bool) -> None:
     parser.add_argument("--sender", default=default(None), help="only this sender DID")
     parser.add_argument("--recipient", default=default(None), help="only this recipient DID")
     parser.add_argument("--json", action="store_true", default=default(False), help="JSON output")
-
-
-def _decision_flags(parser: argparse.ArgumentParser, *, why: bool) -> None:
-    parser.add_argument("trace_id", help="trace id of the record (32 hex characters)")
-    parser.add_argument("--reviewer", help=REVIEWER_HELP)
-    if why:
-        parser.add_argument("--why", required=True, help="why: kept on record with the decision")
-    parser.add_argument("--json", action="store_true", help="print the review record as JSON")
-
-
-T = "01a2335440847160be5e665f909ae659"  # a trace id, in the examples
 
 
 def _add_blocked(sub: Any) -> None:
@@ -550,7 +362,7 @@ def _add_blocked(sub: Any) -> None:
         "anything already decided.",
         examples=[f"trust-broker blocked release {T} --why \"false positive: partner onboarding\""],
     )  # fmt: skip
-    _decision_flags(a, why=True)
+    decision_flags(a, why=True)
     a.add_argument("--offset", help=OFFSET_HELP)
     a.set_defaults(handler=cmd_blocked_release)
 
@@ -561,76 +373,7 @@ def _add_blocked(sub: Any) -> None:
         "verified failure of the sender (only if the signature proves who sent it).",
         examples=[f"trust-broker blocked confirm {T} --penalise --why \"prompt injection\""],
     )  # fmt: skip
-    _decision_flags(a, why=True)
+    decision_flags(a, why=True)
     a.add_argument("--penalise", action="store_true", help="record a failure for the sender")
     a.add_argument("--offset", help=OFFSET_HELP)
     a.set_defaults(handler=cmd_blocked_confirm)
-
-
-def _add_escalations(sub: Any) -> None:
-    p = command(
-        sub, "escalations",
-        summary="list and decide messages waiting for a human",
-        description="Escalated messages wait in trust.escalations until approved, rejected "
-        "or expired (policy escalations.expire_after_ms). Without an action: list them, "
-        "with their remediation and whether evidence was requested.",
-        examples=["trust-broker escalations", f"trust-broker escalations approve {T} --why "
-                  "\"invoice 4411 checked\""],
-    )  # fmt: skip
-    p.add_argument("--limit", type=int, default=50, help="escalations to list (default 50)")
-    p.add_argument("--json", action="store_true", help="machine-readable JSON output")
-    p.set_defaults(handler=cmd_escalations_list)
-    actions = p.add_subparsers(dest="escalation_command", metavar="ACTION")
-
-    a = command(
-        actions, "list",
-        summary="pending escalations with their explanation",
-        description="Every pending escalation, oldest first, read without taking it off the "
-        "queue: sender, recipient, amount, score, reasons, remediation, evidence requests.",
-        examples=["trust-broker escalations list --json"],
-    )  # fmt: skip
-    a.add_argument("--limit", type=int, default=argparse.SUPPRESS, help="escalations to list")
-    a.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="JSON output")
-    a.set_defaults(handler=cmd_escalations_list)
-
-    for name, summary, description, why in (
-        ("approve", "deliver it to its recipient (at most once)",
-         "Take the escalation off the queue and deliver its original bytes (signature "
-         "verified again) in one transaction.", "invoice 4411 checked"),
-        ("reject", "block it and record a failure for the sender",
-         "Move it to the blocked stream as escalation_rejected and count a verified failure "
-         "of its sender.", "unknown payee"),
-        ("request-evidence", "ask the sender for more evidence",
-         "Send the sender a broker-signed request (kind request, body type "
-         "trust-broker/evidence-request) naming the message and --why, which the sender "
-         "reads with `trust-broker receive`. The escalation is re-scored on every sweep "
-         "until decided.", "need a bond for this amount"),
-    ):  # fmt: skip
-        a = command(actions, name, summary=summary, description=description,
-                    examples=[f"trust-broker escalations {name} {T} --why \"{why}\""])  # fmt: skip
-        _decision_flags(a, why=True)
-        handler = cmd_escalations_request_evidence if name == "request-evidence" else None
-        a.set_defaults(handler=handler or cmd_escalations_decide)
-
-    a = command(
-        actions, "rescore",
-        summary="decide it again with the sender's current standing",
-        description=f"Deliver it if the decision now says deliver; else it stays pending "
-        f"and the exit status is {STILL_PENDING}.",
-        examples=[f"trust-broker escalations rescore {T}"],
-    )  # fmt: skip
-    _decision_flags(a, why=False)
-    a.set_defaults(handler=cmd_escalations_rescore)
-
-    a = command(
-        actions, "expire",
-        summary="move escalations older than the limit to the blocked stream now",
-        description="What the routers' sweeper does on its own: escalations older than "
-        "--older-than seconds (default: the policy's escalations.expire_after_ms) move to "
-        "the blocked stream as escalation_expired.",
-        examples=["trust-broker escalations expire --older-than 3600"],
-    )  # fmt: skip
-    a.add_argument("--older-than", type=float, help="seconds")
-    a.add_argument("--reviewer", help=REVIEWER_HELP)
-    a.add_argument("--json", action="store_true", help="machine-readable JSON output")
-    a.set_defaults(handler=cmd_escalations_expire)

@@ -12,12 +12,12 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from broker.cli_support import command, json_flag, print_json, say
+from broker.cli.support import command, json_flag, print_json, say, write_json
 from broker.clock import wall_clock_ms
 from broker.config import BrokerConfig
 from broker.errors import ConfigError
 from broker.identity import public_key_from_did
-from broker.keyfile import load_key
+from broker.sdk.keyfile import load_key
 
 DAY_MS = 86_400_000
 
@@ -38,8 +38,6 @@ def _broker_key(config: BrokerConfig) -> Any:
 def _emit(
     args: argparse.Namespace, credential: dict[str, Any], status: dict[str, Any] | None
 ) -> None:
-    from broker.cli_agent import write_json
-
     if args.out:
         write_json(args.out, credential)
         say(f"wrote {credential['type'][-1]} {credential['id']} to {args.out}")
@@ -54,7 +52,7 @@ def _emit(
 
 async def cmd_export(args: argparse.Namespace, config: BrokerConfig) -> int:
     """Ask this agent's broker for a trust record about it (SDK: AgentClient.export_trust)."""
-    from broker.cli_agent import connected
+    from broker.cli.agent import connected
 
     async with connected(args, config) as client:
         reply = await client.export_trust()
@@ -81,7 +79,7 @@ async def cmd_status_list(args: argparse.Namespace, config: BrokerConfig) -> int
     """The broker's signed revocation status list: asked over AMQP with an agent's --key
     (SDK: AgentClient.status_list), else read by ops from the store."""
     if args.key:
-        from broker.cli_agent import connected
+        from broker.cli.agent import connected
 
         async with connected(args, config) as client:
             _emit(args, await client.status_list(), None)

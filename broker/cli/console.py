@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from broker.cli_support import command
+from broker.cli.support import command
 from broker.config import BrokerConfig
 from broker.console.auth import Role, load_users, new_token, save_users
 from broker.errors import ConfigError
@@ -22,7 +22,7 @@ async def cmd_serve(args: argparse.Namespace, config: BrokerConfig) -> int:
 
     from broker.console.app import create_app
     from broker.identity import AgentKey
-    from broker.keyfile import load_key
+    from broker.sdk.keyfile import load_key
 
     users = load_users(Path(args.users))
     if not users.users:
@@ -55,7 +55,7 @@ async def cmd_add_user(args: argparse.Namespace, config: BrokerConfig) -> int:
     return 0
 
 
-def add_console_commands(sub: Any) -> None:
+def add_commands(sub: Any) -> None:
     """Register `console serve` and `console add-user` on the trust-broker parser."""
     console = command(
         sub,

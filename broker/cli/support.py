@@ -1,4 +1,5 @@
-"""What every command module of the CLI shares: output, help layout, who is acting.
+"""What every command module of the CLI shares: output, help layout, who is acting, and
+reading the files and flags several commands take.
 
 stdout carries the value a script wants (a DID, a URL, a message id, JSON); stderr
 carries the explanation a person wants (what changed, why, what to do next), so
@@ -12,10 +13,12 @@ import getpass
 import sys
 import textwrap
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import orjson
 
+from broker.envelope import PaymentIntent
 from broker.errors import ConfigError
 
 PERSON_VARIABLE = "TRUST_REVIEWER"
@@ -111,3 +114,33 @@ def standing_lines(view: dict[str, Any], *, key: str = "KEY") -> list[str]:
     lines.append(f"weakest:  {view.get('weakest')}: {view.get('remediation')}")
     lines.append(f"next:     {next_step(view, key=key)}")
     return lines
+
+
+def read_json(path: str, what: str) -> Any:
+    """A JSON file, or a one-line error naming it."""
+    try:
+        return orjson.loads(Path(path).read_bytes())
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror}") from None
+    except orjson.JSONDecodeError as exc:
+        raise ConfigError(f"{what} {path} is not JSON: {exc}") from None
+
+
+def write_json(path: str, document: dict[str, Any]) -> None:
+    """Write a signed document (public: it holds no secret)."""
+    Path(path).write_text(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+def payment_of(amount: str | None, currency: str) -> PaymentIntent | None:
+    """A payment intent from --amount/--currency, or a one-line error naming the flag."""
+    if amount is None:
+        return None
+    from pydantic import ValidationError
+
+    try:
+        return PaymentIntent(currency=currency, amount=amount)
+    except ValidationError as exc:
+        problem = exc.errors()[0]["msg"].removeprefix("Value error, ")
+        raise ConfigError(
+            f"--amount {amount!r} --currency {currency!r}: {problem} (e.g. --amount 12.50)"
+        ) from None

@@ -9,11 +9,11 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from broker.cli_support import command, json_flag, person, print_json, say
+from broker.cli.support import command, json_flag, person, print_json, say
 from broker.clock import wall_clock_ms
 from broker.config import BrokerConfig
 from broker.identity import public_key_from_did
-from broker.review import iso_ms
+from broker.records import iso_ms
 
 REVIEWER_HELP = "who decides, kept on record (default TRUST_REVIEWER, else the OS account)"
 

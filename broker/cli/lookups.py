@@ -1,0 +1,104 @@
+"""Ops commands that look things up: a peer's standing, and one message's story in the
+flight recorder."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from typing import Any
+
+from broker.cli.support import command, json_flag, print_json, standing_lines
+from broker.clock import wall_clock_ms
+from broker.config import BrokerConfig
+from broker.errors import ConfigError
+from broker.identity import public_key_from_did
+
+_TRACE_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def _store(config: BrokerConfig) -> Any:
+    from broker.app import open_store
+
+    return open_store(config)
+
+
+async def peer_standing(store: Any, did: str) -> dict[str, Any]:
+    """A peer's standing as the current policy scores it now (broker/peerview.py)."""
+    from broker.peerview import describe_peer
+
+    view: dict[str, Any] = await describe_peer(store, did, wall_clock_ms())
+    return view
+
+
+async def cmd_peer(args: argparse.Namespace, config: BrokerConfig) -> int:
+    """A peer's dimension scores, tier, and what it needs next."""
+    public_key_from_did(args.did)
+    store = _store(config)
+    try:
+        view = await peer_standing(store, args.did)
+    finally:
+        await store.close()
+    if args.json:
+        print_json(view)
+        return 0
+    print(f"peer      {args.did}")
+    for line in standing_lines(view):
+        print(line)
+    return 0
+
+
+async def cmd_trace(args: argparse.Namespace, config: BrokerConfig) -> int:
+    """The full story of one message: received, gates, dimensions, action, commit, reports."""
+    store = _store(config)
+    try:
+        record = await find_trace(store, args.id)
+    finally:
+        await store.close()
+    if record is None:
+        hours = config.trace_ttl_ms / 3_600_000
+        raise ConfigError(
+            f"no trace for {args.id}: neither a trace id nor a message id the flight recorder "
+            f"still holds (it keeps {hours:g} h: TRUST_TRACE_TTL_HOURS); blocked messages stay "
+            "on the stream: trust-broker blocked show ID"
+        )
+    print_json(record)
+    return 0
+
+
+async def find_trace(store: Any, given: str) -> dict[str, Any] | None:
+    """The trace of a trace id or of a message id (which may look like a trace id)."""
+    if _TRACE_ID.fullmatch(given):
+        record: dict[str, Any] | None = await store.trace(given)
+        if record is not None:
+            return record
+    trace_id = await store.trace_id_of(given)
+    return None if trace_id is None else await store.trace(trace_id)
+
+
+def add_commands(sub: Any) -> None:
+    """Register peer and trace on the trust-broker parser."""
+    p = command(
+        sub, "peer",
+        summary="show a peer's dimension scores, tier and next step",
+        description="Score an ordinary data message from DID with the current policy and show "
+        "each dimension with its reasons, the weakest dimension and what the peer can do "
+        "next (the ops view of `trust-broker standing`).",
+        examples=["trust-broker peer \"$ALICE\"", "trust-broker peer \"$ALICE\" --json"],
+    )  # fmt: skip
+    p.add_argument("did", help="the peer's DID")
+    json_flag(p)
+    p.set_defaults(handler=cmd_peer)
+
+    p = command(
+        sub, "trace",
+        summary="the full story of one message (flight recorder)",
+        description="Show the recorded decision for a trace id (x-trust-trace-id) or a message "
+        "id: metadata, gates, dimensions, action, commit time, and later events (reports, "
+        "releases, approvals), as JSON. Content is kept only as the pact's monitoring terms "
+        "allow (full, metadata only, or hashes).",
+        examples=["trust-broker trace 01a2335440847160be5e665f909ae659",
+                  "trust-broker trace \"$MESSAGE_ID\""],
+    )  # fmt: skip
+    p.add_argument("id", help="trace id (32 hex) or message id")
+    json_flag(p)
+    p.set_defaults(handler=cmd_trace)
