@@ -63,7 +63,8 @@ from broker.handshake import (
 from broker.identity import AgentKey, public_key_from_did
 from broker.metrics import RouterMetrics
 from broker.presentation import open_presentation
-from broker.store.redis import Issued, RedisStore
+from broker.store.once import Issued
+from broker.store.redis import RedisStore
 
 log = logging.getLogger("broker.negotiation")
 MAX_REQUEST_BYTES = 64 * 1024

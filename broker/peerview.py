@@ -14,7 +14,8 @@ from broker.handshake import error_reply, requesting_agent
 from broker.scoring import identity_verified, score_dimensions
 from broker.scoring.tiers import REMEDIATION, capped_tier, composite, route, weakest_dimension
 from broker.state import Attestation, Bond, Credential, ImportedRecord, IssuerRole
-from broker.store.redis import Globals, RedisStore
+from broker.store.base import Globals
+from broker.store.redis import RedisStore
 
 # A placeholder recipient: compliance is judged without any particular recipient's rules.
 _PROBE_RECIPIENT = "did:key:z6MkiTBz1ymuepAQ4HEHYSF1H8quG5GLVVQR3djdX3mDooWp"

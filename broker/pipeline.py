@@ -36,7 +36,8 @@ from broker.policy import Policy
 from broker.recorder import DEFAULT_MONITORING, decision_entry, trace_record
 from broker.report_review import act_on_serious_report
 from broker.state import PeerState, TrustContext, organisation_of
-from broker.store.redis import Claim, Claimed, Finish, RedisStore
+from broker.store.claims import Claim, Claimed, Finish
+from broker.store.redis import RedisStore
 
 log = logging.getLogger("broker.router")
 # Whether a retry may be routed: (envelope, digest, its claim) -> route it?

@@ -20,7 +20,8 @@ from broker.envelope import Envelope
 from broker.errors import ReviewError
 from broker.policy import Policy
 from broker.reports import Report
-from broker.store.redis import RedisStore, ReportEffect
+from broker.store.redis import RedisStore
+from broker.store.reputation import ReportEffect
 
 log = logging.getLogger("broker.report_review")
 

@@ -19,7 +19,8 @@ from broker.envelope import Envelope
 from broker.indoubt import HeldBack, InDoubt, Verdict
 from broker.metrics import RouterMetrics
 from broker.router.sessions import Session
-from broker.store.redis import Claimed, RedisStore
+from broker.store.claims import Claimed
+from broker.store.redis import RedisStore
 
 log = logging.getLogger("broker.router")
 _POLL_S = 0.5

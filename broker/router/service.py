@@ -41,7 +41,8 @@ from broker.router.outbound import log_decision, outbound
 from broker.router.retries import Retries
 from broker.router.sessions import Session, close_session, deadline_s, end, open_session
 from broker.scoring import reject_undecodable
-from broker.store.redis import Finish, RedisStore, wait_until_available
+from broker.store.claims import Finish
+from broker.store.redis import RedisStore, wait_until_available
 
 log = logging.getLogger("broker.router")
 _WATCHDOG_TICK_S = 0.5

@@ -18,6 +18,7 @@ from broker.state import (
     Manifest,
     PeerState,
     RecipientProfile,
+    Vouch,
 )
 
 # Hash field names of a peer's state; short because they are stored for every peer.
@@ -141,6 +142,18 @@ def manifest_from(data: Any) -> Manifest | None:
     return Manifest(
         data["manifest_id"], frozenset(data["kinds"]), data["issued_at_ms"], data["expires_at_ms"]
     )
+
+
+def vouch_field(vouch: Vouch) -> bytes:
+    """JSON for a vouch: who vouched, for what share, until when."""
+    data = {"voucher": vouch.voucher, "share": vouch.share, "expires_at_ms": vouch.expires_at_ms}
+    return orjson.dumps(data)
+
+
+def vouch_from(raw: bytes) -> Vouch:
+    """A stored vouch, without its voucher's standing (read with the voucher's state)."""
+    data = orjson.loads(raw)
+    return Vouch(data["voucher"], data["share"], data["expires_at_ms"])
 
 
 def recipient_to_hash(profile: RecipientProfile) -> dict[str, bytes]:

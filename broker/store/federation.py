@@ -14,20 +14,10 @@ import orjson
 import redis.asyncio as aioredis
 
 from broker.store.keys import Keys
+from broker.store.lua import lua_script
 from broker.store.part import Call, StorePart
 
 _NEXT = "_next"
-
-# Keep a status list unless a newer one is stored. KEYS: lists hash.
-# ARGV: list id, its validFrom ms, JSON. Returns 1 when stored.
-_STORE_LIST = """
-local current = redis.call('HGET', KEYS[1], ARGV[1])
-if current and tonumber(cjson.decode(current)['valid_from_ms']) > tonumber(ARGV[2]) then
-  return 0
-end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
-return 1
-"""
 
 
 class FederationStore(StorePart):
@@ -35,7 +25,7 @@ class FederationStore(StorePart):
 
     def __init__(self, client: aioredis.Redis, keys: Keys, call: Call) -> None:
         super().__init__(client, keys, call)
-        self._store_list = client.register_script(_STORE_LIST)
+        self._store_list = client.register_script(lua_script("store_status_list"))
 
     async def allocate_index(self, credential_id: str) -> int:
         """A fresh status list index for a credential about to be issued."""

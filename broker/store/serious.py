@@ -15,39 +15,10 @@ import orjson
 import redis.asyncio as aioredis
 
 from broker.store.keys import Keys
+from broker.store.lua import lua_script
 from broker.store.part import Call, StorePart
 
 T = TypeVar("T")
-
-# KEYS: items hash, open zset, per-reporter counts, per-pair open item.
-# ARGV: id, JSON, now, reporter, max, pair ('organisation|subject').
-# Returns 1 filed, 2 folded into the pair's open item (its `repeats` + 1), 0 over the bound.
-_OPEN = """
-local existing = redis.call('HGET', KEYS[4], ARGV[6])
-if existing and redis.call('ZSCORE', KEYS[2], existing) then
-  local item = cjson.decode(redis.call('HGET', KEYS[1], existing))
-  item['repeats'] = (tonumber(item['repeats']) or 0) + 1
-  redis.call('HSET', KEYS[1], existing, cjson.encode(item))
-  return 2
-end
-local open = tonumber(redis.call('HGET', KEYS[3], ARGV[4]) or '0')
-if open >= tonumber(ARGV[5]) then return 0 end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
-redis.call('HINCRBY', KEYS[3], ARGV[4], 1)
-redis.call('HSET', KEYS[4], ARGV[6], ARGV[1])
-return 1
-"""
-
-# Close an open item, once. KEYS: items hash, open zset, per-reporter counts, per-pair.
-# ARGV: id, closed JSON, reporter, pair. Returns 1 when this call closed it.
-_CLOSE = """
-if redis.call('ZREM', KEYS[2], ARGV[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-if redis.call('HINCRBY', KEYS[3], ARGV[3], -1) <= 0 then redis.call('HDEL', KEYS[3], ARGV[3]) end
-if redis.call('HGET', KEYS[4], ARGV[4]) == ARGV[1] then redis.call('HDEL', KEYS[4], ARGV[4]) end
-return 1
-"""
 
 
 def _pair(item: dict[str, Any]) -> str:
@@ -61,8 +32,8 @@ class SeriousQueue(StorePart):
 
     def __init__(self, client: aioredis.Redis, keys: Keys, call: Call) -> None:
         super().__init__(client, keys, call)
-        self._open = client.register_script(_OPEN)
-        self._close = client.register_script(_CLOSE)
+        self._open = client.register_script(lua_script("serious_open"))
+        self._close = client.register_script(lua_script("serious_close"))
 
     def _three(self) -> list[str]:
         keys = self._keys

@@ -17,7 +17,8 @@ from broker.config import BrokerConfig
 from broker.failover import connect_any
 from broker.indoubt import InDoubt, Verdict, holder_token
 from broker.policy import Policy
-from broker.store.redis import Claim, Finish, RedisStore
+from broker.store.claims import Claim, Finish
+from broker.store.redis import RedisStore
 from broker.topology import declare_session_lease
 from tests.unit.factories import sign_envelope
 

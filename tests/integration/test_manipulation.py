@@ -381,7 +381,7 @@ async def test_a_late_finish_from_the_previous_minute_does_not_reopen_it(
     """Concurrent decisions finish slightly out of order around a minute boundary: the
     straggler counts in the current minute; it must not fold a partial minute into the
     baseline, add a minute of history or reset the current count."""
-    from broker.store.redis import Finish
+    from broker.store.claims import Finish
     from tests.unit.factories import sign_envelope
 
     sender = AgentKey.generate()

@@ -51,7 +51,7 @@ def test_profile_summary_buckets_leaf_frames_and_counts_router_functions() -> No
             "python;Router.handle (/x/broker/router/service.py:250);"
             "verify (/s/nacl/bindings/crypto_sign.py:9) 6",
             "python;Router.handle (/x/broker/router/service.py:250);"
-            "RedisStore.claim (/x/broker/store/redis.py:200);"
+            "RedisStore.claim (/x/broker/store/claims.py:200);"
             "Redis.execute_command (/s/redis/asyncio/client.py:1) 3",
             "python;BaseEventLoop._run_once (/l/python3.11/asyncio/base_events.py:1) 1",
         ]
@@ -61,7 +61,7 @@ def test_profile_summary_buckets_leaf_frames_and_counts_router_functions() -> No
     assert summary["self_by_bucket"]["Ed25519 verify (PyNaCl/libsodium)"] == 60.0
     assert summary["self_by_bucket"]["Redis client (redis-py)"] == 30.0
     assert summary["inclusive_router_functions"]["broker/router/service.py:handle"] == 90.0
-    assert summary["inclusive_router_functions"]["broker/store/redis.py:claim"] == 30.0
+    assert summary["inclusive_router_functions"]["broker/store/claims.py:claim"] == 30.0
 
 
 def test_throughput_ratios_pair_paths_within_the_same_round() -> None:

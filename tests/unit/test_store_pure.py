@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from broker.state import Bond, Credential, DecayedCount, Manifest, RecipientProfile
+from broker.state import Bond, Credential, DecayedCount, Manifest, RecipientProfile, Vouch
 from broker.store import codec
 from broker.store.cache import TTLCache
 from broker.store.keys import Keys
@@ -77,6 +77,14 @@ def test_records_from_before_evidence_kept_its_issuer_count_for_nothing() -> Non
 def test_an_empty_hash_is_a_peer_nothing_is_known_about() -> None:
     peer = codec.peer_from_hash("did:key:x", {})
     assert not peer.revoked and peer.credential is None and peer.clean_streak == 0
+
+
+def test_a_vouch_round_trips_without_its_vouchers_standing() -> None:
+    vouch = Vouch("did:key:v", 0.5, 99, DecayedCount(3.0, 1), voucher_revoked=True)
+    assert orjson.loads(codec.vouch_field(vouch)) == {
+        "voucher": "did:key:v", "share": 0.5, "expires_at_ms": 99,
+    }  # fmt: skip
+    assert codec.vouch_from(codec.vouch_field(vouch)) == Vouch("did:key:v", 0.5, 99)
 
 
 def test_recipient_profile_round_trips_and_absence_means_unknown() -> None:

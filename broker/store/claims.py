@@ -1,0 +1,163 @@
+"""A message's life in the store: its claim when the router first sees it, handing the
+claim between router sessions, and the finish once its outcome is committed (which also
+moves the sender's behaviour windows and writes the decision log and flight recorder)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from functools import lru_cache
+from typing import Any
+
+import orjson
+
+from broker.envelope import Envelope
+from broker.policy import BehaviorModel, Policy
+from broker.reports import domain_of
+from broker.state import PeerState
+from broker.store.base import StoreBase, text
+from broker.store.batch import Command
+
+
+class Claim(StrEnum):
+    """What the store knows about a message id when the router first sees it."""
+
+    NEW = "new"  # never seen: process it
+    RETRY = "retry"  # our own redelivery after a crash before its outcome was recorded
+    DONE = "done"  # the same bytes again, outcome already committed: ack only
+    COPY = "copy"  # the same bytes published again while the first copy is in flight
+    REPLAY = "replay"  # the id or nonce was used before by a different message: block it
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """A claim, and for a retry when the message was first claimed and who holds it."""
+
+    claim: Claim
+    first_ms: int | None = None
+    holder: str = ""
+
+
+@dataclass(frozen=True)
+class Finish:
+    """What the router reports to the store once an outcome is committed."""
+
+    outcome: str
+    clean: bool
+    delivered: bool
+    size: int
+    gate_failed: bool
+    outside_manifest: bool
+    trace_id: str = ""
+    entry: bytes = b"{}"
+    trace: bytes = b"{}"
+
+
+class Claims(StoreBase):
+    """Claims, hand-overs and finishes (lua/claim.lua, hand_over.lua, finish.lua).
+
+    The claim decides by the bytes, not by who sent them twice. Publishing the identical
+    bytes again (a producer retrying after a lost confirm) is idempotent: while the first
+    copy is in flight (`pending`) that copy is still on its queue or already committed, so
+    this one is dropped (`copy`); once done, every copy is `done`. Only RabbitMQ's own
+    redelivery of the claimed copy (`redelivered`) may route it again (`retry`), and only
+    once its holder (the router session that claimed it) can no longer commit it
+    (broker/indoubt.py). A different message reusing the id or the nonce is a `replay`.
+    The pending record keeps when the message was first claimed: a retry is judged as of
+    then, so time the broker lost (a paused router, a failover) is never clock skew.
+    """
+
+    async def claim(self, env: Envelope, digest: str, redelivered: bool) -> Claim:
+        """Claim a message id and nonce atomically (dedup after crashes, replay defence)."""
+        claimed = await self.claim_at(env, digest, redelivered, int(time.time() * 1000))
+        return claimed.claim
+
+    async def claim_at(
+        self, env: Envelope, digest: str, redelivered: bool, now_ms: int, holder: str = ""
+    ) -> Claimed:
+        """The claim for `holder` (a router session); for a retry also the time the
+        message was first claimed and the session holding it (if known)."""
+        keys = [self.keys.seen(env.id), self.keys.nonce(env.sender, env.nonce)]
+        args: list[str | int] = [
+            digest, self._dedup_ttl_ms, "1" if redelivered else "0", now_ms, holder,
+        ]  # fmt: skip
+        raw = await self._replicated_eval(Command.eval(self._lua("claim"), keys, args))
+        state, _, rest = text(raw).partition("|")
+        first, _, previous = rest.partition("|")
+        return Claimed(Claim(state), int(first) if first else None, previous)
+
+    async def hand_over(self, env: Envelope, digest: str, expected: str, holder: str) -> str:
+        """Move a pending claim from `expected` to `holder` ('' releases it). Returns 'ok',
+        'done', 'gone', 'replay' or 'held|<holder>' when another session holds it now."""
+        args = [digest, expected, holder]
+        command = Command.eval(self._lua("hand_over"), [self.keys.seen(env.id)], args)
+        return text(await self._replicated_eval(command))
+
+    async def _replicated_eval(self, command: Command) -> Any:
+        if self._replicated:
+            # Replication is asynchronous: a claim the master acknowledged but had not yet
+            # passed on would vanish in a failover, and an identical copy could then be
+            # routed a second time. WAIT (in the same pipeline) holds the reply until the
+            # replica has it too, or 100 ms passed (a replica that is down slows, never stops).
+            raw, _ = await self._together(command, Command.plain("WAIT", 1, 100))
+            return raw
+        return await self._call(self._auto.run(command))
+
+    async def finish(
+        self, env: Envelope, digest: str, result: Finish, policy: Policy, now_ms: int
+    ) -> str:
+        """Record a committed outcome and the sender's behaviour; returns the anomaly that
+        put the sender under observation, or ''."""
+        keys = [
+            self.keys.seen(env.id),
+            self.keys.peer(env.sender),
+            self.keys.delivered(env.id),
+            self.keys.known_recipients(env.sender),
+            self.keys.decisions,
+            self.keys.trace(result.trace_id),
+            self.keys.trace_of(env.id),
+        ]
+        delivered = f"{env.sender}|{env.recipient}|{now_ms}|{domain_of(env)}"
+        message = {
+            "digest": digest,
+            "outcome": result.outcome,
+            "clean": result.clean,
+            "delivered": delivered if result.delivered else "",
+            "now_ms": now_ms,
+            "size": result.size,
+            "recipient": env.recipient,
+            "gate_failed": result.gate_failed,
+            "outside_manifest": result.outside_manifest,
+            "trace_id": result.trace_id,
+            "report_window_ms": policy.reports.window_ms,
+            "trace_ttl_ms": self._trace_ttl_ms,
+            "decision_log_max": self._decision_log_max,
+        }
+        args = [orjson.dumps(message), _limits(policy.behavior), result.entry, result.trace]
+        raw = await self._call(self._auto.run(Command.eval(self._lua("finish"), keys, args)))
+        anomaly = text(raw or b"")
+        # An anomaly reaches every router at once (invalidation). Otherwise only the clean
+        # streak moved: bump our cached copy as Redis did rather than read the peer again
+        # on its next message; other routers catch up when their entry expires.
+        if anomaly:
+            await self.invalidate(f"peer:{env.sender}")
+        elif result.clean:
+            self._peers.update(env.sender, _one_more_clean)
+        return anomaly
+
+    async def outcome(self, message_id: str) -> str | None:
+        """The recorded '<digest>|<state>[|outcome]' for a message id, if any."""
+        raw = await self._call(self._redis.get(self.keys.seen(message_id)))
+        return None if raw is None else text(raw)
+
+
+@lru_cache(maxsize=8)
+def _limits(behavior: BehaviorModel) -> bytes:
+    """finish.lua's detector limits: the policy's behaviour model as JSON (a policy is
+    frozen, so each is encoded once, not once per message)."""
+    return orjson.dumps(behavior.model_dump(mode="json"))
+
+
+def _one_more_clean(peer: PeerState) -> PeerState:
+    return replace(peer, clean_streak=peer.clean_streak + 1)
