@@ -1,4 +1,4 @@
-"""RedisStore: the PeerStateStore backed by Redis, composed of one class per aggregate.
+"""RedisStore: the broker's state in Redis, composed of one class per aggregate.
 
 Each base class owns one concern and its Lua scripts (lua/*.lua); StoreBase (base.py) is
 what they share: the client, Redis errors mapped to StoreUnavailable, the shared
