@@ -25,12 +25,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from broker.amqp.streams import ReadStats
 from broker.app import open_store
 from broker.config import BrokerConfig
+from broker.core.records import BlockedFilter
 from broker.ops.find import find_blocked
 from broker.ops.reading import read_blocked, tail_blocked
-from broker.records import BlockedFilter
-from broker.streams import ReadStats
 
 
 async def _timed(work: Any) -> tuple[float, int]:

@@ -30,17 +30,17 @@ from typing import Any
 
 import orjson
 
-from broker.envelope import (
+from broker.core.envelope import (
     DecodedEnvelope,
     PaymentIntent,
     decode_envelope,
     encode_envelope,
     sign_envelope,
 )
-from broker.identity import AgentKey, did_from_public_key
-from broker.policy import Policy
-from broker.scoring import decide
-from broker.state import (
+from broker.core.identity import AgentKey, did_from_public_key
+from broker.core.policy import Policy
+from broker.core.scoring import decide
+from broker.core.state import (
     Bond,
     Credential,
     DecayedCount,

@@ -30,8 +30,8 @@ from harness import add_server_args, server_config, write_json
 
 from broker.app import open_store
 from broker.clock import wall_clock_ms
+from broker.core.policy import Policy, load_policy
 from broker.peerview import describe_peer
-from broker.policy import Policy, load_policy
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -2,7 +2,7 @@
 
 Nothing here scores a message. Agents onboard through the negotiation service's own
 request handler (handshake, signed presentations), every message and every report is a
-signed envelope decided by `broker.pipeline.decide_envelope` and recorded by the store's
+signed envelope decided by `broker.router.pipeline.decide_envelope` and recorded by the store's
 `finish` (behaviour detectors included), against a real Redis under a private key prefix.
 What the simulation adds is only what the world around the broker does: who sends what,
 to whom, when, and how recipients report what they received. Time is simulated: the
@@ -21,16 +21,16 @@ from typing import Any
 import orjson
 
 from broker.config import BrokerConfig
-from broker.envelope import PaymentIntent, decode_envelope, encode_envelope, sign_envelope
-from broker.evidence import sign_evidence
-from broker.handshake import answer_challenge
-from broker.identity import AgentKey
-from broker.negotiation import NegotiationService
-from broker.pipeline import decide_envelope, finish_of
-from broker.policy import Policy
-from broker.presentation import make_presentation
-from broker.scoring.stake import reference_minor
-from broker.state import IssuerRole, RecipientProfile
+from broker.core.envelope import PaymentIntent, decode_envelope, encode_envelope, sign_envelope
+from broker.core.evidence import sign_evidence
+from broker.core.handshake import answer_challenge
+from broker.core.identity import AgentKey
+from broker.core.policy import Policy
+from broker.core.presentation import make_presentation
+from broker.core.scoring.stake import reference_minor
+from broker.core.state import IssuerRole, RecipientProfile
+from broker.router.negotiation import NegotiationService
+from broker.router.pipeline import decide_envelope, finish_of
 from broker.store.redis import RedisStore
 
 HOUR_MS = 3_600_000

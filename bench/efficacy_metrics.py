@@ -1,6 +1,6 @@
 """What a run measured: error rates per population, the bait-and-switch clock, newcomers'
 time to established, and the threshold trade-off (a what-if replay of the run's own
-decision log entries through `broker.whatif.outcome_under`)."""
+decision log entries through `broker.core.whatif.outcome_under`)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from typing import Any
 from efficacy_engine import DAY_MS, HOUR_MS, Sent
 from efficacy_world import World
 
-from broker.policy import Policy
-from broker.whatif import outcome_under
+from broker.core.policy import Policy
+from broker.core.whatif import outcome_under
 
 ATTACKERS = ("fraudster", "whitewasher", "sybil", "switcher", "drip")
 HONEST = ("honest", "newcomer")

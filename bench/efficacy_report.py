@@ -98,7 +98,7 @@ def write_report(measured: dict[str, Any], path: Path, plots: list[Path], *, com
         "real: agents onboard through the negotiation service's own handler (handshake, "
         "signed presentations, an identity issuer and a stake custodian on the trust list); "
         "every message and report is a signed envelope decided by the router's decision "
-        "pipeline (`broker/pipeline.py`) and recorded by the store's finish step, behaviour "
+        "pipeline (`broker/router/pipeline.py`) and recorded by the store's finish step, behaviour "
         "detectors included, on a real Redis, with simulated time as every component's "
         "clock. The policy is the default one, with exchange rates for the four currencies "
         "the simulated agents pay in (rates are configuration a deployment must set).",
@@ -206,7 +206,7 @@ def _other_sections(measured: dict[str, Any]) -> list[str]:
         "",
         "## Trade-off: moving the tier thresholds",
         "",
-        "A what-if replay (`broker.whatif.outcome_under`, the function `policy what-if` uses) "
+        "A what-if replay (`broker.core.whatif.outcome_under`, the function `policy what-if` uses) "
         "of this run's decision log entries with all three thresholds moved together. It "
         "does not feed back (with other thresholds, reports would have differed), so it shows "
         "the direction and size of the trade, not a second run.",
@@ -230,7 +230,7 @@ CHANGES = [
     "## What the simulation changed, and what it did not",
     "",
     "- **A failure is weighed against the successes it comes with** "
-    "(`broker/scoring/reputation.py`, docs/SCORING.md). Before, every verified failure "
+    "(`broker/core/scoring/reputation.py`, docs/SCORING.md). Before, every verified failure "
     "multiplied reputation by 0.85 whatever the record: a full run (seed 1) blocked 4.4 % "
     "of honest messages and escalated 14 % of honest payments, because busy honest agents "
     "that fail 2 % of their work sank below a newcomer's reputation (`negative_record`). "

@@ -112,7 +112,7 @@ class World:
     def _reviewer(self) -> None:
         """A security reviewer works the serious-report queue twice a day, with
         `trust-broker reports confirm|dismiss`, and is right 9 times in 10."""
-        from broker.report_review import confirm_serious, dismiss_serious
+        from broker.router.report_review import confirm_serious, dismiss_serious
 
         engine, rng = self.engine, self.engine.rng
         truth: dict[str, bool] = {}
@@ -164,7 +164,7 @@ class World:
         agent.joined_ms = engine.now
         await engine.register(agent)
         await engine.handshake(agent)
-        from broker.agreements import make_manifest
+        from broker.router.agreements import make_manifest
 
         manifest = make_manifest(
             agent.key, now_ms=engine.now - 1, ttl_ms=30 * DAY_MS,
@@ -284,7 +284,7 @@ class World:
     async def _ring(self, n: int, size: int) -> None:
         """Fresh keys that vouch, send and report for each other; now and then they try
         an honest agent."""
-        from broker.agreements import make_vouch
+        from broker.router.agreements import make_vouch
 
         members = [await self._fresh(f"ring{n}-{i}", "sybil") for i in range(size)]
         for i, member in enumerate(members):

@@ -51,11 +51,11 @@ from harness import (
     write_json,
 )
 
-from broker.envelope import Envelope
-from broker.identity import AgentKey
+from broker.core.envelope import Envelope
+from broker.core.identity import AgentKey
+from broker.core.state import RecipientProfile
 from broker.ops.provision import agent_amqp_url, provision_agent
 from broker.sdk.client import AgentClient
-from broker.state import RecipientProfile
 
 PATHS = ("shared", "lanes")
 

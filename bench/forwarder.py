@@ -8,7 +8,7 @@ the same quorum queues. Two delivery disciplines:
 
   confirm  publisher confirms, ack after the confirm (what most users would write)
   tx       the router's own discipline: publish + ack in one AMQP transaction, grouped
-           across messages (broker.committer.TransactionalCommitter)
+           across messages (broker.amqp.committer.TransactionalCommitter)
 
     python bench/forwarder.py --amqp-url amqp://trust-admin:PW@127.0.0.1:5672/vhost --mode confirm
 
@@ -28,9 +28,9 @@ import aio_pika
 import orjson
 from aio_pika.abc import AbstractExchange, AbstractIncomingMessage
 
-from broker.committer import Outbound, TransactionalCommitter
+from broker.amqp.committer import Outbound, TransactionalCommitter
+from broker.amqp.topology import declare_router_topology
 from broker.config import Topology
-from broker.topology import declare_router_topology
 
 
 async def forward(amqp_url: str, mode: str, prefetch: int) -> None:

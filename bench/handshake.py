@@ -45,7 +45,7 @@ from harness import (
     write_json,
 )
 
-from broker.identity import AgentKey
+from broker.core.identity import AgentKey
 from broker.sdk.client import AgentClient
 
 TARGETS_MS = {"cold": 20.0, "warm": 2.0}

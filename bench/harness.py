@@ -35,18 +35,18 @@ import aio_pika
 import orjson
 
 import broker
+from broker.amqp.management import ManagementAPI
+from broker.amqp.topology import declare_agent_queue, declare_router_topology
 from broker.app import open_store
 from broker.cli.settings import broker_config
 from broker.clock import wall_clock_ms
 from broker.config import BrokerConfig
-from broker.envelope import encode_envelope, sign_envelope
-from broker.identity import AgentKey
-from broker.management import ManagementAPI
+from broker.core.envelope import encode_envelope, sign_envelope
+from broker.core.identity import AgentKey
+from broker.core.policy import BehaviorModel, Policy
+from broker.core.state import Bond, Credential, IssuerRole, RecipientProfile
 from broker.peerview import describe_peer
-from broker.policy import BehaviorModel, Policy
-from broker.state import Bond, Credential, IssuerRole, RecipientProfile
 from broker.store.redis import RedisStore
-from broker.topology import declare_agent_queue, declare_router_topology
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "bench"

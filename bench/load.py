@@ -35,7 +35,7 @@ from harness import (
     trusted_senders,
 )
 
-from broker.identity import AgentKey
+from broker.core.identity import AgentKey
 
 
 @dataclass(frozen=True)

@@ -43,9 +43,15 @@ from throughput import apply_quick, loaded_world, parse
 # The innermost Python frame's file decides the bucket; first match wins.
 BUCKETS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Ed25519 verify (PyNaCl/libsodium)", ("/nacl/",)),
-    ("envelope validation (pydantic)", ("/pydantic/", "/pydantic_core/", "broker/envelope.py")),
-    ("canonical JSON", ("broker/canonical.py", "/rfc8785/")),
-    ("scoring, gates, decision", ("broker/scoring/", "broker/decision.py", "broker/policy.py")),
+    (
+        "envelope validation (pydantic)",
+        ("/pydantic/", "/pydantic_core/", "broker/core/envelope.py"),
+    ),
+    ("canonical JSON", ("broker/core/canonical.py", "/rfc8785/")),
+    (
+        "scoring, gates, decision",
+        ("broker/core/scoring/", "broker/core/decision.py", "broker/core/policy.py"),
+    ),
     ("Redis client (redis-py)", ("/redis/",)),
     ("AMQP client (aio-pika, aiormq, pamqp)", ("/aio_pika/", "/aiormq/", "/pamqp/")),
     ("event loop (asyncio)", ("/asyncio/", "/uvloop/", "selectors.py")),
@@ -55,16 +61,16 @@ BUCKETS: tuple[tuple[str, tuple[str, ...]], ...] = (
 # Router functions whose inclusive share is reported (name as py-spy prints it).
 FUNCTIONS = (
     ("handle", "broker/router/service.py"),
-    ("decode_envelope", "broker/envelope.py"),
-    ("signature_valid", "broker/envelope.py"),
-    ("decide", "broker/scoring/__init__.py"),
+    ("decode_envelope", "broker/core/envelope.py"),
+    ("signature_valid", "broker/core/envelope.py"),
+    ("decide", "broker/core/scoring/__init__.py"),
     ("claim", "broker/store/claims.py"),
     ("context", "broker/store/redis.py"),
     ("finish", "broker/store/claims.py"),
     ("_commit", "broker/router/service.py"),
     ("trust_headers", "broker/router/outbound.py"),
     ("delivery", "broker/router/outbound.py"),
-    ("_commit_batch", "broker/committer.py"),
+    ("_commit_batch", "broker/amqp/committer.py"),
     ("_on_message", "broker/router/service.py"),
 )
 

@@ -58,9 +58,9 @@ from load import Load
 
 from broker.app import open_store
 from broker.clock import wall_clock_ms
-from broker.envelope import DecodedEnvelope, decode_envelope
-from broker.policy import Policy
-from broker.scoring import decide
+from broker.core.envelope import DecodedEnvelope, decode_envelope
+from broker.core.policy import Policy
+from broker.core.scoring import decide
 from broker.store import codec
 from broker.store.redis import RedisStore
 
@@ -204,7 +204,7 @@ async def measure_population(
 
 
 def _recipient_of(template: DecodedEnvelope) -> Any:
-    from broker.state import RecipientProfile
+    from broker.core.state import RecipientProfile
 
     return RecipientProfile(did=template.envelope.recipient)
 

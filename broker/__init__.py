@@ -1,9 +1,16 @@
 """trust-broker: a message-layer trust broker for AI agents."""
 
-from broker.canonical import canonical_json
-from broker.dataintegrity import add_eddsa_jcs_proof, verify_eddsa_jcs_proof
-from broker.decision import Action, Decision, Tier
-from broker.envelope import Envelope, PaymentIntent, decode_envelope, sign_envelope
+from broker.core.canonical import canonical_json
+from broker.core.dataintegrity import add_eddsa_jcs_proof, verify_eddsa_jcs_proof
+from broker.core.decision import Action, Decision, Tier
+from broker.core.envelope import Envelope, PaymentIntent, decode_envelope, sign_envelope
+from broker.core.identity import (
+    AgentKey,
+    did_from_public_key,
+    public_key_from_did,
+    verify_signature,
+)
+from broker.core.policy import Policy
 from broker.errors import (
     EnvelopeError,
     IdentityError,
@@ -11,8 +18,6 @@ from broker.errors import (
     StoreUnavailable,
     TrustBrokerError,
 )
-from broker.identity import AgentKey, did_from_public_key, public_key_from_did, verify_signature
-from broker.policy import Policy
 
 __version__ = "0.1.0"
 

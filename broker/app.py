@@ -9,8 +9,8 @@ import signal
 from pathlib import Path
 
 from broker.config import BrokerConfig
+from broker.core.identity import AgentKey
 from broker.errors import ConfigError
-from broker.identity import AgentKey
 from broker.ops.sweeper import run_sweeper
 from broker.router import Router
 from broker.sdk.keyfile import load_key, save_key

@@ -55,7 +55,7 @@ class Topology:
     handshake_exchange: str = "trust.handshake"
     handshake_queue: str = "trust.handshake"
     # Each router session holds an exclusive queue under this prefix as its lease: a
-    # retry of what it claimed waits while it exists (broker/indoubt.py).
+    # retry of what it claimed waits while it exists (broker/amqp/indoubt.py).
     session_queue_prefix: str = "trust.session."
 
     def agent_queue(self, did: str) -> str:
@@ -129,7 +129,7 @@ class BrokerConfig:
     stall_ms: int = 5_000
     # A redelivered message whose holder (another session) may still commit it waits up
     # to in_doubt_hold_ms in the router, then goes back to its queue; one first claimed
-    # longer than in_doubt_max_ms ago is routed whatever the holder (broker/indoubt.py).
+    # longer than in_doubt_max_ms ago is routed whatever the holder (broker/amqp/indoubt.py).
     in_doubt_hold_ms: int = 10_000
     in_doubt_max_ms: int = 300_000
 

@@ -8,12 +8,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from broker.decision import Action
-from broker.envelope import MESSAGE_KINDS, Envelope, MessageKind, PaymentIntent
-from broker.handshake import error_reply, requesting_agent
-from broker.scoring import identity_verified, score_dimensions
-from broker.scoring.tiers import REMEDIATION, capped_tier, composite, route, weakest_dimension
-from broker.state import Attestation, Bond, Credential, ImportedRecord, IssuerRole
+from broker.core.decision import Action
+from broker.core.envelope import MESSAGE_KINDS, Envelope, MessageKind, PaymentIntent
+from broker.core.handshake import error_reply, requesting_agent
+from broker.core.scoring import identity_verified, score_dimensions
+from broker.core.scoring.tiers import REMEDIATION, capped_tier, composite, route, weakest_dimension
+from broker.core.state import Attestation, Bond, Credential, ImportedRecord, IssuerRole
 from broker.store.base import Globals
 from broker.store.redis import RedisStore
 

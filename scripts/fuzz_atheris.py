@@ -28,21 +28,21 @@ import atheris
 with atheris.instrument_imports():
     import orjson
 
-    from broker.agreements import (
+    from broker.core.canonical import loads_strict
+    from broker.core.envelope import decode_envelope, encode_envelope, sign_envelope
+    from broker.core.evidence import sign_evidence, verify_evidence
+    from broker.core.handshake import answer_challenge, check_response, make_challenge
+    from broker.core.identity import AgentKey
+    from broker.core.presentation import make_presentation, open_presentation
+    from broker.core.reports import parse_report
+    from broker.errors import TrustBrokerError
+    from broker.router.agreements import (
         make_manifest,
         verify_manifest,
         verify_pact,
         verify_rotation,
         verify_vouch,
     )
-    from broker.canonical import loads_strict
-    from broker.envelope import decode_envelope, encode_envelope, sign_envelope
-    from broker.errors import TrustBrokerError
-    from broker.evidence import sign_evidence, verify_evidence
-    from broker.handshake import answer_challenge, check_response, make_challenge
-    from broker.identity import AgentKey
-    from broker.presentation import make_presentation, open_presentation
-    from broker.reports import parse_report
 
 ALICE, BOB = AgentKey.generate(), AgentKey.generate()
 NOW = 1_700_000_000_000

@@ -17,7 +17,7 @@ from typing import Any
 
 from broker.cli.support import json_flag, say, standing_lines
 from broker.config import BrokerConfig
-from broker.envelope import PaymentIntent
+from broker.core.envelope import PaymentIntent
 from broker.errors import EvidenceError, TrustBrokerError
 from broker.sdk.client import AgentClient
 from broker.sdk.keyfile import load_key

@@ -13,15 +13,15 @@ from typing import Any
 
 import orjson
 
+from broker.amqp.streams import Offset
 from broker.cli.review import T, decision_flags, report, reviewer_of
 from broker.cli.support import command, print_json, score
 from broker.clock import wall_clock_ms
 from broker.config import BrokerConfig
-from broker.envelope import decode_envelope, signature_valid
+from broker.core.envelope import decode_envelope, signature_valid
+from broker.core.records import BLOCK_REASONS, UNPARSEABLE, BlockedFilter, StreamEntry, iso_ms
 from broker.errors import ConfigError, EnvelopeError
 from broker.ops.reading import start_offset
-from broker.records import BLOCK_REASONS, UNPARSEABLE, BlockedFilter, StreamEntry, iso_ms
-from broker.streams import Offset
 
 OFFSET_HELP = "stream offset to start searching at (default: seek by the trace id's time)"
 _TRACE_ID = re.compile(r"[0-9a-f]{32}")

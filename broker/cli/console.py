@@ -21,7 +21,7 @@ async def cmd_serve(args: argparse.Namespace, config: BrokerConfig) -> int:
     import uvicorn
 
     from broker.console.app import create_app
-    from broker.identity import AgentKey
+    from broker.core.identity import AgentKey
     from broker.sdk.keyfile import load_key
 
     users = load_users(Path(args.users))

@@ -16,10 +16,10 @@ from aio_pika.exceptions import (
 from aiormq.exceptions import ChannelAccessRefused
 from pydantic import ValidationError
 
+from broker.amqp.failover import NoNodeAvailable
 from broker.config import BrokerConfig, mask_url
 from broker.devkit.layout import ServersError
 from broker.errors import EvidenceError, StoreUnavailable, TrustBrokerError
-from broker.failover import NoNodeAvailable
 
 START_LOCAL = "start local ones with `trust-broker servers start`"
 

@@ -12,8 +12,8 @@ from broker.cli.review import REVIEWER_HELP, T, decision_flags, report, reviewer
 from broker.cli.support import command, print_json, say, score
 from broker.clock import wall_clock_ms
 from broker.config import BrokerConfig
+from broker.core.records import UNPARSEABLE, iso_ms
 from broker.errors import ConfigError
-from broker.records import UNPARSEABLE, iso_ms
 
 # `escalations rescore` exits with this when the escalation stays pending.
 STILL_PENDING = 3

@@ -13,8 +13,8 @@ import orjson
 from broker.cli.support import command, json_flag, payment_of, print_json, read_json, say
 from broker.clock import wall_clock_ms
 from broker.config import BrokerConfig
+from broker.core.identity import public_key_from_did
 from broker.errors import ConfigError
-from broker.identity import public_key_from_did
 from broker.sdk.keyfile import load_key
 
 DAY_MS = 86_400_000
@@ -70,7 +70,7 @@ def _issue(args: argparse.Namespace) -> int:
 
 def issue_evidence(args: argparse.Namespace, now: int) -> dict[str, Any]:
     """A credential, attestation or bond signed with --issuer-key."""
-    from broker.evidence import sign_evidence
+    from broker.core.evidence import sign_evidence
 
     if not args.issuer_key or not args.subject:
         raise ConfigError("evidence issue needs --issuer-key FILE and --subject DID")
@@ -111,7 +111,7 @@ async def _expect_code(store: Any, args: argparse.Namespace) -> int:
 
 
 async def _record(store: Any, args: argparse.Namespace) -> int:
-    from broker.agreements import apply_document
+    from broker.router.agreements import apply_document
 
     if not args.file:
         raise ConfigError("evidence present needs --file FILE")

@@ -15,8 +15,8 @@ from typing import Any
 from broker.cli.support import command, json_flag, print_json, say, write_json
 from broker.clock import wall_clock_ms
 from broker.config import BrokerConfig
+from broker.core.identity import public_key_from_did
 from broker.errors import ConfigError
-from broker.identity import public_key_from_did
 from broker.sdk.keyfile import load_key
 
 DAY_MS = 86_400_000

@@ -23,7 +23,7 @@ async def cmd_router(args: argparse.Namespace, config: BrokerConfig) -> int:
     from dataclasses import replace
 
     from broker.app import run_router
-    from broker.metrics import DEFAULT_PORT
+    from broker.router.metrics import DEFAULT_PORT
 
     config = router_logins(config, os.environ)
     if config.admin_amqp_url and config.admin_amqp_url != config.amqp_url:
@@ -92,7 +92,7 @@ async def cmd_demo(args: argparse.Namespace, config: BrokerConfig) -> int:
 
 async def cmd_decode(args: argparse.Namespace, config: BrokerConfig) -> int:
     """Validate an envelope file and explain what is wrong with it, if anything."""
-    from broker.envelope import decode_envelope, signature_valid
+    from broker.core.envelope import decode_envelope, signature_valid
 
     path = Path(args.file)
     try:

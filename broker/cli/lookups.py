@@ -10,8 +10,8 @@ from typing import Any
 from broker.cli.support import command, json_flag, print_json, standing_lines
 from broker.clock import wall_clock_ms
 from broker.config import BrokerConfig
+from broker.core.identity import public_key_from_did
 from broker.errors import ConfigError
-from broker.identity import public_key_from_did
 
 _TRACE_ID = re.compile(r"[0-9a-f]{32}")
 

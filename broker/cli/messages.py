@@ -11,9 +11,9 @@ import orjson
 from broker.cli.agent import connected, connection_flags, show_standing
 from broker.cli.support import command, json_flag, payment_of, print_json, say, score
 from broker.config import BrokerConfig
-from broker.envelope import MESSAGE_KINDS
+from broker.core.envelope import MESSAGE_KINDS
+from broker.core.identity import AgentKey, public_key_from_did
 from broker.errors import ConfigError
-from broker.identity import AgentKey, public_key_from_did
 from broker.sdk.keyfile import save_key
 from broker.sdk.received import Received
 

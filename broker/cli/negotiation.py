@@ -9,12 +9,12 @@ from typing import Any
 from broker.cli.agent import connected, connection_flags, present, show_standing
 from broker.cli.support import command, payment_of, print_json, read_json, say, standing_lines
 from broker.config import BrokerConfig
-from broker.envelope import MESSAGE_KINDS
+from broker.core.envelope import MESSAGE_KINDS
 
 
 async def cmd_handshake(args: argparse.Namespace, config: BrokerConfig) -> int:
     """Prove to the broker that this agent holds its key (signed challenge)."""
-    from broker.records import iso_ms
+    from broker.core.records import iso_ms
 
     async with connected(args, config) as client:
         proof = await client.handshake(expected_broker=args.expected_broker, resume=args.resume)

@@ -8,16 +8,16 @@ from typing import Any
 
 from broker.cli.support import command, json_flag, person, print_json, read_json, say
 from broker.config import BrokerConfig
+from broker.core.records import iso_ms
 from broker.errors import ConfigError
-from broker.records import iso_ms
 
 ACTIONS = ["show", "diff", "set", "load", "history", "rollback", "what-if"]
 
 
 async def cmd_policy(args: argparse.Namespace, config: BrokerConfig) -> int:
     """Show, change, version and what-if the routing policy."""
-    from broker import policydiff
     from broker.app import open_store
+    from broker.core import policydiff
 
     changing = args.action in ("set", "load", "rollback")
     # Who and why first: a refusal must not need the servers.
@@ -53,8 +53,8 @@ async def cmd_policy(args: argparse.Namespace, config: BrokerConfig) -> int:
 
 async def _proposed(args: argparse.Namespace, current: Any, store: Any) -> Any:
     """The policy an action proposes: an earlier version, one changed value, or a file."""
-    from broker import policydiff
-    from broker.policy import load_policy
+    from broker.core import policydiff
+    from broker.core.policy import load_policy
 
     if args.action == "rollback":
         target = _required(args.target, "VERSION")
@@ -105,7 +105,7 @@ async def _preview(
     store: Any, current: Any, proposed: Any, changes: list[tuple[str, Any, Any]],
     args: argparse.Namespace,
 ) -> int:  # fmt: skip
-    from broker.whatif import replay
+    from broker.core.whatif import replay
 
     if args.action == "diff":
         if args.json:

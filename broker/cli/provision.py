@@ -9,8 +9,8 @@ from typing import Any
 from broker.cli.lookups import peer_standing
 from broker.cli.support import command, json_flag, print_json, say, standing_lines
 from broker.config import BrokerConfig
+from broker.core.identity import public_key_from_did
 from broker.errors import ConfigError
-from broker.identity import public_key_from_did
 
 ISSUER_ROLES = ("identity", "attestation", "stake", "federation")
 # What a role lets an issuer's documents count for, said when it is granted.
@@ -30,8 +30,8 @@ def _store(config: BrokerConfig) -> Any:
 
 async def cmd_provision(args: argparse.Namespace, config: BrokerConfig) -> int:
     """Create an agent's AMQP user, queue and recipient profile; print its AMQP URL."""
+    from broker.core.state import RecipientProfile
     from broker.ops.provision import agent_amqp_url, provision_agent
-    from broker.state import RecipientProfile
 
     public_key_from_did(args.did)
     profile = RecipientProfile(
@@ -79,7 +79,7 @@ async def cmd_issuer(args: argparse.Namespace, config: BrokerConfig) -> int:
             raise ConfigError(f"issuer {args.action} needs the issuer's DID")
         public_key_from_did(args.did)
     _check_trust(args.trust, roles)
-    from broker.state import IssuerRole
+    from broker.core.state import IssuerRole
 
     store = _store(config)
     try:

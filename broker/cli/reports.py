@@ -12,8 +12,8 @@ from typing import Any
 from broker.cli.support import command, json_flag, person, print_json, say
 from broker.clock import wall_clock_ms
 from broker.config import BrokerConfig
-from broker.identity import public_key_from_did
-from broker.records import iso_ms
+from broker.core.identity import public_key_from_did
+from broker.core.records import iso_ms
 
 REVIEWER_HELP = "who decides, kept on record (default TRUST_REVIEWER, else the OS account)"
 
@@ -51,7 +51,7 @@ async def cmd_reports_list(args: argparse.Namespace, config: BrokerConfig) -> in
 async def cmd_reports_decide(args: argparse.Namespace, config: BrokerConfig) -> int:
     """Confirm a serious report (it counts in full; --observe: observation too) or dismiss
     it."""
-    from broker.report_review import confirm_serious, dismiss_serious
+    from broker.router.report_review import confirm_serious, dismiss_serious
 
     reviewer = person(args.reviewer, args.default_reviewer, "--reviewer")
     store = _store(config)

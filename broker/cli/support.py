@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from broker.envelope import PaymentIntent
+from broker.core.envelope import PaymentIntent
 from broker.errors import ConfigError
 
 PERSON_VARIABLE = "TRUST_REVIEWER"
@@ -98,7 +98,7 @@ def person(given: str | None, default: str | None, flag: str) -> str:
 def standing_lines(view: dict[str, Any], *, key: str = "KEY") -> list[str]:
     """A peer's standing for a person: composite and tier, each dimension with its
     reasons, what the router does with the message, the weakest dimension, the next step."""
-    from broker.guidance import next_step, verdict
+    from broker.core.guidance import next_step, verdict
 
     thresholds = view.get("thresholds") or {}
     bounds = ", ".join(f"{name} {value:.2f}" for name, value in thresholds.items())

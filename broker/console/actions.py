@@ -7,8 +7,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from broker import policydiff
 from broker.console.state import Console
+from broker.core import policydiff
 from broker.errors import PolicyError, ReviewError
 from broker.ops import blocked, escalations
 from broker.ops.transaction import COMMIT_UNKNOWN

@@ -11,12 +11,12 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from broker.canonical import loads_strict
 from broker.clock import wall_clock_ms
 from broker.console import actions, params, queries
 from broker.console.access import Caller, guarded
 from broker.console.auth import Permission
 from broker.console.state import JSON, console_of
+from broker.core.canonical import loads_strict
 from broker.errors import ConfigError, EnvelopeError
 
 VIEW, REVIEW, POLICY = Permission.VIEW, Permission.REVIEW, Permission.POLICY

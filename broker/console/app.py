@@ -22,8 +22,8 @@ from broker.console.access import identify
 from broker.console.actions import review_status
 from broker.console.auth import Sessions, Users
 from broker.console.state import HERE, JSON, Console, templates, wants_json
+from broker.core.identity import AgentKey
 from broker.errors import ReviewError, StoreUnavailable, TrustBrokerError
-from broker.identity import AgentKey
 
 log = logging.getLogger("broker.console")
 MAX_BODY_BYTES = 64 * 1024

@@ -22,9 +22,9 @@ from broker.console.access import (
 )
 from broker.console.auth import Permission, allowed
 from broker.console.state import SESSION_COOKIE, console_of
+from broker.core.recorder import TRACE_ID
 from broker.errors import ConfigError, IdentityError, PolicyError
 from broker.ops.rules import UNRELEASABLE
-from broker.recorder import TRACE_ID
 
 log = logging.getLogger("broker.console.pages")
 VIEW, REVIEW, POLICY = Permission.VIEW, Permission.REVIEW, Permission.POLICY

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from starlette.datastructures import FormData, QueryParams
 
+from broker.core.identity import public_key_from_did
+from broker.core.recorder import check_trace_id
+from broker.core.records import BlockedFilter
 from broker.errors import ConfigError
-from broker.identity import public_key_from_did
-from broker.recorder import check_trace_id
-from broker.records import BlockedFilter
 
 MAX_LIMIT = 1000
 HOUR_MS = 3_600_000

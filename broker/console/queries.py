@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from broker import policydiff
 from broker.clock import wall_clock_ms
 from broker.console.state import Console
 from broker.console.views import (
@@ -17,13 +16,14 @@ from broker.console.views import (
     score_history,
     when,
 )
+from broker.core import policydiff
+from broker.core.recorder import TRACE_ID
+from broker.core.records import BlockedFilter
+from broker.core.whatif import replay
 from broker.errors import PolicyError
 from broker.ops.reading import read_escalations, tail_blocked
 from broker.ops.rules import describe_review
 from broker.peerview import describe_evidence, describe_peer
-from broker.recorder import TRACE_ID
-from broker.records import BlockedFilter
-from broker.whatif import replay
 
 # The live feed asks again for what came in a little before its newest row, because the
 # log is ordered by commit time and a row's own time is when it was received; rows it

@@ -14,7 +14,7 @@ from starlette.templating import Jinja2Templates
 
 from broker.config import BrokerConfig
 from broker.console.auth import Sessions, Users
-from broker.identity import AgentKey
+from broker.core.identity import AgentKey
 from broker.store.redis import RedisStore
 
 HERE = Path(__file__).resolve().parent

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from broker.envelope import decode_envelope
+from broker.core.envelope import decode_envelope
+from broker.core.policy import Policy
+from broker.core.records import UNPARSEABLE, record_time_ms
 from broker.errors import EnvelopeError
-from broker.policy import Policy
-from broker.records import UNPARSEABLE, record_time_ms
 
 DIMENSIONS = ("identity", "reputation", "compliance", "behavioral", "stake")
 BAR_WIDTH = 220  # px of a full (1.0) bar

@@ -17,19 +17,19 @@ from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from broker.amqp.management import ManagementAPI
 from broker.clock import wall_clock_ms
 from broker.config import BrokerConfig
-from broker.envelope import PaymentIntent, encode_envelope
+from broker.core.envelope import PaymentIntent, encode_envelope
+from broker.core.evidence import sign_evidence
+from broker.core.identity import AgentKey
+from broker.core.policy import Policy
+from broker.core.state import IssuerRole, RecipientProfile
 from broker.errors import ConfigError
-from broker.evidence import sign_evidence
-from broker.identity import AgentKey
-from broker.management import ManagementAPI
 from broker.ops.provision import agent_amqp_url, provision_agent, setup_vhost
 from broker.ops.reading import read_blocked, read_escalations
 from broker.ops.sweeper import run_sweeper
-from broker.policy import Policy
 from broker.router import Router
-from broker.state import IssuerRole, RecipientProfile
 from broker.store.redis import RedisStore
 
 DAY_MS = 86_400_000

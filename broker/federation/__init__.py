@@ -5,5 +5,5 @@
   BitstringStatusListCredential that revokes it (pure);
 - `export` / `imports`: issuing from and recording into the store.
 
-How imported records count in a score is scoring's: broker/scoring/prior.py.
+How imported records count in a score is scoring's: broker/core/scoring/prior.py.
 """

@@ -11,11 +11,11 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from broker.core.handshake import error_reply, requesting_agent
+from broker.core.identity import AgentKey
 from broker.errors import EvidenceError
 from broker.federation.record import record_subject, status_list_credential, trust_record
 from broker.federation.vc import issue_credential
-from broker.handshake import error_reply, requesting_agent
-from broker.identity import AgentKey
 from broker.store.redis import RedisStore
 
 # One export per agent per this interval: each signs and reads a few keys.

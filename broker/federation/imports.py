@@ -14,11 +14,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from broker.core.state import IssuerRole
+from broker.core.statuslist import (
+    LIST_CREDENTIAL_TYPE,
+    bit_at,
+    decode_list,
+    entry_index,
+    revoked_in,
+)
 from broker.errors import EvidenceError
 from broker.federation.record import IDENTITY_TYPE, TRUST_RECORD_TYPE, identity_from, imported_from
 from broker.federation.vc import VerifiedCredential, subject_did, verify_credential
-from broker.state import IssuerRole
-from broker.statuslist import LIST_CREDENTIAL_TYPE, bit_at, decode_list, entry_index, revoked_in
 from broker.store.redis import RedisStore
 
 

@@ -12,11 +12,11 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from broker.core.identity import AgentKey
+from broker.core.state import Credential, ImportedRecord, PeerState
+from broker.core.statuslist import LIST_CREDENTIAL_TYPE, list_subject, status_entry
 from broker.errors import EvidenceError
 from broker.federation.vc import VC_CONTEXT, VC_TYPE, VerifiedCredential, iso_from_ms, subject_did
-from broker.identity import AgentKey
-from broker.state import Credential, ImportedRecord, PeerState
-from broker.statuslist import LIST_CREDENTIAL_TYPE, list_subject, status_entry
 
 TRUST_RECORD_TYPE = "TrustRecordCredential"
 IDENTITY_TYPE = "IdentityCredential"

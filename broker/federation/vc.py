@@ -11,14 +11,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from broker.dataintegrity import (
+from broker.core.dataintegrity import (
     add_eddsa_jcs_proof,
     did_key_method,
     proof_controller,
     verify_eddsa_jcs_proof,
 )
+from broker.core.identity import AgentKey, public_key_from_did
 from broker.errors import EvidenceError, IdentityError
-from broker.identity import AgentKey, public_key_from_did
 
 VC_CONTEXT = "https://www.w3.org/ns/credentials/v2"
 VC_TYPE = "VerifiableCredential"

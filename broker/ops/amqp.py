@@ -1,5 +1,5 @@
 """The blocked stream and the escalation queue as the operations read them: RabbitMQ's
-errors become ReviewError, and every stream message becomes a record (broker/records.py),
+errors become ReviewError, and every stream message becomes a record (broker/core/records.py),
 a delivery no agent queue was bound for included."""
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from typing import Any
 import orjson
 from aio_pika.exceptions import AMQPError, ChannelNotFoundEntity
 
+from broker.amqp.streams import ReadStats, StreamMessage, StreamReader
 from broker.config import BrokerConfig
+from broker.core.records import StreamEntry, entry_trace_id, header_text, parse_record
 from broker.errors import ReviewError
-from broker.records import StreamEntry, entry_trace_id, header_text, parse_record
-from broker.streams import ReadStats, StreamMessage, StreamReader
 
 # Seeking by time has a resolution of a second (an AMQP timestamp); this much earlier
 # also covers NTP-synchronised clocks of routers and RabbitMQ. Clocks further apart only

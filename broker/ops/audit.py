@@ -10,10 +10,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from broker.clock import wall_clock_ms
-from broker.envelope import Envelope
+from broker.core.envelope import Envelope
+from broker.core.scoring.stake import reference_minor
 from broker.errors import ReviewError
 from broker.ops.rules import describe_review
-from broker.scoring.stake import reference_minor
 from broker.store.redis import RedisStore
 
 log = logging.getLogger(__name__)

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from broker.amqp.streams import Offset
 from broker.config import BrokerConfig
-from broker.envelope import Envelope
+from broker.core.envelope import Envelope
 from broker.errors import ReviewError
 from broker.ops.audit import (
     audited,
@@ -33,9 +34,8 @@ from broker.ops.rules import (
     recorded_decision,
 )
 from broker.ops.transaction import COMMIT_UNKNOWN, transaction
-from broker.pipeline import Outcome
+from broker.router.pipeline import Outcome
 from broker.store.redis import RedisStore
-from broker.streams import Offset
 
 
 async def release_blocked(

@@ -20,10 +20,11 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from broker.config import BrokerConfig
-from broker.decision import Action, Decision
-from broker.envelope import Envelope, decode_envelope, encode_envelope, sign_envelope
+from broker.core.decision import Action, Decision
+from broker.core.envelope import Envelope, decode_envelope, encode_envelope, sign_envelope
+from broker.core.identity import AgentKey
+from broker.core.policy import Policy
 from broker.errors import EnvelopeError, ReviewError
-from broker.identity import AgentKey
 from broker.ops.audit import (
     audited,
     check_not_revoked,
@@ -46,8 +47,7 @@ from broker.ops.rules import (
     set_aside,
 )
 from broker.ops.transaction import Held, Transaction, transaction
-from broker.pipeline import Outcome, reserve_payment
-from broker.policy import Policy
+from broker.router.pipeline import Outcome, reserve_payment
 from broker.store.redis import RedisStore
 
 log = logging.getLogger(__name__)

@@ -7,11 +7,11 @@ from __future__ import annotations
 import contextlib
 from typing import Any, Protocol
 
+from broker.amqp.streams import ATTACH_WAIT_S, Offset, ReadStats, StreamReader
 from broker.config import BrokerConfig
+from broker.core.recorder import trace_time_ms
+from broker.core.records import StreamEntry
 from broker.ops.amqp import SEEK_SLACK_MS, blocked_reader, entry_of, seek_at, trace_of
-from broker.recorder import trace_time_ms
-from broker.records import StreamEntry
-from broker.streams import ATTACH_WAIT_S, Offset, ReadStats, StreamReader
 
 # A record is written within moments of the time its trace id carries (the commit); once
 # the stream shows records this much newer, the one sought is not further on.

@@ -11,7 +11,7 @@ they can be extended in one place; docs/SECURITY.md ("Accounts") lists them all:
 - agents: write their own lane exchange (trust.in.<DID>) and the handshake exchange,
   read their own queue.
 
-Users and permissions go through the RabbitMQ management HTTP API (broker/management.py).
+Users and permissions go through the RabbitMQ management HTTP API (broker/amqp/management.py).
 """
 
 from __future__ import annotations
@@ -22,13 +22,13 @@ import secrets
 from dataclasses import dataclass, field
 from urllib.parse import quote, urlsplit
 
+from broker.amqp.failover import connect_any
+from broker.amqp.management import ManagementAPI
+from broker.amqp.topology import LANE_MAX_LENGTH, declare_agent_queue
 from broker.config import BrokerConfig, Topology, split_urls, with_vhost
+from broker.core.state import RecipientProfile
 from broker.errors import ConfigError
-from broker.failover import connect_any
-from broker.management import ManagementAPI
-from broker.state import RecipientProfile
 from broker.store.redis import RedisStore
-from broker.topology import LANE_MAX_LENGTH, declare_agent_queue
 
 
 @dataclass(frozen=True)
@@ -102,7 +102,7 @@ async def grant_service_accounts(
 async def setup_vhost(config: BrokerConfig, accounts: dict[str, str] | None = None) -> None:
     """Create the vhost, grant the service accounts and declare the whole topology as the
     admin (`config.admin_url`): the router and agents declare nothing themselves."""
-    from broker.topology import declare_router_topology
+    from broker.amqp.topology import declare_router_topology
 
     api = ManagementAPI(config.management_url)
     await asyncio.to_thread(api.put_vhost, config.vhost)

@@ -8,7 +8,7 @@ The blocked stream can hold millions of records, and reading one costs about 0.1
 this process's CPU, so nothing here reads it from the start when it can seek instead:
 - `find_blocked` (broker/ops/find.py) goes straight to an offset it has seen before
   (kept in Redis), else seeks to the time the trace id carries (trace ids are UUIDv7,
-  broker/recorder.py) or the flight recorder knows, and reads from the start only for
+  broker/core/recorder.py) or the flight recorder knows, and reads from the start only for
   what that missed;
 - `tail_blocked` reads windows of offsets backwards from the end until it has enough;
 - `page_blocked` reads forwards from an offset or a time.
@@ -23,11 +23,11 @@ from typing import Any
 
 from aio_pika.abc import AbstractIncomingMessage
 
+from broker.amqp.failover import connect_config
+from broker.amqp.streams import NAMED_OFFSETS, Offset, ReadStats, StreamReader
 from broker.config import BrokerConfig
-from broker.failover import connect_config
+from broker.core.records import BlockedFilter, StreamEntry, parse_record
 from broker.ops.amqp import SEEK_SLACK_MS, amqp_errors, blocked_reader, entry_of, seek_at
-from broker.records import BlockedFilter, StreamEntry, parse_record
-from broker.streams import NAMED_OFFSETS, Offset, ReadStats, StreamReader
 
 # Backwards windows start this large and double, so a rare filter still ends quickly.
 FIRST_WINDOW = 512
@@ -219,7 +219,7 @@ async def read_escalations(
     config: BrokerConfig, *, limit: int = 100, remove: bool = False
 ) -> list[dict[str, Any]]:
     """Pending escalation records; left in the queue unless `remove` is set. An entry
-    that is not a router's record comes back as an `unparseable` one (broker/records.py)."""
+    that is not a router's record comes back as an `unparseable` one (broker/core/records.py)."""
     with amqp_errors():
         return await _read_escalations(config, limit, remove)
 

@@ -11,13 +11,13 @@ import uuid
 from dataclasses import replace
 from typing import Any
 
-from broker.decision import Action, Decision, Tier
-from broker.envelope import DecodedEnvelope, Envelope, decode_envelope, signature_valid
+from broker.core.decision import Action, Decision, Tier
+from broker.core.envelope import DecodedEnvelope, Envelope, decode_envelope, signature_valid
+from broker.core.policy import Policy
+from broker.core.records import UNPARSEABLE, iso_ms
+from broker.core.scoring import decide
+from broker.core.state import TrustContext
 from broker.errors import EnvelopeError, ReviewError
-from broker.policy import Policy
-from broker.records import UNPARSEABLE, iso_ms
-from broker.scoring import decide
-from broker.state import TrustContext
 
 # Blocked records no reviewer may release, and why.
 UNRELEASABLE = {

@@ -15,13 +15,13 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from aio_pika.exceptions import AMQPError
 from aiormq.abc import AbstractChannel as UnderlayChannel
 
+from broker.amqp.failover import connect_config
 from broker.config import BrokerConfig
+from broker.core.records import parse_record
 from broker.errors import ReviewError
-from broker.failover import connect_config
 from broker.ops.amqp import amqp_errors
-from broker.pipeline import Outcome
-from broker.records import parse_record
 from broker.router import outcome_record, record_headers, trust_headers
+from broker.router.pipeline import Outcome
 
 COMMIT_UNKNOWN = "commit_unknown"
 _MAX_HELD = 10_000

@@ -8,8 +8,8 @@
 - `outbound`: what is published for an outcome (delivery headers, blocked/escalation records).
 """
 
-from broker.pipeline import Outcome, reserve_payment
 from broker.router.outbound import outcome_record, record_headers, trust_headers
+from broker.router.pipeline import Outcome, reserve_payment
 from broker.router.service import Router, Sweeper
 
 __all__ = ["Outcome", "Router", "Sweeper", "outcome_record", "record_headers",

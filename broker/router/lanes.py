@@ -21,7 +21,7 @@ from aio_pika.exceptions import AMQPError, ChannelNotFoundEntity
 
 from broker.config import BrokerConfig
 from broker.errors import StoreUnavailable
-from broker.metrics import RouterMetrics
+from broker.router.metrics import RouterMetrics
 from broker.router.sessions import Session, deadline_s
 from broker.store.redis import RedisStore
 

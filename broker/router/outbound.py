@@ -11,10 +11,10 @@ from typing import Any
 import aio_pika
 import orjson
 
-from broker.committer import Outbound
+from broker.amqp.committer import Outbound
 from broker.config import Topology
-from broker.decision import Action
-from broker.pipeline import Outcome
+from broker.core.decision import Action
+from broker.router.pipeline import Outcome
 
 log = logging.getLogger("broker.router")
 

@@ -1,5 +1,5 @@
 """May a redelivered message be routed? Only once the session that claimed it can commit
-nothing more, and not at all once that session committed it (broker/indoubt.py).
+nothing more, and not at all once that session committed it (broker/amqp/indoubt.py).
 
 A retry of another session's claim is kept back here for up to `in_doubt_hold_ms` while
 that session's lease lives (then `HeldBack` returns it to its queue), and taken over by
@@ -14,10 +14,10 @@ import logging
 from collections import Counter
 from collections.abc import Callable
 
+from broker.amqp.indoubt import HeldBack, InDoubt, Verdict
 from broker.config import BrokerConfig
-from broker.envelope import Envelope
-from broker.indoubt import HeldBack, InDoubt, Verdict
-from broker.metrics import RouterMetrics
+from broker.core.envelope import Envelope
+from broker.router.metrics import RouterMetrics
 from broker.router.sessions import Session
 from broker.store.claims import Claimed
 from broker.store.redis import RedisStore

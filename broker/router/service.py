@@ -1,4 +1,4 @@
-"""The router: consume ingress and every agent's lane -> decide (broker/pipeline.py) ->
+"""The router: consume ingress and every agent's lane -> decide (broker/router/pipeline.py) ->
 publish and ack in one commit -> record the outcome.
 
 Every ingress message ends in exactly one place: the recipient's queue, the blocked
@@ -24,23 +24,30 @@ from typing import Any, Protocol
 from aio_pika.abc import AbstractIncomingMessage
 from aio_pika.exceptions import AMQPError, ChannelInvalidStateError, ChannelNotFoundEntity
 
+from broker.amqp.committer import CommitFailed, TransactionalCommitter
+from broker.amqp.failover import ATTEMPT_ERRORS
+from broker.amqp.indoubt import HeldBack, InDoubt
 from broker.clock import wall_clock_ms
-from broker.committer import CommitFailed, TransactionalCommitter
 from broker.config import BrokerConfig
-from broker.envelope import DecodedEnvelope, Envelope, decode_envelope
+from broker.core.envelope import DecodedEnvelope, Envelope, decode_envelope
+from broker.core.identity import AgentKey
+from broker.core.policy import Policy
+from broker.core.scoring import reject_undecodable
 from broker.errors import ConfigError, EnvelopeError, StoreUnavailable
-from broker.failover import ATTEMPT_ERRORS
-from broker.identity import AgentKey
-from broker.indoubt import HeldBack, InDoubt
-from broker.metrics import RouterMetrics, poll_health
-from broker.negotiation import NegotiationService
-from broker.pipeline import Decided, Outcome, decide_envelope, finish_of, new_trace_id, records
-from broker.policy import Policy
 from broker.router.lanes import Consumers
+from broker.router.metrics import RouterMetrics, poll_health
+from broker.router.negotiation import NegotiationService
 from broker.router.outbound import log_decision, outbound
+from broker.router.pipeline import (
+    Decided,
+    Outcome,
+    decide_envelope,
+    finish_of,
+    new_trace_id,
+    records,
+)
 from broker.router.retries import Retries
 from broker.router.sessions import Session, close_session, deadline_s, end, open_session
-from broker.scoring import reject_undecodable
 from broker.store.claims import Finish
 from broker.store.redis import RedisStore, wait_until_available
 

@@ -20,12 +20,12 @@ from dataclasses import dataclass, field
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractQueue
 from aio_pika.exceptions import AMQPError
 
-from broker.committer import TransactionalCommitter
+from broker.amqp.committer import TransactionalCommitter
+from broker.amqp.failover import connect_any, with_heartbeat
+from broker.amqp.indoubt import holder_token
+from broker.amqp.topology import declare_session_lease, open_router_topology
 from broker.config import BrokerConfig, split_urls, with_vhost
-from broker.failover import connect_any, with_heartbeat
-from broker.indoubt import holder_token
-from broker.negotiation import NegotiationService
-from broker.topology import declare_session_lease, open_router_topology
+from broker.router.negotiation import NegotiationService
 
 log = logging.getLogger("broker.router")
 
@@ -47,7 +47,7 @@ class Session:
     consumers: dict[str, tuple[AbstractQueue, str]] = field(default_factory=dict)
     # For passive checks of lanes: a missing queue closes the channel it was asked on.
     probe: AbstractChannel | None = None
-    # Declaring the lease (broker/indoubt.py) on a channel of its own.
+    # Declaring the lease (broker/amqp/indoubt.py) on a channel of its own.
     lease: asyncio.Task[None] | None = None
 
 
@@ -85,7 +85,7 @@ async def _prepare(
 ) -> Session:
     ended = asyncio.Event()
     connection.close_callbacks.add(lambda *_: ended.set())
-    # Transactions, not publisher confirms: see broker/committer.py for why.
+    # Transactions, not publisher confirms: see broker/amqp/committer.py for why.
     channel = await connection.channel(publisher_confirms=False)
     channel.close_callbacks.add(lambda *_: ended.set())
     queue = await open_router_topology(channel, config.topology)
@@ -109,7 +109,7 @@ async def _prepare(
     )
     session = Session(connection, channel, queue, committer, ended, token, replies)
     # The session's lease: while its connection lives on its node, a retry of what it
-    # claimed waits (broker/indoubt.py). Declaring a queue writes to every node's
+    # claimed waits (broker/amqp/indoubt.py). Declaring a queue writes to every node's
     # Mnesia and so waits for a frozen one; the session does not wait for it.
     session.lease = asyncio.create_task(_take_lease(connection, config, lease))
     holder.append(session)

@@ -19,9 +19,10 @@ import orjson
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
 from aio_pika.exceptions import ChannelNotFoundEntity, DeliveryError
 
+from broker.amqp.failover import ATTEMPT_ERRORS, connect_robust_any, with_heartbeat
 from broker.clock import wall_clock_ms
 from broker.config import Topology, mask_url, split_urls
-from broker.envelope import (
+from broker.core.envelope import (
     Envelope,
     PaymentIntent,
     decode_envelope,
@@ -29,11 +30,10 @@ from broker.envelope import (
     sign_envelope,
     signature_valid,
 )
+from broker.core.handshake import Proof, answer_challenge
+from broker.core.identity import AgentKey
+from broker.core.presentation import make_presentation
 from broker.errors import Backpressure, BrokerUnavailable, EnvelopeError, EvidenceError
-from broker.failover import ATTEMPT_ERRORS, connect_robust_any, with_heartbeat
-from broker.handshake import Proof, answer_challenge
-from broker.identity import AgentKey
-from broker.presentation import make_presentation
 from broker.sdk.publishing import Window, uncancelled
 from broker.sdk.received import Received, TrustInfo
 from broker.sdk.requests import RequestLine, check_result

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import orjson
 
+from broker.core.identity import AgentKey
 from broker.errors import ConfigError, IdentityError
-from broker.identity import AgentKey
 
 
 def save_key(path: Path, key: AgentKey, *, overwrite: bool = False) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-from broker.envelope import Envelope
+from broker.core.envelope import Envelope
 
 
 @dataclass(frozen=True)

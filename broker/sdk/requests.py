@@ -15,9 +15,9 @@ from aio_pika.abc import (
     AbstractRobustConnection,
 )
 
+from broker.core.handshake import Proof
+from broker.core.signing import signed_by
 from broker.errors import EvidenceError
-from broker.handshake import Proof
-from broker.signing import signed_by
 
 _DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
 

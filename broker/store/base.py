@@ -15,8 +15,8 @@ from typing import Any, TypeVar
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
+from broker.core.state import PactTerms, PeerState, RecipientProfile, TrustList
 from broker.errors import StoreUnavailable
-from broker.state import PactTerms, PeerState, RecipientProfile, TrustList
 from broker.store.batch import AutoPipeline, Command
 from broker.store.cache import TTLCache
 from broker.store.connection import connect_redis

@@ -12,10 +12,10 @@ from typing import Any
 
 import orjson
 
-from broker.envelope import Envelope
-from broker.policy import BehaviorModel, Policy
-from broker.reports import domain_of
-from broker.state import PeerState
+from broker.core.envelope import Envelope
+from broker.core.policy import BehaviorModel, Policy
+from broker.core.reports import domain_of
+from broker.core.state import PeerState
 from broker.store.base import StoreBase, text
 from broker.store.batch import Command
 
@@ -63,7 +63,7 @@ class Claims(StoreBase):
     this one is dropped (`copy`); once done, every copy is `done`. Only RabbitMQ's own
     redelivery of the claimed copy (`redelivered`) may route it again (`retry`), and only
     once its holder (the router session that claimed it) can no longer commit it
-    (broker/indoubt.py). A different message reusing the id or the nonce is a `replay`.
+    (broker/amqp/indoubt.py). A different message reusing the id or the nonce is a `replay`.
     The pending record keeps when the message was first claimed: a retry is judged as of
     then, so time the broker lost (a paused router, a failover) is never clock skew.
     """

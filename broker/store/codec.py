@@ -7,9 +7,9 @@ from typing import Any
 
 import orjson
 
-from broker.envelope import MESSAGE_KINDS
-from broker.policy import RETENTION_ORDER
-from broker.state import (
+from broker.core.envelope import MESSAGE_KINDS
+from broker.core.policy import RETENTION_ORDER
+from broker.core.state import (
     Attestation,
     Bond,
     Credential,

@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from broker.state import (
+from broker.core.state import (
     Attestation,
     Bond,
     Credential,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from broker.state import PeerState, Vouch
+from broker.core.state import PeerState, Vouch
 from broker.store import codec
 from broker.store.base import StoreBase, as_bytes
 from broker.store.batch import Command

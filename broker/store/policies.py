@@ -8,8 +8,8 @@ from typing import Any
 
 import orjson
 
+from broker.core.policy import Policy, load_policy
 from broker.errors import PolicyError
-from broker.policy import Policy, load_policy
 from broker.store.base import StoreBase
 
 

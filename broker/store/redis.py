@@ -13,8 +13,8 @@ import asyncio
 import contextlib
 from dataclasses import replace
 
-from broker.envelope import Envelope
-from broker.state import TrustContext
+from broker.core.envelope import Envelope
+from broker.core.state import TrustContext
 from broker.store.claims import Claims
 from broker.store.evidence import Evidence
 from broker.store.ledger import Ledger

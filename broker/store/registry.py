@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from broker.state import IssuerRole, RecipientProfile, TrustList
+from broker.core.state import IssuerRole, RecipientProfile, TrustList
 from broker.store import codec
 from broker.store.base import Globals, StoreBase, as_bytes, text
 

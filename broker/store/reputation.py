@@ -1,5 +1,5 @@
 """A peer's reputation: verified outcomes folded into its decayed success and failure
-counts (lua/decay.lua's rule, which is broker/state.py DecayedCount's), outcome reports
+counts (lua/decay.lua's rule, which is broker/core/state.py DecayedCount's), outcome reports
 capped per counterparty organisation and corroborated when serious, vouchers billed for
 the damage, and key rotation carrying the history over."""
 
@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from broker.envelope import MESSAGE_KINDS
-from broker.policy import Policy
-from broker.reports import Report, failure_units
-from broker.state import Vouch
+from broker.core.envelope import MESSAGE_KINDS
+from broker.core.policy import Policy
+from broker.core.reports import Report, failure_units
+from broker.core.state import Vouch
 from broker.store import codec
 from broker.store.base import StoreBase, as_bytes, text
 

@@ -3,7 +3,7 @@ organisation has corroborated yet, waiting for a security reviewer (store side).
 
 One report cannot put a peer under observation or slash its bond by itself: a slanderer
 could. Each such report becomes an item here; a reviewer confirms it (the penalty then
-applies) or dismisses it (`broker/report_review.py`). Items per reporter are bounded, so
+applies) or dismisses it (`broker/router/report_review.py`). Items per reporter are bounded, so
 a slanderer cannot flood the queue.
 """
 

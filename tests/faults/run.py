@@ -31,22 +31,22 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from broker.amqp.failover import connect_any
+from broker.amqp.management import ManagementAPI
 from broker.app import open_store
 from broker.cli.settings import local_urls, server_config
 from broker.clock import wall_clock_ms
 from broker.config import BrokerConfig
+from broker.core.evidence import credential_from, sign_evidence, verify_evidence
+from broker.core.identity import AgentKey
+from broker.core.state import IssuerRole, RecipientProfile
 from broker.devkit import credentials, servers
 from broker.devkit.install import ensure_installed
 from broker.devkit.layout import ServerConfig
 from broker.errors import BrokerUnavailable
-from broker.evidence import credential_from, sign_evidence, verify_evidence
-from broker.failover import connect_any
-from broker.identity import AgentKey
-from broker.management import ManagementAPI
 from broker.ops.provision import agent_amqp_url, provision_agent, setup_vhost
 from broker.ops.reading import read_blocked, read_escalations
 from broker.sdk.client import AgentClient
-from broker.state import IssuerRole, RecipientProfile
 from broker.store.redis import RedisStore
 from tests.faults.checker import CONFIRMED, FAILED, UNKNOWN, Outcomes, Verdict, check
 from tests.faults.nemesis import NEMESES, Faults, Routers

@@ -16,20 +16,20 @@ from typing import Any
 
 import pytest
 
+from broker.amqp.management import ManagementAPI
 from broker.app import open_store
 from broker.cli.settings import broker_config, local_urls, server_config
 from broker.config import BrokerConfig
+from broker.core.identity import AgentKey
+from broker.core.state import RecipientProfile
 from broker.devkit import credentials, servers
 from broker.devkit.install import ensure_installed
 from broker.devkit.layout import ServerConfig
-from broker.identity import AgentKey
-from broker.management import ManagementAPI
 from broker.ops.provision import agent_amqp_url, provision_agent, setup_vhost
 from broker.ops.sweeper import run_sweeper
 from broker.router import Router
 from broker.sdk.client import AgentClient
 from broker.sdk.received import Received
-from broker.state import RecipientProfile
 from broker.store.redis import RedisStore
 
 REPO = Path(__file__).resolve().parents[2]

@@ -9,8 +9,8 @@ import aio_pika
 import pytest
 from aio_pika.exceptions import AMQPError
 
+from broker.amqp.management import ManagementAPI
 from broker.config import BrokerConfig, with_vhost
-from broker.management import ManagementAPI
 from broker.ops.provision import setup_vhost
 from tests.integration.conftest import Agent, AgentFactory
 

@@ -25,22 +25,22 @@ import orjson
 import pytest
 from aio_pika.abc import HeadersType
 
+from broker.amqp.management import ManagementAPI
+from broker.amqp.streams import ReadStats
 from broker.app import open_store
 from broker.config import BrokerConfig
 from broker.console.app import create_app
 from broker.console.auth import Role, Users
-from broker.identity import AgentKey
-from broker.management import ManagementAPI
+from broker.core.identity import AgentKey
+from broker.core.recorder import new_trace_id
+from broker.core.records import BlockedFilter
+from broker.core.state import RecipientProfile
 from broker.ops.find import find_blocked
 from broker.ops.provision import agent_amqp_url, provision_agent, setup_vhost
 from broker.ops.reading import read_blocked, tail_blocked
 from broker.ops.sweeper import run_sweeper
-from broker.recorder import new_trace_id
-from broker.records import BlockedFilter
 from broker.router import Router
 from broker.sdk.client import AgentClient
-from broker.state import RecipientProfile
-from broker.streams import ReadStats
 from tests.integration.test_cli_flow import cli_env
 
 TOTAL = 100_000

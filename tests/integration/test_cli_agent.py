@@ -16,7 +16,7 @@ import pytest
 from aiormq.exceptions import ChannelPreconditionFailed
 
 from broker.config import BrokerConfig, with_vhost
-from broker.identity import AgentKey
+from broker.core.identity import AgentKey
 from broker.router import Router
 from broker.sdk.client import AgentClient
 from broker.sdk.keyfile import save_key

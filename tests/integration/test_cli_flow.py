@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 
 from broker.config import BrokerConfig
-from broker.identity import AgentKey
+from broker.core.identity import AgentKey
 from broker.router import Router
 
 

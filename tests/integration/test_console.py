@@ -26,8 +26,8 @@ import uvicorn
 from broker.config import BrokerConfig
 from broker.console.app import create_app
 from broker.console.auth import Role, Users, hash_token
-from broker.envelope import PaymentIntent
-from broker.identity import AgentKey
+from broker.core.envelope import PaymentIntent
+from broker.core.identity import AgentKey
 from broker.ops.escalations import request_evidence
 from broker.ops.reading import read_escalations
 from broker.router import Router

@@ -16,7 +16,7 @@ from broker.config import BrokerConfig
 from broker.console.app import ROUTES, create_app
 from broker.console.auth import Role, Users
 from broker.console.openapi import SPEC
-from broker.identity import AgentKey
+from broker.core.identity import AgentKey
 from broker.ops.escalations import request_evidence
 from broker.ops.reading import read_escalations
 from broker.router import Router

@@ -17,18 +17,18 @@ import pytest
 
 from broker.clock import wall_clock_ms
 from broker.config import BrokerConfig
-from broker.envelope import (
+from broker.core.envelope import (
     Envelope,
     decode_envelope,
     encode_envelope,
     sign_envelope,
     signature_valid,
 )
-from broker.identity import AgentKey
-from broker.negotiation import DIRECT_REPLY_TO
+from broker.core.identity import AgentKey
+from broker.core.records import BLOCK_REASONS
 from broker.ops.reading import read_blocked, read_escalations
-from broker.records import BLOCK_REASONS
 from broker.router import Router
+from broker.router.negotiation import DIRECT_REPLY_TO
 from broker.store.redis import RedisStore
 from tests.integration.conftest import Agent, AgentFactory
 from tests.integration.test_review import blocked_with, raw_deliveries, wait_for
@@ -351,8 +351,8 @@ async def test_fuzzed_console_and_admin_api_bodies_get_typed_refusals_never_a_cr
 async def test_a_presentation_id_is_single_use_per_presenter_so_nobody_burns_anothers(
     router: Router, agents: AgentFactory, broker_key: AgentKey
 ) -> None:
-    from broker.presentation import PRESENTATION_TYPE
-    from broker.signing import sign_document
+    from broker.core.presentation import PRESENTATION_TYPE
+    from broker.core.signing import sign_document
 
     mallory, victim = await agents(), await agents()
 

@@ -16,13 +16,13 @@ from aio_pika.exceptions import AMQPError, DeliveryError
 
 from broker.app import open_store
 from broker.config import BrokerConfig, with_vhost
+from broker.core.identity import AgentKey
+from broker.core.state import RecipientProfile
 from broker.errors import Backpressure
-from broker.identity import AgentKey
 from broker.ops.provision import agent_amqp_url, provision_agent
 from broker.ops.sweeper import run_sweeper
 from broker.router import Router
 from broker.sdk.client import AgentClient
-from broker.state import RecipientProfile
 from broker.store.redis import RedisStore
 from tests.integration.conftest import Agent, AgentFactory, router_view
 from tests.integration.trust import make_level

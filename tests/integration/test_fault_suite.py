@@ -21,9 +21,9 @@ from typing import Any
 
 import pytest
 
+from broker.amqp.committer import TransactionalCommitter
 from broker.app import open_store
 from broker.cli.settings import local_urls
-from broker.committer import TransactionalCommitter
 from broker.config import BrokerConfig
 from broker.devkit import cluster, servers
 from broker.devkit.layout import ServerConfig

@@ -31,24 +31,24 @@ import pytest
 from aio_pika.abc import AbstractRobustConnection
 from aio_pika.exceptions import AMQPError
 
+from broker.amqp.committer import Outbound, TransactionalCommitter
+from broker.amqp.failover import NoNodeAvailable, connect_any
+from broker.amqp.management import ManagementAPI
+from broker.amqp.topology import declare_router_topology
 from broker.app import open_store
 from broker.clock import wall_clock_ms
-from broker.committer import Outbound, TransactionalCommitter
 from broker.config import BrokerConfig
+from broker.core.envelope import encode_envelope
+from broker.core.evidence import credential_from, sign_evidence, verify_evidence
+from broker.core.identity import AgentKey
 from broker.devkit.layout import ServerConfig
 from broker.devkit.rabbitmq_server import start_rabbitmq, stop_rabbitmq
 from broker.devkit.redis_server import start_redis, stop_redis
-from broker.envelope import encode_envelope
-from broker.evidence import credential_from, sign_evidence, verify_evidence
-from broker.failover import NoNodeAvailable, connect_any
-from broker.identity import AgentKey
-from broker.management import ManagementAPI
 from broker.ops.reading import read_blocked, read_escalations
 from broker.ops.sweeper import run_sweeper
 from broker.router import Router
 from broker.sdk.client import AgentClient
 from broker.store.redis import RedisStore
-from broker.topology import declare_router_topology
 from tests.faults.proxy import FreezingProxy
 from tests.integration.conftest import REPO, Agent, AgentFactory, router_view
 from tests.integration.trust import trust_issuer

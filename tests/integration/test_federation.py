@@ -22,23 +22,23 @@ from typing import Any
 
 import pytest
 
+from broker.amqp.management import ManagementAPI
 from broker.app import open_store
 from broker.clock import wall_clock_ms
 from broker.config import BrokerConfig
+from broker.core.identity import AgentKey
+from broker.core.state import IssuerRole, PeerState, RecipientProfile
+from broker.core.statuslist import revoked_in
 from broker.federation.export import current_status_list, export_record, revoke_issued
 from broker.federation.record import record_subject, status_list_credential, trust_record
 from broker.federation.vc import issue_credential
-from broker.identity import AgentKey
-from broker.management import ManagementAPI
-from broker.negotiation import NegotiationService
 from broker.ops.provision import agent_amqp_url, provision_agent, setup_vhost
 from broker.ops.sweeper import run_sweeper
 from broker.peerview import describe_evidence, describe_peer
 from broker.router import Router
+from broker.router.negotiation import NegotiationService
 from broker.sdk.client import AgentClient
 from broker.sdk.keyfile import save_key
-from broker.state import IssuerRole, PeerState, RecipientProfile
-from broker.statuslist import revoked_in
 from broker.store.redis import RedisStore
 from tests.integration.conftest import router_view
 from tests.integration.test_cli_flow import as_json, cli_env

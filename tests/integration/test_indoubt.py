@@ -1,4 +1,4 @@
-"""Settling retries whose claim another session holds (broker/indoubt.py), against the
+"""Settling retries whose claim another session holds (broker/amqp/indoubt.py), against the
 real RabbitMQ and Redis: the holder's lease is an exclusive queue on its connection, the
 holder is recorded in the claim."""
 
@@ -12,14 +12,14 @@ import pytest
 from aio_pika.abc import AbstractConnection
 from yarl import URL
 
+from broker.amqp.failover import connect_any
+from broker.amqp.indoubt import InDoubt, Verdict, holder_token
+from broker.amqp.topology import declare_session_lease
 from broker.clock import wall_clock_ms
 from broker.config import BrokerConfig
-from broker.failover import connect_any
-from broker.indoubt import InDoubt, Verdict, holder_token
-from broker.policy import Policy
+from broker.core.policy import Policy
 from broker.store.claims import Claim, Finish
 from broker.store.redis import RedisStore
-from broker.topology import declare_session_lease
 from tests.unit.factories import sign_envelope
 
 pytestmark = pytest.mark.integration

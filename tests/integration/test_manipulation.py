@@ -12,17 +12,17 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from broker.agreements import make_vouch
 from broker.clock import wall_clock_ms
 from broker.config import BrokerConfig
-from broker.envelope import Envelope
-from broker.evidence import sign_evidence
-from broker.identity import AgentKey
+from broker.core.envelope import Envelope
+from broker.core.evidence import sign_evidence
+from broker.core.identity import AgentKey
+from broker.core.policy import BehaviorModel, Gates, Policy
 from broker.ops.reading import read_blocked, read_escalations
 from broker.ops.sweeper import run_sweeper
 from broker.peerview import describe_peer
-from broker.policy import BehaviorModel, Gates, Policy
 from broker.router import Router
+from broker.router.agreements import make_vouch
 from broker.store.redis import RedisStore
 from tests.integration.conftest import Agent, AgentFactory
 from tests.integration.trust import add_history, make_level, post_bond, verify_identity
@@ -170,7 +170,7 @@ async def test_whitewashing_a_slashed_key_starts_at_the_cold_start_prior(
 async def test_bait_and_switch_drops_below_the_payment_tier_after_two_independent_reports(
     router: Router, config: BrokerConfig, store: RedisStore, agents: AgentFactory
 ) -> None:
-    from broker.envelope import PaymentIntent
+    from broker.core.envelope import PaymentIntent
 
     switcher, victim, other_victim = await agents(), await agents(), await agents()
     issuer = AgentKey.generate()

@@ -11,17 +11,17 @@ from typing import Any
 import orjson
 import pytest
 
-from broker.agreements import make_manifest, make_pact, make_rotation
 from broker.clock import wall_clock_ms
 from broker.config import BrokerConfig
+from broker.core.evidence import sign_evidence
+from broker.core.handshake import answer_challenge
+from broker.core.identity import AgentKey
+from broker.core.signing import countersign
 from broker.errors import EvidenceError
-from broker.evidence import sign_evidence
-from broker.handshake import answer_challenge
-from broker.identity import AgentKey
-from broker.negotiation import NegotiationService
 from broker.ops.reading import read_blocked
 from broker.router import Router
-from broker.signing import countersign
+from broker.router.agreements import make_manifest, make_pact, make_rotation
+from broker.router.negotiation import NegotiationService
 from broker.store.redis import RedisStore
 from tests.integration.conftest import Agent, AgentFactory
 from tests.integration.trust import trust_issuer

@@ -9,17 +9,17 @@ from typing import Any
 
 import pytest
 
-from broker.agreements import make_pact
-from broker.canonical import canonical_json
 from broker.clock import wall_clock_ms
 from broker.config import BrokerConfig
-from broker.envelope import PaymentIntent
-from broker.identity import AgentKey
-from broker.policydiff import set_value
+from broker.core.canonical import canonical_json
+from broker.core.envelope import PaymentIntent
+from broker.core.identity import AgentKey
+from broker.core.policydiff import set_value
+from broker.core.signing import countersign
+from broker.core.whatif import replay
 from broker.router import Router
-from broker.signing import countersign
+from broker.router.agreements import make_pact
 from broker.store.redis import RedisStore
-from broker.whatif import replay
 from tests.integration.conftest import Agent, AgentFactory
 from tests.integration.trust import make_level
 
@@ -166,7 +166,7 @@ async def test_the_metrics_endpoint_counts_decisions_and_reports_health(
     import socket
     import urllib.request
 
-    from broker.metrics import poll_health
+    from broker.router.metrics import poll_health
 
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
@@ -217,7 +217,7 @@ def test_routers_on_one_host_each_get_a_metrics_port() -> None:
     import pytest
 
     from broker.errors import ConfigError
-    from broker.metrics import RouterMetrics
+    from broker.router.metrics import RouterMetrics
 
     taken = socket.socket()
     taken.bind(("127.0.0.1", 0))

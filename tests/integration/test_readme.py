@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 
 from broker.config import BrokerConfig
+from broker.core.records import BlockedFilter
 from broker.ops.reading import tail_blocked
-from broker.records import BlockedFilter
 from broker.router import Router
 from tests.integration.conftest import REPO
 from tests.integration.test_cli_flow import cli_env

@@ -19,9 +19,11 @@ import pytest
 
 from broker.clock import wall_clock_ms
 from broker.config import BrokerConfig
-from broker.envelope import PaymentIntent, encode_envelope
+from broker.core.envelope import PaymentIntent, encode_envelope
+from broker.core.identity import AgentKey
+from broker.core.policy import PaymentCaps
+from broker.core.records import BlockedFilter
 from broker.errors import ReviewError
-from broker.identity import AgentKey
 from broker.ops.blocked import confirm_blocked, release_blocked
 from broker.ops.escalations import (
     approve_escalation,
@@ -33,8 +35,6 @@ from broker.ops.escalations import (
 from broker.ops.reading import read_blocked, read_escalations, tail_blocked
 from broker.ops.sweeper import run_sweeper, sweep_once
 from broker.peerview import describe_peer
-from broker.policy import PaymentCaps
-from broker.records import BlockedFilter
 from broker.router import Router
 from broker.sdk.keyfile import save_key
 from broker.store.redis import RedisStore

@@ -13,12 +13,12 @@ from aiormq.exceptions import ChannelAccessRefused, ChannelClosed
 
 from broker.clock import wall_clock_ms
 from broker.config import BrokerConfig
-from broker.envelope import PaymentIntent, encode_envelope
-from broker.identity import AgentKey
+from broker.core.envelope import PaymentIntent, encode_envelope
+from broker.core.identity import AgentKey
+from broker.core.policy import Policy, Thresholds
+from broker.core.records import StreamEntry
 from broker.ops.reading import read_blocked, read_escalations
 from broker.ops.sweeper import run_sweeper
-from broker.policy import Policy, Thresholds
-from broker.records import StreamEntry
 from broker.router import Router
 from broker.store.redis import RedisStore
 from tests.integration.conftest import AgentFactory
@@ -305,7 +305,7 @@ async def test_a_delivery_with_no_queue_bound_lands_on_the_blocked_stream(
 ) -> None:
     from urllib.parse import quote
 
-    from broker.management import ManagementAPI
+    from broker.amqp.management import ManagementAPI
 
     alice, bob = await agents(), await agents()
     await verify_identity(store, alice.client, AgentKey.generate())

@@ -1,4 +1,4 @@
-"""The decay rule is broker/state.py's DecayedCount; the scripts that fold it into Redis
+"""The decay rule is broker/core/state.py's DecayedCount; the scripts that fold it into Redis
 atomically (lua/decay.lua, run by add_decayed.lua and add_capped.lua) must fold exactly as
 it does. A table of counts, instants and clocks against the real Redis."""
 
@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from broker.policy import Policy
-from broker.state import DecayedCount
+from broker.core.policy import Policy
+from broker.core.state import DecayedCount
 from broker.store import codec
 from broker.store.redis import RedisStore
 

@@ -12,16 +12,16 @@ from typing import Any
 import orjson
 import pytest
 
-from broker.agreements import make_manifest
 from broker.clock import wall_clock_ms
 from broker.config import BrokerConfig
-from broker.envelope import PaymentIntent
-from broker.evidence import sign_evidence
-from broker.identity import AgentKey
+from broker.core.envelope import PaymentIntent
+from broker.core.evidence import sign_evidence
+from broker.core.identity import AgentKey
+from broker.core.policy import load_policy
 from broker.ops.reading import read_blocked, read_escalations
 from broker.peerview import describe_peer
-from broker.policy import load_policy
 from broker.router import Router
+from broker.router.agreements import make_manifest
 from broker.store.redis import RedisStore
 from tests.integration.conftest import Agent, AgentFactory
 from tests.integration.trust import make_level, trust_issuer, verify_identity

@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 
 from broker.clock import wall_clock_ms
-from broker.evidence import sign_evidence
-from broker.identity import AgentKey
-from broker.policy import Policy
+from broker.core.evidence import sign_evidence
+from broker.core.identity import AgentKey
+from broker.core.policy import Policy
+from broker.core.state import IssuerRole
 from broker.sdk.client import AgentClient
-from broker.state import IssuerRole
 from broker.store.redis import RedisStore
 
 DAY_MS = 86_400_000

@@ -12,17 +12,17 @@ from typing import Any
 
 import orjson
 
-from broker.envelope import (
+from broker.core.envelope import (
     DecodedEnvelope,
     Envelope,
     PaymentIntent,
     decode_envelope,
     encode_envelope,
 )
-from broker.envelope import sign_envelope as _sign
-from broker.identity import AgentKey
-from broker.policy import Policy, ReputationModel, Weights
-from broker.state import (
+from broker.core.envelope import sign_envelope as _sign
+from broker.core.identity import AgentKey
+from broker.core.policy import Policy, ReputationModel, Weights
+from broker.core.state import (
     Attestation,
     Bond,
     Credential,

@@ -11,12 +11,12 @@ from typing import Any
 
 import orjson
 
-from broker.canonical import canonical_json
+from broker.core.canonical import canonical_json
+from broker.core.identity import AgentKey
+from broker.core.state import DecayedCount, PeerState
+from broker.core.statuslist import with_bit
 from broker.federation.record import record_subject, status_list_credential, trust_record
 from broker.federation.vc import issue_credential
-from broker.identity import AgentKey
-from broker.state import DecayedCount, PeerState
-from broker.statuslist import with_bit
 
 BROKER = AgentKey(bytes(range(32)))
 AGENT = AgentKey(bytes(range(32, 64)))

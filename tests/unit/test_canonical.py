@@ -12,7 +12,7 @@ import rfc8785
 from hypothesis import given
 from hypothesis import strategies as st
 
-from broker.canonical import MAX_CANONICAL_DEPTH, canonical_json, canonical_json_and_without
+from broker.core.canonical import MAX_CANONICAL_DEPTH, canonical_json, canonical_json_and_without
 from broker.errors import EnvelopeError
 
 

@@ -15,9 +15,9 @@ import pytest
 from broker.cli.main import build_parser, main
 from broker.cli.settings import broker_config, router_logins
 from broker.config import BrokerConfig, mask_url, split_urls, with_vhost
+from broker.core.identity import AgentKey
 from broker.devkit import credentials
 from broker.errors import ConfigError
-from broker.identity import AgentKey
 from broker.sdk.keyfile import load_key, save_key
 
 

@@ -12,10 +12,10 @@ import base58
 import pytest
 
 from broker import add_eddsa_jcs_proof, verify_eddsa_jcs_proof
-from broker.canonical import canonical_json
-from broker.dataintegrity import did_key_method, proof_controller
+from broker.core.canonical import canonical_json
+from broker.core.dataintegrity import did_key_method, proof_controller
+from broker.core.identity import AgentKey
 from broker.errors import EvidenceError
-from broker.identity import AgentKey
 
 VECTORS: dict[str, Any] = json.loads(
     (Path(__file__).parent.parent / "vectors" / "eddsa-jcs-2022.json").read_text()

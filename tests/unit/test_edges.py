@@ -18,16 +18,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from broker.agreements import verify_manifest, verify_pact, verify_rotation, verify_vouch
-from broker.canonical import canonical_json, duplicate_key_path, loads_strict
-from broker.envelope import decode_envelope, encode_envelope, sign_envelope, signature_valid
+from broker.core.canonical import canonical_json, duplicate_key_path, loads_strict
+from broker.core.envelope import decode_envelope, encode_envelope, sign_envelope, signature_valid
+from broker.core.evidence import verify_evidence
+from broker.core.handshake import answer_challenge, check_response, make_challenge
+from broker.core.identity import AgentKey
+from broker.core.presentation import open_presentation
+from broker.core.reports import parse_report
 from broker.errors import EnvelopeError, EvidenceError, IdentityError, TrustBrokerError
-from broker.evidence import verify_evidence
-from broker.handshake import answer_challenge, check_response, make_challenge
-from broker.identity import AgentKey
-from broker.negotiation import is_direct_reply_to
-from broker.presentation import open_presentation
-from broker.reports import parse_report
+from broker.router.agreements import verify_manifest, verify_pact, verify_rotation, verify_vouch
+from broker.router.negotiation import is_direct_reply_to
 
 ALICE, BOB = AgentKey.generate(), AgentKey.generate()
 NOW = 1_700_000_000_000
@@ -260,9 +260,9 @@ def test_fuzz_strict_loads(raw: bytes) -> None:
     st.text(max_size=40) | json_values.map(json.dumps),
 )  # fmt: skip
 def test_fuzz_policy_changes_from_the_console_and_cli(path: str, value: str) -> None:
+    from broker.core.policy import Policy
+    from broker.core.policydiff import set_value
     from broker.errors import ConfigError, PolicyError
-    from broker.policy import Policy
-    from broker.policydiff import set_value
 
     with contextlib.suppress(PolicyError, ConfigError):
         set_value(Policy(), path, value)
@@ -298,7 +298,7 @@ def test_fuzz_console_query_and_path_parameters(query: dict[str, str], raw: str)
     )
 )  # fmt: skip
 def test_fuzz_direct_reply_to_names(reply_to: str) -> None:
-    from broker.negotiation import reply_node
+    from broker.router.negotiation import reply_node
 
     node = reply_node(reply_to)
     assert node is None or node.startswith(b"reply@")

@@ -9,8 +9,8 @@ from typing import Any
 import orjson
 import pytest
 
-from broker.canonical import canonical_json
-from broker.envelope import (
+from broker.core.canonical import canonical_json
+from broker.core.envelope import (
     MAX_BODY_DEPTH,
     MAX_DATA_CLASSES,
     PaymentIntent,
@@ -18,8 +18,8 @@ from broker.envelope import (
     encode_envelope,
     signature_valid,
 )
+from broker.core.identity import AgentKey, verify_signature
 from broker.errors import EnvelopeError
-from broker.identity import AgentKey, verify_signature
 
 from .factories import DAY_MS, MINUTE_MS, NOW, OTHER, RECIPIENT, SENDER, sign_envelope, wire
 

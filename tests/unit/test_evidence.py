@@ -7,17 +7,17 @@ from typing import Any
 
 import pytest
 
-from broker.errors import EvidenceError
-from broker.evidence import (
+from broker.core.evidence import (
     attestation_from,
     bond_from,
     credential_from,
     sign_evidence,
     verify_evidence,
 )
-from broker.handshake import answer_challenge, check_response, make_challenge, make_result
-from broker.identity import AgentKey
-from broker.signing import signed_by
+from broker.core.handshake import answer_challenge, check_response, make_challenge, make_result
+from broker.core.identity import AgentKey
+from broker.core.signing import signed_by
+from broker.errors import EvidenceError
 
 NOW = 1_795_000_000_000
 ISSUER = AgentKey(bytes(range(32)))
@@ -179,6 +179,6 @@ def test_the_agent_can_pin_the_brokers_did() -> None:
 def test_only_the_agents_own_login_is_told_about_it(
     request_: dict[str, Any], user_id: str | None, told: str | None
 ) -> None:
-    from broker.handshake import requesting_agent
+    from broker.core.handshake import requesting_agent
 
     assert requesting_agent(request_, user_id) == told

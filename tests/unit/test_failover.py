@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from yarl import URL
 
-from broker.committer import CommitFailed, TransactionalCommitter
+from broker.amqp.committer import CommitFailed, TransactionalCommitter
+from broker.amqp.failover import RotatingRobustConnection, with_heartbeat
 from broker.config import Topology
 from broker.devkit import credentials
-from broker.failover import RotatingRobustConnection, with_heartbeat
 from broker.ops.provision import negotiator_permissions, router_permissions
 
 

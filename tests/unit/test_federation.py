@@ -8,6 +8,19 @@ from typing import Any
 
 import pytest
 
+from broker.core.identity import AgentKey
+from broker.core.policy import Policy
+from broker.core.scoring.prior import blend, imported_prior, record_value
+from broker.core.scoring.reputation import score_reputation
+from broker.core.state import (
+    Bond,
+    DecayedCount,
+    ImportedRecord,
+    PeerState,
+    TrustContext,
+    TrustList,
+)
+from broker.core.statuslist import revoked_in, with_bit
 from broker.errors import EvidenceError
 from broker.federation.record import (
     identity_credential,
@@ -19,19 +32,6 @@ from broker.federation.record import (
     trust_record,
 )
 from broker.federation.vc import iso_from_ms, issue_credential, ms_from_iso, verify_credential
-from broker.identity import AgentKey
-from broker.policy import Policy
-from broker.scoring.prior import blend, imported_prior, record_value
-from broker.scoring.reputation import score_reputation
-from broker.state import (
-    Bond,
-    DecayedCount,
-    ImportedRecord,
-    PeerState,
-    TrustContext,
-    TrustList,
-)
-from broker.statuslist import revoked_in, with_bit
 from tests.unit.factories import DAY_MS, NOW, SENDER, sign_envelope
 
 BROKER_A = AgentKey(bytes([21]) * 32)

@@ -8,12 +8,12 @@ from typing import Any
 import orjson
 import pytest
 
-from broker.decision import Action, Tier
-from broker.envelope import PaymentIntent, decode_envelope
+from broker.core.decision import Action, Tier
+from broker.core.envelope import PaymentIntent, decode_envelope
+from broker.core.scoring import decide, reject_undecodable
+from broker.core.scoring.gates import first_failed_gate
+from broker.core.state import TrustContext
 from broker.errors import EnvelopeError
-from broker.scoring import decide, reject_undecodable
-from broker.scoring.gates import first_failed_gate
-from broker.state import TrustContext
 
 from .factories import (
     DEFAULT_POLICY,

@@ -6,10 +6,10 @@ from collections.abc import Callable
 
 import pytest
 
-from broker.decision import Action, Tier
-from broker.envelope import Envelope
-from broker.scoring import decide
-from broker.state import PeerState
+from broker.core.decision import Action, Tier
+from broker.core.envelope import Envelope
+from broker.core.scoring import decide
+from broker.core.state import PeerState
 
 from .factories import (
     DEFAULT_POLICY,

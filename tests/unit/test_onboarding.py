@@ -16,15 +16,15 @@ from pydantic import ValidationError
 
 from broker.cli.errors import explain_error
 from broker.config import BrokerConfig
+from broker.core.envelope import PaymentIntent
+from broker.core.guidance import next_step, verdict
+from broker.core.policy import Policy
+from broker.core.policydiff import history_with_default
+from broker.core.recorder import new_trace_id, trace_time_ms
+from broker.core.records import UNPARSEABLE, parse_record
 from broker.devkit import servers
 from broker.devkit.layout import ServerConfig
-from broker.envelope import PaymentIntent
 from broker.errors import StoreUnavailable
-from broker.guidance import next_step, verdict
-from broker.policy import Policy
-from broker.policydiff import history_with_default
-from broker.recorder import new_trace_id, trace_time_ms
-from broker.records import UNPARSEABLE, parse_record
 
 WEIGHTS = Policy().weights.as_dict()
 THRESHOLDS = Policy().thresholds.model_dump()

@@ -1,4 +1,4 @@
-"""broker/plan.py: one message's decision and the state changes it implies, as tables."""
+"""broker/core/plan.py: one message's decision and the state changes it implies, as tables."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from broker.decision import Action, Tier
-from broker.envelope import Envelope
-from broker.plan import (
+from broker.core.decision import Action, Tier
+from broker.core.envelope import Envelope
+from broker.core.plan import (
     CAP_EXCEEDED,
     REPORT_APPLIED,
     ApplyReport,
@@ -17,9 +17,9 @@ from broker.plan import (
     ReserveSpend,
     plan_message,
 )
-from broker.reports import REFUSALS, Report, reporter_weight
-from broker.scoring import blocked, decide, reporter_standing
-from broker.state import TrustContext
+from broker.core.reports import REFUSALS, Report, reporter_weight
+from broker.core.scoring import blocked, decide, reporter_standing
+from broker.core.state import TrustContext
 from tests.unit.factories import (
     DEFAULT_POLICY,
     NOW,

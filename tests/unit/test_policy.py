@@ -7,8 +7,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from broker.errors import PolicyError
-from broker.policy import (
+from broker.core.policy import (
     DIMENSIONS,
     PaymentCaps,
     Policy,
@@ -16,6 +15,7 @@ from broker.policy import (
     Weights,
     load_policy,
 )
+from broker.errors import PolicyError
 
 
 def test_default_policy_matches_the_issue_table() -> None:

@@ -1,4 +1,4 @@
-"""Policy changes in pure code (broker/policydiff.py): set by path, diff, and the history."""
+"""Policy changes in pure code (broker/core/policydiff.py): set by path, diff, and the history."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
+from broker.core.policy import Policy, load_policy
+from broker.core.policydiff import diff, history_with_default, set_value
 from broker.errors import PolicyError
-from broker.policy import Policy, load_policy
-from broker.policydiff import diff, history_with_default, set_value
 
 DEFAULT = Policy()
 

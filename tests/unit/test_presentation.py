@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
+from broker.core.identity import AgentKey
+from broker.core.presentation import make_presentation, open_presentation
+from broker.core.signing import sign_document
 from broker.errors import EvidenceError
-from broker.identity import AgentKey
-from broker.presentation import make_presentation, open_presentation
-from broker.signing import sign_document
 
 from .factories import NOW, OTHER, SENDER
 

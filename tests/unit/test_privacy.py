@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from broker.privacy import (
+from broker.core.privacy import (
     DETECTABLE_CLASSES,
     FINANCIAL_ACCOUNT,
     MAX_CANDIDATES,

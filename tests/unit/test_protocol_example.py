@@ -12,8 +12,8 @@ import orjson
 import pytest
 
 from broker import verify_eddsa_jcs_proof
-from broker.canonical import canonical_json
-from broker.statuslist import revoked_in, status_entry
+from broker.core.canonical import canonical_json
+from broker.core.statuslist import revoked_in, status_entry
 from tests.unit.federation_example import examples
 
 DOC = (Path(__file__).parents[2] / "docs" / "PROTOCOL.md").read_text()

@@ -1,4 +1,4 @@
-"""The decision log and flight recorder (broker/recorder.py): ids, entries and traces."""
+"""The decision log and flight recorder (broker/core/recorder.py): ids, entries and traces."""
 
 from __future__ import annotations
 
@@ -8,16 +8,16 @@ from typing import Any
 
 import pytest
 
-from broker.decision import Action, Decision, Tier
-from broker.envelope import Envelope, PaymentIntent
-from broker.errors import ConfigError
-from broker.recorder import (
+from broker.core.decision import Action, Decision, Tier
+from broker.core.envelope import Envelope, PaymentIntent
+from broker.core.recorder import (
     check_trace_id,
     decision_entry,
     new_trace_id,
     trace_record,
     trace_time_ms,
 )
+from broker.errors import ConfigError
 from tests.unit.factories import NOW, RECIPIENT, SENDER, payment_envelope, sign_envelope
 
 HEX32 = "0123456789abcdef" * 2

@@ -1,4 +1,4 @@
-"""Outcome reports (broker/reports.py): what a report body may say and what it is worth."""
+"""Outcome reports (broker/core/reports.py): what a report body may say and what it is worth."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
-from broker.envelope import Envelope, PaymentIntent
+from broker.core.envelope import Envelope, PaymentIntent
+from broker.core.policy import Policy, ReportModel, load_policy
+from broker.core.reports import Report, domain_of, failure_units, parse_report, reporter_weight
 from broker.errors import EnvelopeError
-from broker.policy import Policy, ReportModel, load_policy
-from broker.reports import Report, domain_of, failure_units, parse_report, reporter_weight
 from tests.unit.factories import payment_envelope, sign_envelope
 
 ID8 = "m" * 8

@@ -11,17 +11,17 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from broker.decision import Action, Tier
-from broker.envelope import DecodedEnvelope, Envelope, PaymentIntent
-from broker.policy import DIMENSIONS, Policy, load_policy
-from broker.scoring import decide, under_observation
-from broker.scoring.behavioral import score_behavioral
-from broker.scoring.compliance import score_compliance
-from broker.scoring.identity import score_identity
-from broker.scoring.reputation import score_reputation
-from broker.scoring.stake import score_stake
-from broker.scoring.tiers import REMEDIATION, weakest_dimension
-from broker.state import Bond, DecayedCount, PeerState, TrustContext, TrustList
+from broker.core.decision import Action, Tier
+from broker.core.envelope import DecodedEnvelope, Envelope, PaymentIntent
+from broker.core.policy import DIMENSIONS, Policy, load_policy
+from broker.core.scoring import decide, under_observation
+from broker.core.scoring.behavioral import score_behavioral
+from broker.core.scoring.compliance import score_compliance
+from broker.core.scoring.identity import score_identity
+from broker.core.scoring.reputation import score_reputation
+from broker.core.scoring.stake import score_stake
+from broker.core.scoring.tiers import REMEDIATION, weakest_dimension
+from broker.core.state import Bond, DecayedCount, PeerState, TrustContext, TrustList
 
 from .factories import (
     CUSTODIAN,

@@ -7,8 +7,7 @@ import gzip
 
 import pytest
 
-from broker.errors import EvidenceError
-from broker.statuslist import (
+from broker.core.statuslist import (
     MIN_BITSTRING_BYTES,
     bit_at,
     decode_list,
@@ -18,6 +17,7 @@ from broker.statuslist import (
     status_entry,
     with_bit,
 )
+from broker.errors import EvidenceError
 
 # The specification's example encodedList: an empty list of 131,072 entries.
 SPEC_EMPTY = "uH4sIAAAAAAAAA-3BMQEAAADCoPVPbQwfoAAAAAAAAAAAAAAAAAAAAIC3AYbSVKsAQAAA"

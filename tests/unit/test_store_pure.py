@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from broker.state import Bond, Credential, DecayedCount, Manifest, RecipientProfile, Vouch
+from broker.core.state import Bond, Credential, DecayedCount, Manifest, RecipientProfile, Vouch
 from broker.store import codec
 from broker.store.cache import TTLCache
 from broker.store.keys import Keys

@@ -9,12 +9,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from broker.decision import Action, Tier
-from broker.envelope import Envelope, PaymentIntent
-from broker.policy import DIMENSIONS, CurrencyModel, Policy, Weights
-from broker.scoring import decide
-from broker.scoring.tiers import capped_tier, composite, tier_of
-from broker.state import PeerState
+from broker.core.decision import Action, Tier
+from broker.core.envelope import Envelope, PaymentIntent
+from broker.core.policy import DIMENSIONS, CurrencyModel, Policy, Weights
+from broker.core.scoring import decide
+from broker.core.scoring.tiers import capped_tier, composite, tier_of
+from broker.core.state import PeerState
 
 from .factories import (
     DEFAULT_POLICY,
@@ -309,7 +309,7 @@ def test_a_payment_hold_escalates_payments_only(
 def test_money_from_a_sender_whose_record_is_worse_than_none_waits_for_a_human(
     failures: float, envelope: Envelope, expected: tuple[Action, str]
 ) -> None:
-    from broker.state import DecayedCount
+    from broker.core.state import DecayedCount
 
     from .factories import NOW, bond
 

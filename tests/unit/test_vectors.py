@@ -10,13 +10,13 @@ from typing import Any
 import base58
 import pytest
 
-from broker.errors import IdentityError
-from broker.identity import (
+from broker.core.identity import (
     AgentKey,
     did_from_public_key,
     public_key_from_did,
     verify_signature,
 )
+from broker.errors import IdentityError
 
 VECTORS = Path(__file__).parent.parent / "vectors"
 DID_KEY: dict[str, Any] = json.loads((VECTORS / "did-key-ed25519.json").read_text())

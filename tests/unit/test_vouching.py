@@ -1,4 +1,4 @@
-"""Vouching (broker/scoring/reputation.py vouch_boost): what valid vouches lend.
+"""Vouching (broker/core/scoring/reputation.py vouch_boost): what valid vouches lend.
 
 The rule: each valid vouch lends min(share, max_share) x (voucher's earned reputation -
 prior), the sum capped at max_boost. Earned reputation, with the defaults (prior 0.25,
@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from broker.identity import AgentKey
-from broker.policy import Policy, load_policy
-from broker.scoring.reputation import score_reputation, vouch_boost
-from broker.state import DecayedCount, Vouch
+from broker.core.identity import AgentKey
+from broker.core.policy import Policy, load_policy
+from broker.core.scoring.reputation import score_reputation, vouch_boost
+from broker.core.state import DecayedCount, Vouch
 from tests.unit.factories import (
     DAY_MS,
     NOW,

@@ -1,4 +1,4 @@
-"""What-if replays (broker/whatif.py): each logged decision under a proposed policy.
+"""What-if replays (broker/core/whatif.py): each logged decision under a proposed policy.
 
 Default policy: weights 0.30/0.25/0.20/0.15/0.10, tiers from 0.50/0.60/0.80, caps per
 message / per day $100 / $500 when established and $10,000 / $50,000 when trusted,
@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from broker.policy import Policy, load_policy
-from broker.whatif import outcome_under, replay
+from broker.core.policy import Policy, load_policy
+from broker.core.whatif import outcome_under, replay
 
 DEFAULT = Policy()
 

@@ -9,8 +9,11 @@ from typing import Any
 import pytest
 
 from broker.cli.blocked import parse_time
-from broker.decision import Action
-from broker.envelope import encode_envelope
+from broker.core.decision import Action
+from broker.core.envelope import encode_envelope
+from broker.core.policy import Policy
+from broker.core.records import BlockedFilter, iso_ms, record_time_ms
+from broker.core.scoring import decide
 from broker.errors import ConfigError, ReviewError
 from broker.ops.reading import start_offset
 from broker.ops.rules import (
@@ -21,10 +24,7 @@ from broker.ops.rules import (
     recorded_decision,
     rescore_decision,
 )
-from broker.policy import Policy
-from broker.records import BlockedFilter, iso_ms, record_time_ms
 from broker.router import Outcome, outcome_record
-from broker.scoring import decide
 from tests.unit.factories import (
     NOW,
     context,

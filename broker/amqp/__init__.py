@@ -1,0 +1,1 @@
+"""Everything that speaks AMQP to RabbitMQ besides the router's own loop."""

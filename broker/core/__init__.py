@@ -1,0 +1,1 @@
+"""The pure core: no Redis, no AMQP, no event loop, no clock."""

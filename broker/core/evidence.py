@@ -1,0 +1,149 @@
+"""Issuer-signed evidence: credentials, code attestations and stake bonds.
+
+Each is a JSON object whose every field, expiry included, is covered by an Ed25519
+signature over its RFC 8785 canonical bytes (the object without ``signature``). The
+signature is checked when the evidence is presented, and so is the issuer's role on the
+trust list (`ROLES`); whether the issuer is still trusted, and whether the evidence has
+expired or been revoked, is checked again on every decision. Evidence an agent issues
+about itself is refused outright (`evidence_self_issued`): anyone can mint that.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from broker.core.currency import is_currency
+from broker.core.identity import AgentKey, cached_public_key
+from broker.core.signing import sign_document, signed_by
+from broker.core.state import Attestation, Bond, Credential, IssuerRole
+from broker.errors import EvidenceError, IdentityError
+
+EvidenceType = Literal["credential", "attestation", "bond", "slash"]
+# The role an issuer must hold on the trust list for each kind of evidence to count.
+ROLES: dict[str, IssuerRole] = {
+    "credential": IssuerRole.IDENTITY,
+    "attestation": IssuerRole.ATTESTATION,
+    "bond": IssuerRole.STAKE,
+    "slash": IssuerRole.STAKE,
+}
+SLASH_CONDITIONS = ("fraud", "data_manipulation", "service_denial")
+
+_REQUIRED: dict[str, dict[str, type]] = {
+    "credential": {"subject": str, "organisation": str},
+    "attestation": {"subject": str, "codebase_hash": str, "config_hash": str},
+    "bond": {"subject": str, "amount_minor": int, "currency": str},
+    "slash": {"subject": str, "condition": str, "amount_minor": int},
+}
+_COMMON: dict[str, type] = {
+    "type": str,
+    "id": str,
+    "issuer": str,
+    "issued_at": int,
+    "expires_at": int,
+}
+
+
+def sign_evidence(issuer: AgentKey, evidence_type: EvidenceType, **fields: Any) -> dict[str, Any]:
+    """Return a signed evidence document issued by `issuer`."""
+    document = {"type": f"trust-broker/{evidence_type}", "issuer": issuer.did, **fields}
+    _check_shape(document, evidence_type)
+    return sign_document(issuer, document)
+
+
+def verify_evidence(
+    document: dict[str, Any], evidence_type: EvidenceType, now_ms: int
+) -> dict[str, Any]:
+    """Check shape, issuer signature and validity period; return the document."""
+    if not isinstance(document, dict):
+        raise EvidenceError("evidence must be a JSON object", code="evidence_malformed")
+    _check_shape(document, evidence_type)
+    if document["issuer"] == document["subject"]:
+        raise EvidenceError(
+            f"a {evidence_type} its own subject signed proves nothing",
+            code="evidence_self_issued",
+        )
+    if not signed_by(document, document["issuer"]):
+        raise EvidenceError("issuer signature does not verify", code="evidence_bad_signature")
+    if not document["issued_at"] <= now_ms:
+        raise EvidenceError("evidence is issued in the future", code="evidence_not_yet_valid")
+    if document["expires_at"] <= now_ms:
+        raise EvidenceError("evidence has expired", code="evidence_expired")
+    return document
+
+
+def credential_from(document: dict[str, Any]) -> Credential:
+    """The Credential facts of a verified credential document."""
+    return Credential(
+        credential_id=document["id"],
+        issuer=document["issuer"],
+        subject=document["subject"],
+        organisation=document["organisation"],
+        issued_at_ms=document["issued_at"],
+        expires_at_ms=document["expires_at"],
+    )
+
+
+def attestation_from(document: dict[str, Any]) -> Attestation:
+    """The Attestation facts of a verified attestation document."""
+    return Attestation(
+        attestation_id=document["id"],
+        issuer=document["issuer"],
+        subject=document["subject"],
+        codebase_hash=document["codebase_hash"],
+        config_hash=document["config_hash"],
+        issued_at_ms=document["issued_at"],
+        expires_at_ms=document["expires_at"],
+    )
+
+
+def bond_from(document: dict[str, Any]) -> Bond:
+    """The Bond facts of a verified bond document (who holds it, how much, how long)."""
+    return Bond(
+        bond_id=document["id"],
+        issuer=document["issuer"],
+        amount_minor=document["amount_minor"],
+        currency=document["currency"],
+        issued_at_ms=document["issued_at"],
+        expires_at_ms=document["expires_at"],
+    )
+
+
+def _check_shape(document: dict[str, Any], evidence_type: str) -> None:
+    expected = {**_COMMON, **_REQUIRED[evidence_type]}
+    allowed = {*expected, "signature"}
+    extra = sorted(set(document) - allowed)
+    if extra:
+        raise EvidenceError(f"unexpected field {extra[0]!r}", code="evidence_malformed")
+    for name, kind in expected.items():
+        value = document.get(name)
+        # bool is an int in Python; a timestamp of `true` is still malformed.
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise EvidenceError(
+                f"field {name!r} must be {kind.__name__}", code="evidence_malformed"
+            )
+    if document["type"] != f"trust-broker/{evidence_type}":
+        raise EvidenceError(f"not a {evidence_type} document", code="evidence_wrong_type")
+    if document["expires_at"] <= document["issued_at"]:
+        raise EvidenceError("expires_at must be after issued_at", code="evidence_malformed")
+    for did_field in ("issuer", "subject"):
+        _issuer_key(document[did_field])
+    if evidence_type == "slash" and (
+        document["condition"] not in SLASH_CONDITIONS or document["amount_minor"] <= 0
+    ):
+        raise EvidenceError(
+            f"slash needs a positive amount and a condition in {SLASH_CONDITIONS}",
+            code="evidence_malformed",
+        )
+    if evidence_type == "bond" and (
+        not is_currency(document["currency"]) or document["amount_minor"] <= 0
+    ):
+        raise EvidenceError(
+            "bond needs a positive amount and an ISO 4217 currency", code="evidence_malformed"
+        )
+
+
+def _issuer_key(did: str) -> bytes:
+    try:
+        return cached_public_key(did)
+    except IdentityError as exc:
+        raise EvidenceError(f"bad DID in evidence: {exc}", code="evidence_malformed") from exc
