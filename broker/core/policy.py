@@ -169,8 +169,9 @@ class ReputationModel(BaseModel):
 class BehaviorModel(BaseModel):
     """B = 1 - (1 - prior) * exp(-clean / baseline_messages); 0 while under observation.
 
-    The detectors below put a sender under observation; they run in Redis on every
-    message so all routers see the same sender.
+    The detectors below (broker/core/behavior.py) put a sender under observation; they
+    judge, on every message, the sender's windows as Redis counts them, so every router
+    sees the same sender.
     """
 
     model_config = _FROZEN

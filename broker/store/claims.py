@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 
+from broker.core.behavior import Counts, detect
 from broker.core.envelope import Envelope
 from broker.core.policy import BehaviorModel, Policy
 from broker.core.reports import domain_of
@@ -136,13 +137,19 @@ class Claims(StoreBase):
         }
         args = [orjson.dumps(message), _limits(policy.behavior), result.entry, result.trace]
         raw = await self._call(self._auto.run(Command.eval(self._lua("finish"), keys, args)))
-        anomaly = text(raw or b"")
-        # An anomaly reaches every router at once (invalidation). Otherwise only the clean
-        # streak moved: bump our cached copy as Redis did rather than read the peer again
-        # on its next message; other routers catch up when their entry expires.
+        anomaly = detect(counts_of(raw, result.size), policy.behavior)
         if anomaly:
+            # Under observation from now: every router hears of it at once (invalidation).
+            await self._call(
+                self._redis.hset(
+                    keys[1], mapping={"anomaly": now_ms, "clean": 0, "anomaly_reason": anomaly}
+                )
+            )
             await self.invalidate(f"peer:{env.sender}")
         elif result.clean:
+            # Only the clean streak moved: bump our cached copy as Redis did rather than
+            # read the peer again on its next message; other routers catch up when their
+            # entry expires.
             self._peers.update(env.sender, _one_more_clean)
         return anomaly
 
@@ -157,6 +164,17 @@ def _limits(behavior: BehaviorModel) -> bytes:
     """finish.lua's detector limits: the policy's behaviour model as JSON (a policy is
     frozen, so each is encoded once, not once per message)."""
     return orjson.dumps(behavior.model_dump(mode="json"))
+
+
+def counts_of(raw: Any, size: int) -> Counts:
+    """finish.lua's reply (see its header) as the detectors' Counts."""
+    rate_n, minutes, rate_ewma, new, fan_new, size_n, size_ewma, gf_n, od_n = raw
+    return Counts(
+        minute_messages=int(rate_n), baseline_minutes=int(minutes),
+        minute_ewma=float(text(rate_ewma)), new_recipient=bool(int(new)),
+        new_recipients_hour=int(fan_new), size=size, sizes_seen=int(size_n),
+        size_ewma=float(text(size_ewma)), gate_failures=int(gf_n), outside_manifest=int(od_n),
+    )  # fmt: skip
 
 
 def _one_more_clean(peer: PeerState) -> PeerState:

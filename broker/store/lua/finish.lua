@@ -1,6 +1,7 @@
 -- After a committed outcome, atomically: mark the claim done, remember a delivery for the
--- report window, move the sender's behaviour windows and put it under observation when a
--- detector trips, and write the decision log entry and the flight recorder.
+-- report window, count the message in the sender's behaviour windows, and write the
+-- decision log entry and the flight recorder. The detectors that judge those counts are
+-- Python (broker/core/behavior.py); an anomaly they find is marked by the caller.
 -- KEYS[1] seen        the id's claim (see claim.lua)
 -- KEYS[2] peer        the sender's hash (clean streak, behaviour windows, anomaly)
 -- KEYS[3] delivered   '<sender>|<recipient>|<ms>|<domain>' of a delivered message
@@ -11,11 +12,16 @@
 -- ARGV[1] message     JSON: digest, outcome, clean, delivered ('' when not delivered),
 --                     now_ms, size, recipient, gate_failed, outside_manifest, trace_id,
 --                     report_window_ms, trace_ttl_ms, decision_log_max
--- ARGV[2] limits      JSON: the policy's behaviour model (broker/policy.py BehaviorModel)
---                     under its own field names
+-- ARGV[2] limits      JSON: the policy's behaviour model (broker/core/policy.py
+--                     BehaviorModel) under its own field names (window_ms is used here)
 -- ARGV[3] entry       the decision log entry (JSON, passed as is)
 -- ARGV[4] record      the flight-recorder entry (JSON, passed as is)
--- Returns the anomaly that put the sender under observation, or ''.
+-- Returns the counts with this message in them: {messages this minute, minutes in the
+-- per-minute baseline, its EWMA (text), 1 if the recipient is new, new recipients this
+-- hour, messages in the size baseline before this one, their size EWMA (text), gate
+-- failures this window (0 unless this one failed), messages outside the manifest this
+-- window (0 unless this one is)}. EWMAs come back as the stored text: Redis would
+-- truncate a Lua number to an integer.
 local msg, limit = cjson.decode(ARGV[1]), cjson.decode(ARGV[2])
 local current = redis.call('GET', KEYS[1])
 if current and string.sub(current, 1, string.len(msg.digest)) == msg.digest then
@@ -26,12 +32,15 @@ if msg.delivered ~= '' then
 end
 local peer, now = KEYS[2], msg.now_ms
 local function num(field) return tonumber(redis.call('HGET', peer, field) or '0') end
+local function raw(field) return redis.call('HGET', peer, field) or '0' end
 if msg.clean then redis.call('HINCRBY', peer, 'clean', 1) end
-local anomaly = false
 
--- velocity against the sender's own per-minute baseline. Windows only move forward:
--- concurrent decisions (and several routers) finish slightly out of order around a
--- boundary, and a late one counts in the current window instead of reopening the last.
+-- This script only counts; whether the counts are an anomaly is judged in Python
+-- (broker/core/behavior.py) from what it returns.
+-- Messages per minute, with an EWMA of past minutes as the sender's own baseline.
+-- Windows only move forward: concurrent decisions (and several routers) finish slightly
+-- out of order around a boundary, and a late one counts in the current window instead
+-- of reopening the last.
 local minute = math.floor(now / 60000)
 if minute > num('rate_min') then
   local minutes = num('rate_minutes')
@@ -43,49 +52,32 @@ if minute > num('rate_min') then
   end
   redis.call('HSET', peer, 'rate_min', minute, 'rate_n', 0)
 end
-local count = redis.call('HINCRBY', peer, 'rate_n', 1)
-if num('rate_minutes') >= limit.baseline_minutes
-   and count > math.max(limit.rate_floor_per_minute,
-                        limit.rate_spike_factor * num('rate_ewma')) then
-  anomaly = 'velocity_spike'
-end
+local rate_n = redis.call('HINCRBY', peer, 'rate_n', 1)
 
--- fan-out to recipients never messaged before
+-- recipients never messaged before, per hour
 local hour = math.floor(now / 3600000)
 if hour > num('fan_hour') then redis.call('HSET', peer, 'fan_hour', hour, 'fan_new', 0) end
+local new_recipient, fan_new = 0, num('fan_new')
 if redis.call('SADD', KEYS[4], msg.recipient) == 1 then
-  if redis.call('HINCRBY', peer, 'fan_new', 1) > limit.new_recipients_per_hour then
-    anomaly = 'fan_out'
-  end
+  new_recipient, fan_new = 1, redis.call('HINCRBY', peer, 'fan_new', 1)
 end
 
--- payload size drift
-local size, n = msg.size, num('size_n')
-local size_limit = math.max(limit.size_floor_bytes, limit.size_factor * num('size_ewma'))
-if n >= limit.size_baseline_messages and size > size_limit then
-  anomaly = 'payload_drift'
-end
+-- payload size: an EWMA of the sender's sizes (judged before this one joins it)
+local size, size_n, size_ewma = msg.size, num('size_n'), raw('size_ewma')
 local ewma_size = size
-if n > 0 then ewma_size = 0.9 * num('size_ewma') + 0.1 * size end
-redis.call('HSET', peer, 'size_ewma', tostring(ewma_size), 'size_n', n + 1)
+if size_n > 0 then ewma_size = 0.9 * tonumber(size_ewma) + 0.1 * size end
+redis.call('HSET', peer, 'size_ewma', tostring(ewma_size), 'size_n', size_n + 1)
 
--- repeated gate failures and capability drift in a window
+-- gate failures and messages outside the sender's manifest, per window
 local window = math.floor(now / limit.window_ms)
 if window > num('win') then redis.call('HSET', peer, 'win', window, 'gf_n', 0, 'od_n', 0) end
-if msg.gate_failed and redis.call('HINCRBY', peer, 'gf_n', 1) >= limit.gate_failure_limit then
-  anomaly = 'gate_failures'
-end
-if msg.outside_manifest
-   and redis.call('HINCRBY', peer, 'od_n', 1) >= limit.outside_manifest_limit then
-  anomaly = 'capability_drift'
-end
-
-if anomaly then
-  redis.call('HSET', peer, 'anomaly', now, 'clean', 0, 'anomaly_reason', anomaly)
-end
+local gf_n, od_n = 0, 0
+if msg.gate_failed then gf_n = redis.call('HINCRBY', peer, 'gf_n', 1) end
+if msg.outside_manifest then od_n = redis.call('HINCRBY', peer, 'od_n', 1) end
 
 -- decision log and flight recorder
 redis.call('XADD', KEYS[5], 'MAXLEN', '~', msg.decision_log_max, '*', 'e', ARGV[3])
 redis.call('SET', KEYS[6], ARGV[4], 'PX', msg.trace_ttl_ms)
 redis.call('SET', KEYS[7], msg.trace_id, 'PX', msg.trace_ttl_ms)
-return anomaly or ''
+return {rate_n, num('rate_minutes'), raw('rate_ewma'), new_recipient, fan_new,
+        size_n, size_ewma, gf_n, od_n}
