@@ -19,9 +19,10 @@ from broker.cli.support import command, print_json, score
 from broker.clock import wall_clock_ms
 from broker.config import BrokerConfig
 from broker.core.envelope import decode_envelope, signature_valid
-from broker.core.records import BLOCK_REASONS, UNPARSEABLE, BlockedFilter, StreamEntry, iso_ms
+from broker.core.records import UNPARSEABLE, BlockedFilter, StreamEntry, iso_ms
 from broker.errors import ConfigError, EnvelopeError
 from broker.ops.reading import start_offset
+from broker.reasons import BLOCK_REASONS, known
 
 OFFSET_HELP = "stream offset to start searching at (default: seek by the trace id's time)"
 _TRACE_ID = re.compile(r"[0-9a-f]{32}")
@@ -74,6 +75,9 @@ def _line(row: dict[str, Any]) -> str:
     when = iso_ms(at) if isinstance(at, int) else "(time unknown)"
     decision = row.get("decision") or {}
     lines = [f"{when}  #{row['offset']}  {row['reason']}  trace {row['trace_id']}"]
+    reason = known(row["reason"])
+    if reason is not None:
+        lines.append(f"    why: {reason.explanation}")
     if row.get(UNPARSEABLE):
         lines.append(f"    unparseable: {row[UNPARSEABLE]}")
     else:

@@ -1,5 +1,5 @@
-"""Ops commands that look things up: a peer's standing, and one message's story in the
-flight recorder."""
+"""Commands that look things up: a peer's standing, one message's story in the flight
+recorder, and what a reason code means."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from broker.clock import wall_clock_ms
 from broker.config import BrokerConfig
 from broker.core.identity import public_key_from_did
 from broker.errors import ConfigError
+from broker.reasons import Reason, known
 
 _TRACE_ID = re.compile(r"[0-9a-f]{32}")
 
@@ -75,8 +76,48 @@ async def find_trace(store: Any, given: str) -> dict[str, Any] | None:
     return None if trace_id is None else await store.trace(trace_id)
 
 
+def reason_row(reason: Reason) -> dict[str, Any]:
+    """One reason code as --json shows it."""
+    info = reason.info
+    return {
+        "code": reason.value, "action": info.action, "explanation": info.explanation,
+        "remediation": info.remediation, "releasable": reason.releasable,
+        "penalisable": reason.penalisable, "not_releasable_because": info.not_releasable,
+        "not_penalisable_because": info.not_penalisable,
+    }  # fmt: skip
+
+
+async def cmd_reasons(args: argparse.Namespace, config: BrokerConfig) -> int:
+    """What each reason code (or the one asked for) means and what can be done about it."""
+    if args.code is not None:
+        reason = known(args.code)
+        if reason is None:
+            import difflib
+
+            close = difflib.get_close_matches(args.code, [r.value for r in Reason], n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise ConfigError(
+                f"{args.code!r} is no reason code{hint}; `trust-broker reasons` lists them all"
+            )
+        chosen: tuple[Reason, ...] = (reason,)
+    else:
+        chosen = tuple(r for r in Reason if args.action in (None, r.action))
+    rows = [reason_row(reason) for reason in chosen]
+    if args.json:
+        print_json(rows if args.code is None else rows[0])
+        return 0
+    for row in rows:
+        print(f"{row['code']}  ({row['action']})")
+        print(f"    what:  {row['explanation']}")
+        print(f"    next:  {row['remediation']}")
+        for rule in ("not_releasable_because", "not_penalisable_because"):
+            if row[rule]:
+                print(f"    {rule.replace('_', ' ')}: {row[rule]}")
+    return 0
+
+
 def add_commands(sub: Any) -> None:
-    """Register peer and trace on the trust-broker parser."""
+    """Register peer, trace and reasons on the trust-broker parser."""
     p = command(
         sub, "peer",
         summary="show a peer's dimension scores, tier and next step",
@@ -102,3 +143,18 @@ def add_commands(sub: Any) -> None:
     p.add_argument("id", help="trace id (32 hex) or message id")
     json_flag(p)
     p.set_defaults(handler=cmd_trace)
+
+    p = command(
+        sub, "reasons",
+        summary="what each reason code means, and what to do about it",
+        description="List the reason codes a decision can carry (on the blocked stream, the "
+        "escalation queue, x-trust-* headers and traces) with what each means, what the "
+        "sender or ops can do, and whether a reviewer may release a message blocked for it "
+        "or count the block against its sender. Needs no server.",
+        examples=["trust-broker reasons", "trust-broker reasons --action escalate",
+                  "trust-broker reasons clock_skew --json"],
+    )  # fmt: skip
+    p.add_argument("code", nargs="?", help="one reason code (default: all)")
+    p.add_argument("--action", choices=["block", "escalate", "deliver"], help="only these")
+    json_flag(p)
+    p.set_defaults(handler=cmd_reasons)

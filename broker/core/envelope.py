@@ -27,6 +27,7 @@ from broker.core.canonical import canonical_json, canonical_json_and_without, du
 from broker.core.currency import MINOR_UNITS, is_currency, to_minor
 from broker.core.identity import AgentKey, cached_public_key, verify_signature
 from broker.errors import EnvelopeError, IdentityError
+from broker.reasons import Reason
 
 PROTOCOL_VERSION = 1
 DEFAULT_MAX_ENVELOPE_BYTES = 256 * 1024
@@ -252,7 +253,7 @@ def decode_envelope(raw: bytes, max_bytes: int = DEFAULT_MAX_ENVELOPE_BYTES) -> 
     """Parse and validate wire bytes; raise EnvelopeError naming the field and the reason."""
     if len(raw) > max_bytes:
         raise EnvelopeError(
-            f"envelope is {len(raw)} bytes, over the {max_bytes}-byte limit", code="oversized"
+            f"envelope is {len(raw)} bytes, over the {max_bytes}-byte limit", code=Reason.OVERSIZED
         )
     try:
         obj = orjson.loads(raw)

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from broker.reasons import Reason
+
 TIER_ORDER = ("blocked", "probation", "established", "trusted")
 PREFERENCE = ("identity", "stake", "compliance", "reputation", "behavioral")
 # Which tier a message needs, by the reason the router gave for not delivering it.
-NEEDS = {"insufficient_trust": "probation", "payment_trust_threshold": "established"}
+NEEDS = {Reason.INSUFFICIENT_TRUST: "probation", Reason.PAYMENT_TRUST_THRESHOLD: "established"}
 
 # Steps per reason code; {key} is the agent's key file. The first reason a dimension
 # gives that is listed here decides its step; otherwise the dimension's general step.

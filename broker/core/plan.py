@@ -26,11 +26,14 @@ from broker.core.scoring import blocked, decide, reporter_standing
 from broker.core.scoring.stake import reference_minor
 from broker.core.state import TrustContext, organisation_of
 from broker.errors import EnvelopeError
+from broker.reasons import Reason
 
 # A report still counts when only the reported peer's own acceptance rules block it: a
 # peer must not be able to refuse the reports about itself.
-REPORTABLE_DESPITE = (None, "unknown_recipient", "privacy_violation", "pact_violation")
-CAP_EXCEEDED = "daily_cap_exceeded"
+REPORTABLE_DESPITE = (
+    None, Reason.UNKNOWN_RECIPIENT, Reason.PRIVACY_VIOLATION, Reason.PACT_VIOLATION,
+)  # fmt: skip
+CAP_EXCEEDED = Reason.DAILY_CAP_EXCEEDED
 REPORT_APPLIED = "report_applied"
 
 

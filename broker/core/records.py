@@ -20,17 +20,10 @@ import orjson
 from broker.core.envelope import decode_envelope
 from broker.core.recorder import TRACE_ID
 from broker.errors import EnvelopeError
+from broker.reasons import Reason
 
-UNPARSEABLE = "unparseable"
+UNPARSEABLE = Reason.UNPARSEABLE
 _ACTIONS = ("deliver", "block", "escalate")
-# Every reason code a record on the blocked stream can carry (README.md lists them too).
-BLOCK_REASONS = (
-    "bad_signature", "revoked_key", "replay", "clock_skew", "expired", "unknown_recipient",
-    "privacy_violation", "pact_violation", "malformed", "oversized", "insufficient_trust",
-    "payment_trust_threshold", "undeliverable", "internal_error", "escalation_rejected",
-    "escalation_expired", "report_malformed", "report_unknown_message", "report_not_recipient",
-    "report_wrong_subject", "report_duplicate", UNPARSEABLE,
-)  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from typing import Any
 from broker.core.envelope import Envelope
 from broker.core.policy import Policy
 from broker.errors import EnvelopeError
+from broker.reasons import Reason
 
 OUTCOMES = ("success", "failure", "policy_violation", "hallucination")
 SEVERITIES = ("low", "medium", "high", "critical")
@@ -41,7 +42,7 @@ def parse_report(body: Any) -> Report:
     """The report in an envelope body; EnvelopeError (code report_malformed) otherwise."""
     if not isinstance(body, dict) or set(body) - {"message_id", "outcome", "severity"}:
         raise EnvelopeError(
-            "report body has message_id, outcome, severity", code="report_malformed"
+            "report body has message_id, outcome, severity", code=Reason.REPORT_MALFORMED
         )
     message_id, outcome, severity = (
         body.get("message_id"),
@@ -49,14 +50,16 @@ def parse_report(body: Any) -> Report:
         body.get("severity"),
     )
     if not isinstance(message_id, str) or not 8 <= len(message_id) <= 128:
-        raise EnvelopeError("report needs the message_id it is about", code="report_malformed")
+        raise EnvelopeError("report needs the message_id it is about", code=Reason.REPORT_MALFORMED)
     if outcome not in OUTCOMES:
-        raise EnvelopeError(f"outcome must be one of {OUTCOMES}", code="report_malformed")
+        raise EnvelopeError(f"outcome must be one of {OUTCOMES}", code=Reason.REPORT_MALFORMED)
     needs_severity = outcome in ("policy_violation", "hallucination")
     if needs_severity and severity not in SEVERITIES:
-        raise EnvelopeError(f"{outcome} needs a severity in {SEVERITIES}", code="report_malformed")
+        raise EnvelopeError(
+            f"{outcome} needs a severity in {SEVERITIES}", code=Reason.REPORT_MALFORMED
+        )
     if not needs_severity and severity is not None:
-        raise EnvelopeError(f"{outcome} takes no severity", code="report_malformed")
+        raise EnvelopeError(f"{outcome} takes no severity", code=Reason.REPORT_MALFORMED)
     return Report(message_id, str(outcome), severity)
 
 
@@ -82,10 +85,11 @@ def failure_units(report: Report, policy: Policy) -> float:
     return policy.reports.severity_units[report.severity]
 
 
-REFUSALS = {
-    "report_unknown_message": "no message with that id was delivered from this peer to the "
-    "reporter within the report window",
-    "report_not_recipient": "only the recipient of a delivered message may report its outcome",
-    "report_wrong_subject": "a report must be addressed to the peer that sent the message",
-    "report_duplicate": "that message's outcome was already reported",
-}
+# The refusals the store can answer a report with, and what they mean.
+REFUSALS: dict[str, str] = {
+    reason: reason.explanation
+    for reason in (
+        Reason.REPORT_UNKNOWN_MESSAGE, Reason.REPORT_NOT_RECIPIENT, Reason.REPORT_WRONG_SUBJECT,
+        Reason.REPORT_DUPLICATE,
+    )
+}  # fmt: skip

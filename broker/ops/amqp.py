@@ -17,6 +17,7 @@ from broker.amqp.streams import ReadStats, StreamMessage, StreamReader
 from broker.config import BrokerConfig
 from broker.core.records import StreamEntry, entry_trace_id, header_text, parse_record
 from broker.errors import ReviewError
+from broker.reasons import Reason
 
 # Seeking by time has a resolution of a second (an AMQP timestamp); this much earlier
 # also covers NTP-synchronised clocks of routers and RabbitMQ. Clocks further apart only
@@ -80,7 +81,7 @@ def _undeliverable_record(message: StreamMessage) -> dict[str, Any]:
     if not isinstance(envelope, dict):
         envelope = {}
     listed = header_text(headers.get("x-trust-reasons")).split(",")
-    reasons = ["undeliverable", *filter(None, listed)]
+    reasons = [Reason.UNDELIVERABLE, *filter(None, listed)]
     return {
         "trace_id": trace_of(message),
         "received_ms": None,
@@ -88,7 +89,7 @@ def _undeliverable_record(message: StreamMessage) -> dict[str, Any]:
         "sender": envelope.get("sender"),
         "recipient": envelope.get("recipient"),
         "kind": envelope.get("kind"),
-        "reason": "undeliverable",
+        "reason": Reason.UNDELIVERABLE,
         "error_field": None,
         "decision": {
             "action": "block", "tier": header_text(headers.get("x-trust-tier")),
@@ -97,7 +98,7 @@ def _undeliverable_record(message: StreamMessage) -> dict[str, Any]:
             "weakest": None, "reasons": reasons,
             "remediation": "the recipient is registered but no queue is bound for it; "
             "re-provision the agent",
-            "policy_version": headers.get("x-trust-policy-version"), "gate": "undeliverable",
+            "policy_version": headers.get("x-trust-policy-version"), "gate": Reason.UNDELIVERABLE,
         },
         "raw_b64": base64.b64encode(message.body).decode("ascii"),
     }  # fmt: skip

@@ -47,6 +47,7 @@ from broker.ops.rules import (
     set_aside,
 )
 from broker.ops.transaction import Held, Transaction, transaction
+from broker.reasons import Reason
 from broker.router.pipeline import Outcome, reserve_payment
 from broker.store.redis import RedisStore
 
@@ -119,7 +120,7 @@ async def reject_escalation(
             await record_claim(store, trace_id, claim, take_over_pending=True)
             decision = set_aside(
                 recorded_decision(held.record),
-                "escalation_rejected",
+                Reason.ESCALATION_REJECTED,
                 f"a reviewer rejected it: {why}",
             )
             outcome = Outcome(decision, trace_id, held.record.get("received_ms") or now_ms, env)
@@ -176,7 +177,9 @@ async def expire_escalations(
                 continue
             raw, env = _raw_and_envelope(held.record)
             decision = set_aside(
-                recorded_decision(held.record), "escalation_expired", f"nobody decided it: {why}"
+                recorded_decision(held.record),
+                Reason.ESCALATION_EXPIRED,
+                f"nobody decided it: {why}",
             )
             received = held.record.get("received_ms") or now_ms
             await tx.block(raw, Outcome(decision, held.trace_id, received, env), {})

@@ -18,20 +18,12 @@ from broker.core.records import UNPARSEABLE, iso_ms
 from broker.core.scoring import decide
 from broker.core.state import TrustContext
 from broker.errors import EnvelopeError, ReviewError
+from broker.reasons import Reason
 
-# Blocked records no reviewer may release, and why.
-UNRELEASABLE = {
-    "replay": "a replay is a second copy of a message already seen; releasing it would "
-    "deliver that message twice",
-    "revoked_key": "the sender's key is revoked; a block for that reason is never a false positive",
-    UNPARSEABLE: "this entry is not a record a router wrote, so nothing vouches for its bytes; "
-    "it can only be confirmed",
-}
+# Blocked records no reviewer may release, and why (broker/reasons.py).
+UNRELEASABLE = {r: r.info.not_releasable for r in Reason if r.info.not_releasable is not None}
 # Blocked records that say nothing about their sender's conduct.
-UNPENALISABLE = {
-    "replay": "anyone who saw the message can replay it: a replay proves nothing about its sender",
-    UNPARSEABLE: "this entry is not a record a router wrote: it names no sender",
-}
+UNPENALISABLE = {r: r.info.not_penalisable for r in Reason if r.info.not_penalisable is not None}
 _TRACE_ID = re.compile(r"[0-9a-f]{32}")
 
 

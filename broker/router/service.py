@@ -34,6 +34,7 @@ from broker.core.identity import AgentKey
 from broker.core.policy import Policy
 from broker.core.scoring import reject_undecodable
 from broker.errors import ConfigError, EnvelopeError, StoreUnavailable
+from broker.reasons import Reason
 from broker.router.lanes import Consumers
 from broker.router.metrics import RouterMetrics, poll_health
 from broker.router.negotiation import NegotiationService
@@ -347,7 +348,7 @@ class Router:
 
     async def _block_internal_error(self, message: AbstractIncomingMessage) -> None:
         policy = self.policy
-        error = EnvelopeError("internal error while routing", code="internal_error")
+        error = EnvelopeError("internal error while routing", code=Reason.INTERNAL_ERROR)
         outcome = Outcome(reject_undecodable(error, policy), new_trace_id(), self._clock(), None)
         with contextlib.suppress(AMQPError, RuntimeError, ConnectionError, TimeoutError):
             await self._commit(message, outcome)

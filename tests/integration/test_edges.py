@@ -25,8 +25,8 @@ from broker.core.envelope import (
     signature_valid,
 )
 from broker.core.identity import AgentKey
-from broker.core.records import BLOCK_REASONS
 from broker.ops.reading import read_blocked, read_escalations
+from broker.reasons import BLOCK_REASONS
 from broker.router import Router
 from broker.router.negotiation import DIRECT_REPLY_TO
 from broker.store.redis import RedisStore

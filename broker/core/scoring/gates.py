@@ -7,41 +7,34 @@ from broker.core.policy import RETENTION_ORDER, Policy
 from broker.core.privacy import detect_data_classes
 from broker.core.scoring.compliance import pact_covers
 from broker.core.state import TrustContext
-
-BAD_SIGNATURE = "bad_signature"
-REVOKED_KEY = "revoked_key"
-CLOCK_SKEW = "clock_skew"
-EXPIRED = "expired"
-REPLAY = "replay"
-UNKNOWN_RECIPIENT = "unknown_recipient"
-PRIVACY_VIOLATION = "privacy_violation"
-PACT_VIOLATION = "pact_violation"
-MALFORMED = "malformed"
-OVERSIZED = "oversized"
+from broker.reasons import Reason
 
 
 def first_failed_gate(
     env: Envelope, signature_ok: bool, ctx: TrustContext, policy: Policy, now_ms: int
-) -> tuple[str, str] | None:
+) -> tuple[Reason, str] | None:
     """Return (reason code, explanation) for the first gate the message fails, else None."""
     if not signature_ok:
-        return BAD_SIGNATURE, "signature does not verify against the sender's did:key"
+        return Reason.BAD_SIGNATURE, "signature does not verify against the sender's did:key"
     if ctx.peer.revoked:
-        return REVOKED_KEY, "the sender's key has been revoked"
+        return Reason.REVOKED_KEY, "the sender's key has been revoked"
     skew = policy.gates.max_clock_skew_ms
     if abs(now_ms - env.created_at) > skew:
-        return CLOCK_SKEW, f"created_at is more than {skew // 1000} s from the broker's clock"
+        return (
+            Reason.CLOCK_SKEW,
+            f"created_at is more than {skew // 1000} s from the broker's clock",
+        )
     if env.expires_at is not None and env.expires_at <= now_ms:
-        return EXPIRED, "the envelope's expires_at has passed"
+        return Reason.EXPIRED, "the envelope's expires_at has passed"
     if ctx.replayed:
-        return REPLAY, "message id or nonce already seen within the replay window"
+        return Reason.REPLAY, "message id or nonce already seen within the replay window"
     if ctx.recipient is None:
-        return UNKNOWN_RECIPIENT, "no agent is registered under the recipient DID"
+        return Reason.UNKNOWN_RECIPIENT, "no agent is registered under the recipient DID"
     privacy = _privacy_problem(env, ctx, policy)
     if privacy is not None:
-        return PRIVACY_VIOLATION, privacy
+        return Reason.PRIVACY_VIOLATION, privacy
     if ctx.recipient.requires_pact and (ctx.pact is None or not pact_covers(ctx.pact, env, now_ms)):
-        return PACT_VIOLATION, "the recipient requires an active pact covering this message"
+        return Reason.PACT_VIOLATION, "the recipient requires an active pact covering this message"
     return None
 
 

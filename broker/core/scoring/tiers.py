@@ -8,6 +8,7 @@ from broker.core.envelope import Envelope
 from broker.core.policy import DIMENSIONS, Policy
 from broker.core.scoring.stake import reference_minor
 from broker.core.state import TrustContext
+from broker.reasons import Reason
 
 REMEDIATION = {
     "identity": "peer must complete identity verification (handshake and issuer credential)",
@@ -49,7 +50,7 @@ def tier_of(score: float, policy: Policy) -> Tier:
     return Tier.BLOCKED
 
 
-VERIFIED_IDENTITY_REQUIRED = "verified_identity_required"
+VERIFIED_IDENTITY_REQUIRED = Reason.VERIFIED_IDENTITY_REQUIRED
 
 
 def capped_tier(
@@ -114,26 +115,29 @@ def route_inputs(
     reference minor units; `amount_ref_minor` is None when the payment's currency has no
     rate in the policy."""
     if tier is Tier.BLOCKED:
-        return Action.BLOCK, "insufficient_trust"
+        return Action.BLOCK, Reason.INSUFFICIENT_TRUST
     if not is_payment:
-        return Action.DELIVER, "probation" if tier is Tier.PROBATION else "trust_sufficient"
+        return (
+            Action.DELIVER,
+            Reason.PROBATION if tier is Tier.PROBATION else Reason.TRUST_SUFFICIENT,
+        )
     if tier is Tier.PROBATION:
-        return Action.BLOCK, "payment_trust_threshold"
+        return Action.BLOCK, Reason.PAYMENT_TRUST_THRESHOLD
     if not has_amount:
         # A `payment` kind without an intent names no amount, so no cap can vouch for it.
-        return Action.ESCALATE, "payment_amount_missing"
+        return Action.ESCALATE, Reason.PAYMENT_AMOUNT_MISSING
     if amount_ref_minor is None:
         # Nor can a cap vouch for an amount it cannot convert into its own unit.
-        return Action.ESCALATE, "currency_unrated"
+        return Action.ESCALATE, Reason.CURRENCY_UNRATED
     if negative_record:
         # Identity, bond and behaviour can keep a sender established on their own; money
         # from one whose verified record is worse than a newcomer's waits for a human.
-        return Action.ESCALATE, "negative_record"
+        return Action.ESCALATE, Reason.NEGATIVE_RECORD
     if payment_hold:
         # A verified victim says an earlier payment was fraud: a human decides until the
         # report is corroborated (observation) or dismissed. One report cannot block the
         # sender, but it can stop its money moving unattended.
-        return Action.ESCALATE, "payment_hold"
+        return Action.ESCALATE, Reason.PAYMENT_HOLD
     caps = policy.caps
     per_message, per_day = (
         (caps.trusted_per_message, caps.trusted_per_day)
@@ -142,7 +146,7 @@ def route_inputs(
     )
     reference = policy.currency.reference
     if amount_ref_minor > to_minor(per_message, reference):
-        return Action.ESCALATE, "payment_cap_exceeded"
+        return Action.ESCALATE, Reason.PAYMENT_CAP_EXCEEDED
     if spent_ref_minor + amount_ref_minor > to_minor(per_day, reference):
-        return Action.ESCALATE, "daily_cap_exceeded"
-    return Action.DELIVER, "payment_within_caps"
+        return Action.ESCALATE, Reason.DAILY_CAP_EXCEEDED
+    return Action.DELIVER, Reason.PAYMENT_WITHIN_CAPS
