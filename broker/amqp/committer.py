@@ -31,17 +31,17 @@ from dataclasses import dataclass
 
 import aiormq
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractMessage
-from aio_pika.exceptions import AMQPError, ChannelInvalidStateError
 from aiormq.abc import AbstractChannel as UnderlayChannel
 
+from broker.amqp.errors import AMQP_ERRORS, ChannelInvalidStateError
+from broker.errors import BrokerUnavailable
 from broker.grouping import GroupQueue
 
 log = logging.getLogger("broker.amqp.committer")
 # What a commit on a failing channel or connection can raise.
-CHANNEL_ERRORS = (AMQPError, ConnectionError, ChannelInvalidStateError, RuntimeError, OSError)
 
 
-class CommitFailed(ConnectionError):
+class CommitFailed(BrokerUnavailable, ConnectionError):
     """The outcome was not committed: its message is (or will be) back on its queue."""
 
 
@@ -112,7 +112,7 @@ class TransactionalCommitter:
         except TimeoutError:
             self.break_off(f"no commit-ok within {self._timeout_s:g}s")
             raise CommitFailed("the commit did not complete in time") from None
-        except CHANNEL_ERRORS as exc:
+        except AMQP_ERRORS as exc:
             self.break_off(f"commit failed: {type(exc).__name__}")
             raise CommitFailed(f"the commit failed: {type(exc).__name__}") from exc
 

@@ -18,14 +18,14 @@ from aio_pika.abc import AbstractConnection, AbstractRobustConnection
 from aio_pika.robust_connection import RobustConnection
 from yarl import URL
 
+from broker.amqp.errors import CONNECT_ERRORS
 from broker.config import BrokerConfig, mask_url
+from broker.errors import BrokerUnavailable
 
 log = logging.getLogger("broker.amqp.failover")
-# What a connection attempt to one node can raise when that node is down or unreachable.
-ATTEMPT_ERRORS = (OSError, TimeoutError, ConnectionError, aio_pika.exceptions.AMQPError)
 
 
-class NoNodeAvailable(ConnectionError):
+class NoNodeAvailable(BrokerUnavailable, ConnectionError):
     """None of the configured RabbitMQ nodes accepted a connection in time; `errors` holds
     each node's failure, in the order tried."""
 
@@ -52,7 +52,7 @@ async def connect_any(
         url = urls[(first + turn) % len(urls)]
         try:
             return await asyncio.wait_for(aio_pika.connect(url, timeout=timeout), timeout)
-        except ATTEMPT_ERRORS as exc:
+        except CONNECT_ERRORS as exc:
             failures.append(f"{mask_url(url)}: {type(exc).__name__} {exc}".strip())
             errors.append(exc)
     raise NoNodeAvailable("no RabbitMQ node answered: " + "; ".join(failures), errors)
@@ -114,7 +114,7 @@ async def connect_robust_any(
         connection.use_nodes(nodes)
         try:
             await asyncio.wait_for(connection.connect(timeout=timeout), timeout)
-        except ATTEMPT_ERRORS as exc:
+        except CONNECT_ERRORS as exc:
             await connection.close()
             failures.append(f"{mask_url(nodes[0])}: {type(exc).__name__} {exc}".strip())
             errors.append(exc)

@@ -44,11 +44,16 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from aio_pika.abc import AbstractConnection
-from aio_pika.exceptions import AMQPError
-from aiormq.exceptions import ChannelLockedResource, ChannelNotFoundEntity
 from yarl import URL
 
-from broker.amqp.failover import ATTEMPT_ERRORS, connect_any
+from broker.amqp.errors import (
+    AMQP_ERRORS,
+    CONNECT_ERRORS,
+    ChannelLockedResource,
+    ChannelNotFoundEntity,
+)
+from broker.amqp.failover import connect_any
+from broker.errors import TrustBrokerError
 
 log = logging.getLogger("broker.amqp.indoubt")
 _PROBE_S = 2.0
@@ -72,7 +77,7 @@ class Lease(StrEnum):
     UNKNOWN = "unknown"  # no answer in time
 
 
-class HeldBack(Exception):
+class HeldBack(TrustBrokerError):
     """A retry waited for its holder as long as it may; it goes back to its queue."""
 
 
@@ -147,12 +152,12 @@ class InDoubt:
     async def _ask_node(self, url: str, name: str) -> Lease:
         try:
             connection = await connect_any([url], timeout=_PROBE_S)
-        except ATTEMPT_ERRORS:
+        except CONNECT_ERRORS:
             return Lease.UNKNOWN
         try:
             return await _ask(connection, name)
         finally:
-            with contextlib.suppress(*ATTEMPT_ERRORS, AMQPError, RuntimeError):
+            with contextlib.suppress(*AMQP_ERRORS):
                 await asyncio.wait_for(connection.close(), _PROBE_S)
 
 
@@ -162,7 +167,7 @@ async def _ask(connection: AbstractConnection, name: str) -> Lease:
     closed with 405 (there) or 404 (gone)."""
     try:
         channel = await asyncio.wait_for(connection.channel(publisher_confirms=False), _PROBE_S)
-    except (*ATTEMPT_ERRORS, AMQPError, RuntimeError):
+    except AMQP_ERRORS:
         return Lease.UNKNOWN
     try:
         underlay = await channel.get_underlay_channel()
@@ -173,8 +178,8 @@ async def _ask(connection: AbstractConnection, name: str) -> Lease:
         return Lease.THERE
     except ChannelNotFoundEntity:
         return Lease.GONE
-    except (*ATTEMPT_ERRORS, AMQPError, RuntimeError):
+    except AMQP_ERRORS:
         return Lease.UNKNOWN
     finally:
-        with contextlib.suppress(*ATTEMPT_ERRORS, AMQPError, RuntimeError):
+        with contextlib.suppress(*AMQP_ERRORS):
             await asyncio.wait_for(channel.close(), _PROBE_S)

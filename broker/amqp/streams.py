@@ -22,8 +22,8 @@ from types import TracebackType
 from typing import Any
 
 from aio_pika.abc import AbstractConnection, AbstractIncomingMessage
-from aio_pika.exceptions import AMQPError
 
+from broker.amqp.errors import AMQP_ERRORS
 from broker.amqp.failover import connect_any
 
 # Offsets the stream understands by name; anything else is a number or a time.
@@ -98,7 +98,7 @@ class StreamReader:
         tb: TracebackType | None,
     ) -> None:
         if self._connection is not None:
-            with contextlib.suppress(AMQPError, OSError, RuntimeError):
+            with contextlib.suppress(*AMQP_ERRORS):
                 await self._connection.close()
             self._connection = None
 
@@ -131,7 +131,7 @@ class StreamReader:
                 yield message
         finally:
             # Closing the channel ends the consumer and drops what it prefetched.
-            with contextlib.suppress(AMQPError, OSError, RuntimeError):
+            with contextlib.suppress(*AMQP_ERRORS):
                 await channel.close()
 
     async def _drain(

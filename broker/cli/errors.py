@@ -7,18 +7,17 @@ import argparse
 import os
 from typing import Any
 
-from aio_pika.exceptions import (
+from pydantic import ValidationError
+
+from broker.amqp.errors import (
     AMQPConnectionError,
     AMQPError,
+    ChannelAccessRefused,
     ChannelNotFoundEntity,
     ProbableAuthenticationError,
 )
-from aiormq.exceptions import ChannelAccessRefused
-from pydantic import ValidationError
-
 from broker.amqp.failover import NoNodeAvailable
 from broker.config import BrokerConfig, mask_url
-from broker.devkit.layout import ServersError
 from broker.errors import EvidenceError, StoreUnavailable, TrustBrokerError
 
 START_LOCAL = "start local ones with `trust-broker servers start`"
@@ -126,10 +125,9 @@ def _plain(exc: BaseException, args: argparse.Namespace, config: BrokerConfig | 
 _EXPLAINERS: list[tuple[type[BaseException], Any]] = [
     (StoreUnavailable, _store),
     (EvidenceError, _evidence),
-    (TrustBrokerError, _plain),
-    (ServersError, _plain),
-    (ProbableAuthenticationError, _login),
     (NoNodeAvailable, _no_node),
+    (TrustBrokerError, _plain),
+    (ProbableAuthenticationError, _login),
     (AMQPConnectionError, _unreachable),
     (ChannelAccessRefused, _refused),
     (ChannelNotFoundEntity, _not_found),

@@ -6,8 +6,6 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
-from aio_pika.exceptions import AMQPError
-from aiormq.exceptions import ChannelNotFoundEntity
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -15,6 +13,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from broker.amqp.errors import AMQPError, ChannelNotFoundEntity
 from broker.app import open_store
 from broker.config import BrokerConfig
 from broker.console import api, pages
@@ -23,7 +22,7 @@ from broker.console.actions import review_status
 from broker.console.auth import Sessions, Users
 from broker.console.state import HERE, JSON, Console, templates, wants_json
 from broker.core.identity import AgentKey
-from broker.errors import ReviewError, StoreUnavailable, TrustBrokerError
+from broker.errors import BrokerUnavailable, ReviewError, StoreUnavailable, TrustBrokerError
 
 log = logging.getLogger("broker.console")
 MAX_BODY_BYTES = 64 * 1024
@@ -142,7 +141,7 @@ async def _review_error(request: Request, exc: Exception) -> Response:
 
 
 async def _broker_error(request: Request, exc: Exception) -> Response:
-    if isinstance(exc, StoreUnavailable):
+    if isinstance(exc, StoreUnavailable | BrokerUnavailable):
         return await _unavailable(request, exc)
     return _error(request, 400, str(exc))
 

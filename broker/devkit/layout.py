@@ -7,6 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from broker.errors import TrustBrokerError
+
 Progress = Callable[[str], None]
 
 START_TIMEOUT = 90.0
@@ -59,7 +61,7 @@ class ServerConfig:
 SENTINEL_SERVICE = "trustbroker"
 
 
-class ServersError(Exception):
+class ServersError(TrustBrokerError):
     """A local server could not be installed, started or stopped."""
 
 

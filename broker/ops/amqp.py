@@ -6,17 +6,17 @@ from __future__ import annotations
 
 import base64
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from aio_pika.exceptions import AMQPError, ChannelNotFoundEntity
 
+from broker.amqp.errors import AMQPError, ChannelNotFoundEntity
 from broker.amqp.streams import ReadStats, StreamMessage, StreamReader
 from broker.config import BrokerConfig
 from broker.core.records import StreamEntry, entry_trace_id, header_text, parse_record
-from broker.errors import ReviewError
+from broker.errors import ExceptionMapping, MapExceptions, ReviewError, map_exceptions
 from broker.reasons import Reason
 
 # Seeking by time has a resolution of a second (an AMQP timestamp); this much earlier
@@ -25,19 +25,31 @@ from broker.reasons import Reason
 SEEK_SLACK_MS = 1_000
 
 
-@contextlib.contextmanager
-def amqp_errors() -> Iterator[None]:
-    """RabbitMQ's errors as ReviewError: they never leave broker/ops."""
-    try:
-        yield
-    except ChannelNotFoundEntity as exc:
-        raise ReviewError(
-            f"{exc.args[0] if exc.args else exc} (is the vhost right, and has a router "
-            "started there?)",
-            code="not_found",
-        ) from None
-    except (AMQPError, OSError) as exc:
-        raise ReviewError(f"RabbitMQ unavailable: {exc!r}", code="amqp_unavailable") from exc
+def _not_found(exc: Exception) -> Exception:
+    error = ReviewError(
+        f"{exc.args[0] if exc.args else exc} (is the vhost right, and has a router started there?)",
+        code="not_found",
+    )
+    error.__suppress_context__ = True  # the message says it all
+    return error
+
+
+def _unavailable(exc: Exception) -> Exception:
+    return ReviewError(f"RabbitMQ unavailable: {exc!r}", code="amqp_unavailable")
+
+
+# RabbitMQ's errors as ReviewError: they never leave broker/ops.
+_TO_REVIEW_ERROR: ExceptionMapping = {
+    ChannelNotFoundEntity: _not_found, AMQPError: _unavailable, OSError: _unavailable,
+}  # fmt: skip
+
+
+_TO_REVIEW = map_exceptions(_TO_REVIEW_ERROR)
+
+
+def amqp_errors() -> MapExceptions:
+    """RabbitMQ's errors in the block as ReviewError (not_found, amqp_unavailable)."""
+    return _TO_REVIEW
 
 
 def seek_at(ms: int) -> datetime:

@@ -12,9 +12,9 @@ from typing import Any
 import aio_pika
 import orjson
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
-from aio_pika.exceptions import AMQPError
 from aiormq.abc import AbstractChannel as UnderlayChannel
 
+from broker.amqp.errors import AMQP_ERRORS
 from broker.amqp.failover import connect_config
 from broker.config import BrokerConfig
 from broker.core.records import parse_record
@@ -135,7 +135,7 @@ class Transaction:
         self.held = []
         try:
             await self._underlay.tx_commit()
-        except (AMQPError, OSError, TimeoutError, RuntimeError) as exc:
+        except AMQP_ERRORS as exc:
             if not decisive:
                 raise ReviewError(f"RabbitMQ failed: {exc!r}", code="amqp_unavailable") from exc
             raise ReviewError(

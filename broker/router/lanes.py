@@ -17,8 +17,8 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
-from aio_pika.exceptions import AMQPError, ChannelNotFoundEntity
 
+from broker.amqp.errors import AMQP_ERRORS, ChannelNotFoundEntity
 from broker.config import BrokerConfig
 from broker.errors import StoreUnavailable
 from broker.router.metrics import RouterMetrics
@@ -119,7 +119,7 @@ class Consumers:
                 # cancel on its dying connection can hang for the full deadline each.
                 return
             cancels = [queue.cancel(tag) for queue, tag in consumers]
-            with contextlib.suppress(AMQPError, RuntimeError, TimeoutError, ConnectionError):
+            with contextlib.suppress(*AMQP_ERRORS):
                 # One deadline for all: with many lanes, one at a time would add up.
                 await asyncio.wait_for(
                     asyncio.gather(*cancels, return_exceptions=True), deadline_s(self._config)

@@ -46,8 +46,8 @@ from typing import Any
 import aio_pika
 import orjson
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
-from aio_pika.exceptions import AMQPError
 
+from broker.amqp.errors import AMQP_ERRORS
 from broker.config import BrokerConfig
 from broker.core.canonical import loads_strict
 from broker.core.handshake import (
@@ -140,7 +140,7 @@ class NegotiationService:
                 "handshake request refused: reply_to %.80r is not direct reply-to (login %.80r)",
                 message.reply_to, message.user_id,
             )  # fmt: skip
-            with contextlib.suppress(AMQPError, RuntimeError):
+            with contextlib.suppress(*AMQP_ERRORS):
                 await message.ack()
             return
         try:
@@ -149,7 +149,7 @@ class NegotiationService:
             # Fail closed like the router: the agent retries; nothing is recorded half-way.
             reply = {"op": "error", "code": "store_unavailable", "message": "try again shortly"}
         await self._reply(message, reply)
-        with contextlib.suppress(AMQPError, RuntimeError):
+        with contextlib.suppress(*AMQP_ERRORS):
             await message.ack()
 
     async def handle(self, body: bytes, *, user_id: str | None = None) -> dict[str, Any]:
@@ -301,7 +301,7 @@ class NegotiationService:
         started = time.monotonic()
         try:
             connection = await aio_pika.connect(self._probe_url, timeout=5)
-        except (TimeoutError, AMQPError, OSError, RuntimeError):
+        except AMQP_ERRORS:
             return None
         try:
             async with connection:
@@ -312,7 +312,7 @@ class NegotiationService:
                 # Synchronous, on the same channel, so it is answered after the publish.
                 await channel.set_qos(prefetch_count=1)
                 known = not connection.is_closed
-        except (TimeoutError, AMQPError, OSError, RuntimeError):
+        except AMQP_ERRORS:
             known = False
         log.info(
             "direct reply-to node %r %s (probed in %.0f ms)",
@@ -332,7 +332,7 @@ class NegotiationService:
             correlation_id=request.correlation_id,
             content_type="application/json",
         )
-        with contextlib.suppress(AMQPError, RuntimeError, asyncio.TimeoutError):
+        with contextlib.suppress(*AMQP_ERRORS):
             await self._channel.default_exchange.publish(message, routing_key=reply_to)
 
 

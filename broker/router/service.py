@@ -22,10 +22,9 @@ from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
 from aio_pika.abc import AbstractIncomingMessage
-from aio_pika.exceptions import AMQPError, ChannelInvalidStateError, ChannelNotFoundEntity
 
 from broker.amqp.committer import CommitFailed, TransactionalCommitter
-from broker.amqp.failover import ATTEMPT_ERRORS
+from broker.amqp.errors import AMQP_ERRORS, CHANNEL_ERRORS, ChannelNotFoundEntity
 from broker.amqp.indoubt import HeldBack, InDoubt
 from broker.clock import wall_clock_ms
 from broker.config import BrokerConfig
@@ -187,7 +186,7 @@ class Router:
                 self._next_node += 1
             try:
                 await self._open_session()
-            except (*ATTEMPT_ERRORS, RuntimeError) as exc:
+            except AMQP_ERRORS as exc:
                 log.warning("no RabbitMQ node usable yet (%s); retrying", exc)
                 self._next_node += 1
                 with contextlib.suppress(TimeoutError):
@@ -238,7 +237,7 @@ class Router:
             return
         try:
             await self._consumers.add_new_lanes(session)
-        except (AMQPError, RuntimeError, TimeoutError, ConnectionError) as exc:
+        except AMQP_ERRORS as exc:
             # The session is failing; the next one consumes every lane again.
             log.warning("could not consume a new lane (%s)", type(exc).__name__)
             end(session, "consuming a lane failed")
@@ -266,7 +265,7 @@ class Router:
         if not self._stopping.is_set():
             try:
                 await self._consume()
-            except (AMQPError, RuntimeError, TimeoutError, ConnectionError):
+            except AMQP_ERRORS:
                 # The session is failing too; the next one consumes once it opens.
                 if self._session is not None:
                     end(self._session, "consume failed after the store came back")
@@ -326,7 +325,7 @@ class Router:
         except StoreUnavailable:
             await self._requeue(message)
             await self._pause_for_store()
-        except (TimeoutError, AMQPError, ConnectionError, ChannelInvalidStateError) as exc:
+        except CHANNEL_ERRORS as exc:
             # Not committed (CommitFailed among them), so not published and no outcome
             # recorded: the broker redelivers the message (redelivered=True) with the
             # channel it came on, and the retry routes it once.
@@ -338,7 +337,7 @@ class Router:
             await self._block_internal_error(message)
 
     async def _requeue(self, message: AbstractIncomingMessage) -> None:
-        with contextlib.suppress(AMQPError, RuntimeError, ConnectionError, TimeoutError):
+        with contextlib.suppress(*AMQP_ERRORS):
             await self._committer_or_fail().requeue(message)
 
     def _committer_or_fail(self) -> TransactionalCommitter:
@@ -350,7 +349,7 @@ class Router:
         policy = self.policy
         error = EnvelopeError("internal error while routing", code=Reason.INTERNAL_ERROR)
         outcome = Outcome(reject_undecodable(error, policy), new_trace_id(), self._clock(), None)
-        with contextlib.suppress(AMQPError, RuntimeError, ConnectionError, TimeoutError):
+        with contextlib.suppress(*AMQP_ERRORS):
             await self._commit(message, outcome)
 
     async def _commit(

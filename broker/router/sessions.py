@@ -18,9 +18,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractQueue
-from aio_pika.exceptions import AMQPError
 
 from broker.amqp.committer import TransactionalCommitter
+from broker.amqp.errors import AMQP_ERRORS
 from broker.amqp.failover import connect_any, with_heartbeat
 from broker.amqp.indoubt import holder_token
 from broker.amqp.topology import declare_session_lease, open_router_topology
@@ -122,7 +122,7 @@ async def _take_lease(connection: AbstractConnection, config: BrokerConfig, leas
             connection.channel(publisher_confirms=False), deadline_s(config)
         )
         await declare_session_lease(channel, config.topology, lease)
-    except (AMQPError, RuntimeError, TimeoutError, ConnectionError) as exc:
+    except AMQP_ERRORS as exc:
         log.warning("session lease not declared (%s)", type(exc).__name__)
 
 

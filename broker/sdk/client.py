@@ -17,9 +17,9 @@ from urllib.parse import unquote, urlsplit
 import aio_pika
 import orjson
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
-from aio_pika.exceptions import ChannelNotFoundEntity, DeliveryError
 
-from broker.amqp.failover import ATTEMPT_ERRORS, connect_robust_any, with_heartbeat
+from broker.amqp.errors import AMQP_ERRORS, ChannelNotFoundEntity, DeliveryError
+from broker.amqp.failover import connect_robust_any, with_heartbeat
 from broker.clock import wall_clock_ms
 from broker.config import Topology, mask_url, split_urls
 from broker.core.envelope import (
@@ -42,7 +42,7 @@ from broker.sdk.requests import RequestLine, check_result
 # window (a crash between a confirmed publish and recording it) for SDK users.
 _RECENT_IDS = 10_000
 # What a publish on a failing connection raises; the SDK waits for the next node.
-_PUBLISH_ERRORS = (*ATTEMPT_ERRORS, RuntimeError)
+_PUBLISH_ERRORS = AMQP_ERRORS
 _ATTEMPT_S = 10.0  # one node's chance to confirm a publish before the next is tried
 # A full lane nacks the publish: wait this long before the first retry, doubling up to the
 # cap (with jitter, so many blocked publishes do not retry in step).

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable
 
+from broker.errors import BrokerUnavailable
+
 
 class Window:
     """How many publishes may await their confirm at once: `most` while the broker takes
@@ -36,7 +38,7 @@ class Window:
             self._free.notify(max(0, self.size - self._busy))
 
 
-class ConnectionLost(ConnectionError):
+class ConnectionLost(BrokerUnavailable, ConnectionError):
     """The connection closed under a pending publish (aiormq cancels its confirm)."""
 
 

@@ -16,7 +16,7 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
 from broker.core.state import PactTerms, PeerState, RecipientProfile, TrustList
-from broker.errors import StoreUnavailable
+from broker.errors import ExceptionMapping, StoreUnavailable, map_exceptions
 from broker.store.batch import AutoPipeline, Command
 from broker.store.cache import TTLCache
 from broker.store.connection import connect_redis
@@ -26,6 +26,15 @@ from broker.store.lua import lua_script
 from broker.store.serious import SeriousQueue
 
 T = TypeVar("T")
+
+
+def _unavailable(exc: Exception) -> Exception:
+    return StoreUnavailable(f"Redis unavailable: {type(exc).__name__}")
+
+
+# Redis's errors (and the sockets under it) as StoreUnavailable: they never leave the store.
+TO_STORE_UNAVAILABLE: ExceptionMapping = {RedisError: _unavailable, OSError: _unavailable}
+_BOUNDARY = map_exceptions(TO_STORE_UNAVAILABLE)
 
 
 @dataclass(frozen=True)
@@ -90,10 +99,8 @@ class StoreBase:
             await sentinel.aclose()
 
     async def _call(self, operation: Awaitable[T]) -> T:
-        try:
+        with _BOUNDARY:
             return await operation
-        except (RedisError, OSError) as exc:
-            raise StoreUnavailable(f"Redis unavailable: {type(exc).__name__}") from exc
 
     async def _together(self, *commands: Command) -> list[Any]:
         """Several commands in the next shared pipeline; their replies in order."""

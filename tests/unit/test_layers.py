@@ -80,3 +80,56 @@ def test_only_the_cli_layer_reads_the_environment() -> None:
         for line in _reads_environment(path.read_text())
     }
     assert not readers, "read the environment in broker/cli/ and pass configuration down"
+
+
+def _imported_modules(source: str) -> set[str]:
+    """Every module an import statement in `source` names (module level or local)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+def _importers(prefixes: tuple[str, ...]) -> dict[str, set[str]]:
+    """Module -> what it imports of `prefixes` (a name or one of its submodules)."""
+    found: dict[str, set[str]] = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        names = {
+            name for name in _imported_modules(path.read_text())
+            if any(name == p or name.startswith(p + ".") for p in prefixes)
+        }  # fmt: skip
+        if names:
+            found[_module_name(path)] = names
+    return found
+
+
+def test_only_broker_amqp_names_the_amqp_clients_exceptions() -> None:
+    # One place says what RabbitMQ's client raises (broker/amqp/errors.py): elsewhere a
+    # hand-made tuple of exception classes is how five different ones came about.
+    outside = {
+        module: names
+        for module, names in _importers(("aio_pika.exceptions", "aiormq.exceptions")).items()
+        if not module.startswith("broker.amqp")
+    }
+    assert not outside, "import them from broker.amqp.errors"
+
+
+def test_only_the_store_imports_redis() -> None:
+    outside = {
+        module: names
+        for module, names in _importers(("redis",)).items()
+        if not module.startswith("broker.store")
+    }
+    assert not outside, "Redis is the store's: go through broker.store"
+
+
+def test_the_import_scanner_sees_submodules_and_names() -> None:
+    assert "aio_pika.exceptions" in _imported_modules("import aio_pika.exceptions")
+    assert "aio_pika.exceptions.AMQPError" in _imported_modules(
+        "from aio_pika.exceptions import AMQPError"
+    )
+    assert "aio_pika.exceptions" in _imported_modules("from aio_pika import exceptions")
