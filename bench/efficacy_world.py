@@ -164,7 +164,7 @@ class World:
         agent.joined_ms = engine.now
         await engine.register(agent)
         await engine.handshake(agent)
-        from broker.router.agreements import make_manifest
+        from broker.core.agreements import make_manifest
 
         manifest = make_manifest(
             agent.key, now_ms=engine.now - 1, ttl_ms=30 * DAY_MS,
@@ -284,7 +284,7 @@ class World:
     async def _ring(self, n: int, size: int) -> None:
         """Fresh keys that vouch, send and report for each other; now and then they try
         an honest agent."""
-        from broker.router.agreements import make_vouch
+        from broker.core.agreements import make_vouch
 
         members = [await self._fresh(f"ring{n}-{i}", "sybil") for i in range(size)]
         for i, member in enumerate(members):

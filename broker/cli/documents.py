@@ -43,7 +43,7 @@ async def _written(
 
 async def cmd_manifest(args: argparse.Namespace, config: BrokerConfig) -> int:
     """Sign a capability manifest: what this agent sends and accepts, how it keeps data."""
-    from broker.router.agreements import make_manifest
+    from broker.core.agreements import make_manifest
 
     key = load_key(Path(args.key))
     accepts: dict[str, list[str]] | None = None
@@ -63,7 +63,7 @@ async def cmd_manifest(args: argparse.Namespace, config: BrokerConfig) -> int:
 
 async def cmd_pact_propose(args: argparse.Namespace, config: BrokerConfig) -> int:
     """Sign a pact proposal to a recipient (it must countersign before it counts)."""
-    from broker.router.agreements import make_pact
+    from broker.core.agreements import make_pact
 
     public_key_from_did(args.with_did)
     key = load_key(Path(args.key))
@@ -87,8 +87,8 @@ async def cmd_pact_propose(args: argparse.Namespace, config: BrokerConfig) -> in
 
 async def cmd_pact_countersign(args: argparse.Namespace, config: BrokerConfig) -> int:
     """Check a proposed pact names this key as its recipient, then countersign it."""
+    from broker.core.agreements import PACT_TYPE
     from broker.core.signing import countersign, signed_by
-    from broker.router.agreements import PACT_TYPE
 
     key = load_key(Path(args.key))
     proposal = read_json(args.file, "pact")
@@ -104,7 +104,7 @@ async def cmd_pact_countersign(args: argparse.Namespace, config: BrokerConfig) -
 
 async def cmd_vouch(args: argparse.Namespace, config: BrokerConfig) -> int:
     """Vouch for another agent: lend it a share of this agent's earned reputation."""
-    from broker.router.agreements import make_vouch
+    from broker.core.agreements import make_vouch
 
     public_key_from_did(args.for_did)
     key = load_key(Path(args.key))
@@ -120,7 +120,7 @@ async def cmd_vouch(args: argparse.Namespace, config: BrokerConfig) -> int:
 
 async def cmd_rotate(args: argparse.Namespace, config: BrokerConfig) -> int:
     """Hand this agent's history over to a new key (signed by both keys)."""
-    from broker.router.agreements import make_rotation
+    from broker.core.agreements import make_rotation
 
     old, new = load_key(Path(args.key)), load_key(Path(args.new_key))
     document = make_rotation(old, new, now_ms=wall_clock_ms())

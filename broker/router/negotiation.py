@@ -7,7 +7,7 @@ Requests are JSON objects with an `op`:
 - `export` {agent}: a TrustRecordCredential about the agent, only to the agent itself (its
   AMQP user_id), with this broker's status list; `status_list` {}: the status list alone.
 - `present` {presentation}: a presentation signed by the presenting agent
-  (`broker.router.agreements.make_presentation`) carrying issuer-signed credentials,
+  (`broker.core.presentation.make_presentation`) carrying issuer-signed credentials,
   attestations and bonds, agent-signed capability manifests, pacts signed by both
   parties, vouches and key rotations, each about the presenter.
 Replies go to the request's `reply_to` with its `correlation_id`, and only when that is

@@ -14,6 +14,7 @@ import redis.asyncio as aioredis
 
 from broker.clock import wall_clock_ms
 from broker.config import BrokerConfig
+from broker.core.agreements import make_vouch
 from broker.core.envelope import Envelope
 from broker.core.evidence import sign_evidence
 from broker.core.identity import AgentKey
@@ -22,7 +23,6 @@ from broker.ops.reading import read_blocked, read_escalations
 from broker.ops.sweeper import run_sweeper
 from broker.peerview import describe_peer
 from broker.router import Router
-from broker.router.agreements import make_vouch
 from broker.store.redis import RedisStore
 from tests.integration.conftest import Agent, AgentFactory
 from tests.integration.trust import add_history, make_level, post_bond, verify_identity

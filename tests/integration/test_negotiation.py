@@ -13,6 +13,7 @@ import pytest
 
 from broker.clock import wall_clock_ms
 from broker.config import BrokerConfig
+from broker.core.agreements import make_manifest, make_pact, make_rotation
 from broker.core.evidence import sign_evidence
 from broker.core.handshake import answer_challenge
 from broker.core.identity import AgentKey
@@ -20,7 +21,6 @@ from broker.core.signing import countersign
 from broker.errors import EvidenceError
 from broker.ops.reading import read_blocked
 from broker.router import Router
-from broker.router.agreements import make_manifest, make_pact, make_rotation
 from broker.router.negotiation import NegotiationService
 from broker.store.redis import RedisStore
 from tests.integration.conftest import Agent, AgentFactory

@@ -11,6 +11,7 @@ import pytest
 
 from broker.clock import wall_clock_ms
 from broker.config import BrokerConfig
+from broker.core.agreements import make_pact
 from broker.core.canonical import canonical_json
 from broker.core.envelope import PaymentIntent
 from broker.core.identity import AgentKey
@@ -18,7 +19,6 @@ from broker.core.policydiff import set_value
 from broker.core.signing import countersign
 from broker.core.whatif import replay
 from broker.router import Router
-from broker.router.agreements import make_pact
 from broker.store.redis import RedisStore
 from tests.integration.conftest import Agent, AgentFactory
 from tests.integration.trust import make_level

@@ -14,6 +14,7 @@ import pytest
 
 from broker.clock import wall_clock_ms
 from broker.config import BrokerConfig
+from broker.core.agreements import make_manifest
 from broker.core.envelope import PaymentIntent
 from broker.core.evidence import sign_evidence
 from broker.core.identity import AgentKey
@@ -21,7 +22,6 @@ from broker.core.policy import load_policy
 from broker.ops.reading import read_blocked, read_escalations
 from broker.peerview import describe_peer
 from broker.router import Router
-from broker.router.agreements import make_manifest
 from broker.store.redis import RedisStore
 from tests.integration.conftest import Agent, AgentFactory
 from tests.integration.trust import make_level, trust_issuer, verify_identity

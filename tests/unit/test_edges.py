@@ -18,6 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from broker.core.agreements import verify_manifest, verify_pact, verify_rotation, verify_vouch
 from broker.core.canonical import canonical_json, duplicate_key_path, loads_strict
 from broker.core.envelope import decode_envelope, encode_envelope, sign_envelope, signature_valid
 from broker.core.evidence import verify_evidence
@@ -26,7 +27,6 @@ from broker.core.identity import AgentKey
 from broker.core.presentation import open_presentation
 from broker.core.reports import parse_report
 from broker.errors import EnvelopeError, EvidenceError, IdentityError, TrustBrokerError
-from broker.router.agreements import verify_manifest, verify_pact, verify_rotation, verify_vouch
 from broker.router.negotiation import is_direct_reply_to
 
 ALICE, BOB = AgentKey.generate(), AgentKey.generate()
