@@ -34,6 +34,7 @@ from broker.core.plan import (
 )
 from broker.core.policy import Policy
 from broker.core.recorder import DEFAULT_MONITORING, decision_entry, trace_record
+from broker.core.report_effects import count_report
 from broker.core.state import PeerState, TrustContext, organisation_of
 from broker.router.report_review import act_on_serious_report
 from broker.store.claims import Claim, Claimed, Finish
@@ -194,27 +195,30 @@ async def _apply_report(
     """Count a report once, from the recipient of a delivered message only; the store's
     refusal code otherwise. A serious report also goes to review (report_review)."""
     report, weight = effect.report, effect.weight
-    code = await store.claim_report(env.sender, env.recipient, report.message_id, policy)
-    accepted, _, domain = code.partition("|")
-    if accepted != "ok":
-        return code
+    claimed = await store.claim_report(env.sender, env.recipient, report.message_id, policy)
+    if claimed.refusal is not None:
+        return claimed.refusal
     subject = await store.peer(env.recipient, now_ms)
-    applied = await store.apply_report(
-        env.recipient, env.sender, report, weight, policy, now_ms, domain=domain,
-        reporter_org=effect.reporter_org, subject_org=organisation_of(subject.credential),
+    count = count_report(
+        report, weight, policy, reporter_org=effect.reporter_org,
+        subject_org=organisation_of(subject.credential), domain=claimed.domain,
     )  # fmt: skip
-    if applied.serious:
-        await act_on_serious_report(
-            store, env, report, effect.reporter_org, weight, applied, policy, now_ms,
-            domain=domain,
-        )  # fmt: skip
+    added, serious = 0.0, ""
+    if count is not None:
+        added = await store.count_report(env.recipient, effect.reporter_org, count, policy, now_ms)
+        if count.serious:
+            serious = await store.corroborate(env.recipient, effect.reporter_org, policy, now_ms)
+            await act_on_serious_report(
+                store, env, report, effect.reporter_org, weight, added, serious, policy,
+                now_ms, domain=claimed.domain,
+            )  # fmt: skip
     traced = await store.trace_id_of(report.message_id)
     if traced is not None:
         await store.add_trace_event(
             traced,
             {"event": "report", "outcome": report.outcome, "severity": report.severity,
              "reporter": env.sender, "weight": round(weight, 4),
-             "applied": round(applied.added, 4), "serious": applied.serious or None,
+             "applied": round(added, 4), "serious": serious or None,
              "at_ms": now_ms},
         )  # fmt: skip
     log.info(

@@ -18,10 +18,17 @@ from typing import Any
 
 from broker.core.envelope import Envelope
 from broker.core.policy import Policy
+from broker.core.report_effects import (
+    HoldPayments,
+    MarkAnomaly,
+    SeriousEffect,
+    SlashBond,
+    serious_penalties,
+    verified_in_full,
+)
 from broker.core.reports import Report
 from broker.errors import ReviewError
 from broker.store.redis import RedisStore
-from broker.store.reputation import ReportEffect
 
 log = logging.getLogger("broker.router.report_review")
 
@@ -35,36 +42,38 @@ async def act_on_serious_report(
     report: Report,
     reporter_org: str,
     weight: float,
-    effect: ReportEffect,
+    added: float,
+    serious: str,
     policy: Policy,
     now_ms: int,
     *,
     domain: str,
 ) -> None:
-    """What a high or critical report does beyond its capped failure units (router side)."""
+    """What a high or critical report does beyond its `added` capped failure units, by
+    the corroboration state `serious` (router side)."""
     subject = env.recipient
-    this = {"severity": report.severity, "weight": weight, "units": effect.added,
-            "domain": domain}  # fmt: skip
-    if effect.serious == "again":
+    this = {"severity": report.severity, "weight": weight, "units": added, "domain": domain}
+    if serious == "again":
         # Corroborated again within the window: observation again, no second slash.
-        await store.record_anomaly(subject, now_ms, CORROBORATED)
-        await _verified_in_full(store, subject, [this], policy, now_ms)
-    elif effect.serious == "corroborated":
+        effects = [MarkAnomaly(CORROBORATED), *verified_in_full([this], policy, now_ms)]
+        await apply_serious(store, subject, effects, policy, now_ms)
+    elif serious == "corroborated":
         pending = await store.serious.list(subject=subject)
-        critical = report.severity == "critical" or any(
-            item["severity"] == "critical" for item in pending
-        )
-        await _penalise(store, subject, critical, policy, now_ms, CORROBORATED)
-        await _verified_in_full(store, subject, [this, *pending], policy, now_ms)
+        severities = [report.severity, *(item["severity"] for item in pending)]
+        effects = [
+            *serious_penalties(severities, policy, why=CORROBORATED),
+            *verified_in_full([this, *pending], policy, now_ms),
+        ]
+        await apply_serious(store, subject, effects, policy, now_ms)
         for item in pending:
             await store.serious.close({**item, "state": "corroborated", "closed_ms": now_ms})
         log.warning("serious reports about %s corroborated: under observation", subject)
-    elif effect.serious == "pending":
+    elif serious == "pending":
         item = {
             "id": uuid.uuid4().hex, "subject": subject, "reporter": env.sender,
             "reporter_org": reporter_org, "message_id": report.message_id,
             "report_id": env.id, "outcome": report.outcome, "severity": report.severity,
-            "weight": round(weight, 4), "units": round(effect.added, 4), "at_ms": now_ms,
+            "weight": round(weight, 4), "units": round(added, 4), "at_ms": now_ms,
             "state": "open", "domain": domain,
         }  # fmt: skip
         limit = policy.reports.max_open_reviews_per_reporter
@@ -77,41 +86,23 @@ async def act_on_serious_report(
                      env.sender, subject)  # fmt: skip
         if domain == "payment":
             until = now_ms + policy.reports.corroboration_window_ms
-            await store.hold_payments(subject, until)
+            await apply_serious(store, subject, [HoldPayments(until)], policy, now_ms)
 
 
-async def _penalise(
-    store: RedisStore, subject: str, critical: bool, policy: Policy, now_ms: int, why: str
+async def apply_serious(
+    store: RedisStore, subject: str, effects: list[SeriousEffect], policy: Policy, now_ms: int
 ) -> None:
-    # Verified serious misbehaviour is an anomaly: observation, and re-verification.
-    await store.record_anomaly(subject, now_ms, why)
-    await _slash_if_critical(store, subject, critical, policy)
-
-
-async def _slash_if_critical(
-    store: RedisStore, subject: str, critical: bool, policy: Policy
-) -> None:
-    if critical and policy.stake.critical_report_slash > 0:
-        await store.slash_bond(subject, fraction=policy.stake.critical_report_slash)
-
-
-async def _verified_in_full(
-    store: RedisStore, subject: str, reports: list[dict[str, Any]], policy: Policy, now_ms: int
-) -> None:
-    """Corroborated or confirmed reports are verified: each now counts with its full
-    weight, beyond the per-counterparty cap that bounded it while it stood alone, and a
-    verified payment fraud keeps the sender's payments with a human for
-    `reports.verified_payment_hold_ms`."""
-    units = policy.reports.severity_units
-    if any(item.get("domain") == "payment" for item in reports):
-        await store.hold_payments(subject, now_ms + policy.reports.verified_payment_hold_ms)
-    for item in reports:
-        full = units[str(item["severity"])] * float(item["weight"])
-        remainder = max(0.0, full - float(item["units"]))
-        if remainder > 0:
-            domain = str(item.get("domain") or "")
-            await store.add_failure(subject, remainder, domain=domain, now_ms=now_ms,
-                                    policy=policy)  # fmt: skip
+    """Apply what broker/core/report_effects.py decided about `subject`, in order."""
+    for effect in effects:
+        if isinstance(effect, MarkAnomaly):
+            await store.record_anomaly(subject, now_ms, effect.why)
+        elif isinstance(effect, SlashBond):
+            await store.slash_bond(subject, fraction=effect.fraction)
+        elif isinstance(effect, HoldPayments):
+            await store.hold_payments(subject, effect.until_ms)
+        else:
+            await store.add_failure(subject, effect.units, domain=effect.domain,
+                                    now_ms=now_ms, policy=policy)  # fmt: skip
 
 
 def _check(item_id: str, reviewer: str, why: str) -> None:
@@ -160,12 +151,11 @@ async def confirm_serious(
     the reviewer says so; independent corroboration does it without asking."""
     closed = await _close(store, item_id, "confirmed", reviewer, why, now_ms)
     policy = await store.load_policy()
-    subject, critical = closed["subject"], closed["severity"] == "critical"
-    if observe:
-        await _penalise(store, subject, critical, policy, now_ms, CONFIRMED)
-    else:
-        await _slash_if_critical(store, subject, critical, policy)
-    await _verified_in_full(store, subject, [closed], policy, now_ms)
+    effects = [
+        *serious_penalties([closed["severity"]], policy, why=CONFIRMED, observe=observe),
+        *verified_in_full([closed], policy, now_ms),
+    ]
+    await apply_serious(store, closed["subject"], effects, policy, now_ms)
     return {**closed, "observed": observe}
 
 

@@ -1,34 +1,37 @@
 """A peer's reputation: verified outcomes folded into its decayed success and failure
 counts (lua/decay.lua's rule, which is broker/core/state.py DecayedCount's), outcome reports
-capped per counterparty organisation and corroborated when serious, vouchers billed for
-the damage, and key rotation carrying the history over."""
+counted as broker/core/report_effects.py decides (capped per counterparty organisation,
+vouchers billed for the damage, corroborated when serious), and key rotation carrying the
+history over."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import orjson
+
 from broker.core.envelope import MESSAGE_KINDS
 from broker.core.policy import Policy
-from broker.core.reports import Report, failure_units
+from broker.core.report_effects import CountReport, voucher_liability
 from broker.core.state import Vouch
+from broker.reasons import Reason
 from broker.store import codec
 from broker.store.base import StoreBase, as_bytes, text
 
 
-@dataclass(frozen=True)
-class ReportEffect:
-    """What a report changed: the success weight or failure units it added after the
-    per-organisation caps, and for a high or critical report the corroboration state:
-    'corroborated' (enough independent organisations agree: act now), 'again' (already
-    acted on within the window), 'pending' (a security reviewer decides) or ''."""
+@dataclass(frozen=True, slots=True)
+class ReportClaim:
+    """A report claimed for counting (`refusal` None) in the `domain` of the reported
+    message, or refused (report_unknown_message, report_not_recipient,
+    report_wrong_subject, report_duplicate)."""
 
-    added: float
-    serious: str = ""
+    refusal: Reason | None
+    domain: str = ""
 
 
 class Reputation(StoreBase):
     """Decayed outcome counts, reports and vouchers' liability (lua/add_decayed.lua,
-    add_capped.lua, claim_report.lua, corroborate.lua, rotate_key.lua)."""
+    count_report.lua, claim_report.lua, corroborate.lua, rotate_key.lua)."""
 
     async def add_outcome(
         self, did: str, *, success: bool, weight: float, now_ms: int, policy: Policy
@@ -65,80 +68,59 @@ class Reputation(StoreBase):
 
     async def claim_report(
         self, reporter: str, subject: str, message_id: str, policy: Policy
-    ) -> str:
-        """'ok|<kind of the reported message>' once for the recipient of a delivered
-        message, else the refusal code."""
+    ) -> ReportClaim:
+        """Accept a report once, from the recipient of a delivered message about its
+        sender (lua/claim_report.lua); else the refusal."""
         keys = [self.keys.delivered(message_id), self.keys.reported(message_id)]
         args: list[str | int] = [reporter, subject, policy.reports.window_ms]
-        return text(await self._call(self._lua("claim_report")(keys=keys, args=args)))
+        reply = text(await self._call(self._lua("claim_report")(keys=keys, args=args)))
+        accepted, _, domain = reply.partition("|")
+        if accepted != "ok":
+            return ReportClaim(Reason(reply))
+        return ReportClaim(None, domain)
 
-    async def apply_report(
-        self,
-        subject: str,
-        reporter: str,
-        report: Report,
-        weight: float,
-        policy: Policy,
-        now_ms: int,
-        *,
-        domain: str = "",
-        reporter_org: str,
-        subject_org: str | None,
-    ) -> ReportEffect:
-        """Fold a verified report into the subject's reputation (and its vouchers'),
-        capped per counterparty organisation; `domain` is the kind of the reported
-        message. A high or critical report acts beyond its capped units only when
-        corroborated by independent organisations; otherwise it waits for a reviewer."""
-        if weight <= 0:
-            return ReportEffect(0.0)
-        if report.success:
-            if reporter_org == subject_org:
-                return ReportEffect(0.0)  # an organisation's praise of its own agents
-            added = await self._capped_add(
-                subject, self.keys.report_pairs(subject), reporter_org, weight, now_ms,
-                policy.reputation.success_half_life_ms, policy.reports.pair_success_cap,
-                codec.SUCCESS_VALUE, codec.SUCCESS_AT,
-            )  # fmt: skip
-            return ReportEffect(added)
-        fields: list[str] = [codec.FAILURE_VALUE, codec.FAILURE_AT]
-        if domain in MESSAGE_KINDS:
-            # Failures also count against the peer in the domain they happened in.
-            fields += codec.domain_failure_fields(domain)
-        added = await self._capped_add(
-            subject, self.keys.report_blame(subject), reporter_org,
-            failure_units(report, policy) * weight, now_ms, policy.reputation.failure_half_life_ms,
-            policy.reports.pair_failure_cap, *fields,
-        )  # fmt: skip
-        await self._bill_vouchers(subject, added, policy, now_ms)
-        if report.severity not in ("high", "critical"):
-            return ReportEffect(added)
+    async def count_report(
+        self, subject: str, reporter_org: str, count: CountReport, policy: Policy, now_ms: int
+    ) -> float:
+        """Apply a counted report as broker/core/report_effects.py planned it: its capped
+        praise or blame and, for blame, its vouchers' liability, in one atomic step
+        (lua/count_report.lua). Returns what was added to each count."""
+        fields = [codec.SUCCESS_VALUE, codec.SUCCESS_AT]
+        pairs = self.keys.report_pairs(subject)
+        rates: dict[str, float] = {}
+        if not count.praise:
+            fields = [codec.FAILURE_VALUE, codec.FAILURE_AT]
+            if count.domain is not None:
+                fields += codec.domain_failure_fields(count.domain)
+            pairs = self.keys.report_blame(subject)
+            rates = voucher_liability(await self._raw_vouches(subject), policy, now_ms)
+        vouchers = list(rates)
+        keys = [self.keys.peer(subject), pairs, *(self.keys.peer(did) for did in vouchers)]
+        report = orjson.dumps({
+            "org": reporter_org, "amount": count.amount, "now_ms": now_ms,
+            "half_life_ms": count.half_life_ms, "cap": count.cap, "fields": fields,
+            "rates": [rates[did] for did in vouchers],
+            "voucher_fields": [codec.FAILURE_VALUE, codec.FAILURE_AT],
+        })  # fmt: skip
+        script = self._lua("decay", "count_report")
+        added = float(await self._call(script(keys=keys, args=[report])))
+        if added > 0:
+            for did in (subject, *vouchers):
+                await self.invalidate(f"peer:{did}")
+        return added
+
+    async def corroborate(
+        self, subject: str, reporter_org: str, policy: Policy, now_ms: int
+    ) -> str:
+        """Count a high or critical report's organisation towards corroboration: returns
+        'corroborated' (enough independent organisations agree: act now), 'again'
+        (already acted on within the window) or 'pending' (a reviewer decides)."""
         reports = policy.reports
         args: list[str | int] = [
             reporter_org, now_ms, reports.corroboration_window_ms, reports.corroboration,
         ]  # fmt: skip
         keys = [self.keys.serious_orgs(subject)]
-        outcome = await self._call(self._lua("corroborate")(keys=keys, args=args))
-        return ReportEffect(added, text(outcome))
-
-    async def _capped_add(
-        self, subject: str, pairs: str, org: str, amount: float, now_ms: int, half_life: int,
-        cap: float, *fields: str,
-    ) -> float:  # fmt: skip
-        args: list[str | int | float] = [org, amount, now_ms, half_life, cap, *fields]
-        script = self._lua("decay", "add_capped")
-        added = float(await self._call(script(keys=[self.keys.peer(subject), pairs], args=args)))
-        if added > 0:
-            await self.invalidate(f"peer:{subject}")
-        return added
-
-    async def _bill_vouchers(self, subject: str, units: float, policy: Policy, now_ms: int) -> None:
-        """Vouching is not free: each voucher answers for a share of the damage."""
-        for vouch in await self._raw_vouches(subject):
-            cost = units * min(vouch.share, policy.vouching.max_share) * policy.vouching.liability
-            if cost > 0 and vouch.expires_at_ms > now_ms:
-                await self.add_outcome(
-                    vouch.voucher, success=False, weight=cost, now_ms=now_ms, policy=policy
-                )
+        return text(await self._call(self._lua("corroborate")(keys=keys, args=args)))
 
     async def _raw_vouches(self, vouchee: str) -> list[Vouch]:
         raw = await self._call(self._redis.hgetall(self.keys.vouches(vouchee)))
