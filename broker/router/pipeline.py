@@ -166,7 +166,7 @@ def finish_of(decided: Decided, size: int, committed_ms: int) -> Finish:
     assert env is not None
     entry, trace = records(outcome, size, committed_ms)
     return Finish(
-        outcome=f"{decision.action.value}|{env.recipient}",
+        action=decision.action.value,
         clean=decision.gate is None,
         delivered=decision.action is Action.DELIVER,
         size=size,

@@ -19,7 +19,7 @@ from broker.config import BrokerConfig
 from broker.core.envelope import Envelope
 from broker.router.metrics import RouterMetrics
 from broker.router.sessions import Session
-from broker.store.claims import Claimed
+from broker.store.claims import Claimed, HandOver
 from broker.store.redis import RedisStore
 
 log = logging.getLogger("broker.router")
@@ -70,11 +70,11 @@ class Retries:
                 me = session.holder if session is not None else ""
                 result = await self._store.hand_over(env, digest, holder, me)
                 self._metrics.in_doubt.labels(verdict.value).inc()
-            if result == "done":
+            if result.state is HandOver.DONE:
                 return False
-            if result.startswith("held|"):
-                holder = result.partition("|")[2]
-            elif verdict is not Verdict.WAIT or result in ("gone", "replay"):
+            if result.state is HandOver.HELD:
+                holder = result.holder
+            elif verdict is not Verdict.WAIT or result.state in (HandOver.GONE, HandOver.REPLAY):
                 return True
 
     async def _verdict(self, holder: str, message_id: str, first_ms: int | None) -> Verdict:

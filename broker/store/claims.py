@@ -7,14 +7,13 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, replace
 from enum import StrEnum
-from functools import lru_cache
 from typing import Any
 
 import orjson
 
 from broker.core.behavior import Counts, detect
 from broker.core.envelope import Envelope
-from broker.core.policy import BehaviorModel, Policy
+from broker.core.policy import Policy
 from broker.core.reports import domain_of
 from broker.core.state import PeerState
 from broker.store.base import StoreBase, text
@@ -40,11 +39,30 @@ class Claimed:
     holder: str = ""
 
 
+class HandOver(StrEnum):
+    """What became of a pending claim the router tried to hand over (lua/hand_over.lua)."""
+
+    OK = "ok"  # handed over (or, asked only, still held by the expected holder)
+    DONE = "done"  # its outcome was committed meanwhile
+    GONE = "gone"  # the claim expired
+    REPLAY = "replay"  # the id is claimed by different bytes
+    HELD = "held"  # another session holds it now
+
+
+@dataclass(frozen=True, slots=True)
+class HandedOver:
+    """A hand-over's answer; for HELD, the session that holds the claim now."""
+
+    state: HandOver
+    holder: str = ""
+
+
 @dataclass(frozen=True)
 class Finish:
     """What the router reports to the store once an outcome is committed."""
 
-    outcome: str
+    # deliver, block or escalate (kept in the claim with the recipient).
+    action: str
     clean: bool
     delivered: bool
     size: int
@@ -88,12 +106,15 @@ class Claims(StoreBase):
         first, _, previous = rest.partition("|")
         return Claimed(Claim(state), int(first) if first else None, previous)
 
-    async def hand_over(self, env: Envelope, digest: str, expected: str, holder: str) -> str:
-        """Move a pending claim from `expected` to `holder` ('' releases it). Returns 'ok',
-        'done', 'gone', 'replay' or 'held|<holder>' when another session holds it now."""
+    async def hand_over(
+        self, env: Envelope, digest: str, expected: str, holder: str
+    ) -> HandedOver:
+        """Move a pending claim from `expected` to `holder` ('' releases it); with
+        `holder` == `expected`, only say whether `expected` still holds it."""
         args = [digest, expected, holder]
         command = Command.eval(self._lua("hand_over"), [self.keys.seen(env.id)], args)
-        return text(await self._replicated_eval(command))
+        state, _, now_held_by = text(await self._replicated_eval(command)).partition("|")
+        return HandedOver(HandOver(state), now_held_by)
 
     async def _replicated_eval(self, command: Command) -> Any:
         if self._replicated:
@@ -122,7 +143,7 @@ class Claims(StoreBase):
         delivered = f"{env.sender}|{env.recipient}|{now_ms}|{domain_of(env)}"
         message = {
             "digest": digest,
-            "outcome": result.outcome,
+            "outcome": f"{result.action}|{env.recipient}",
             "clean": result.clean,
             "delivered": delivered if result.delivered else "",
             "now_ms": now_ms,
@@ -131,11 +152,12 @@ class Claims(StoreBase):
             "gate_failed": result.gate_failed,
             "outside_manifest": result.outside_manifest,
             "trace_id": result.trace_id,
+            "window_ms": policy.behavior.window_ms,
             "report_window_ms": policy.reports.window_ms,
             "trace_ttl_ms": self._trace_ttl_ms,
             "decision_log_max": self._decision_log_max,
         }
-        args = [orjson.dumps(message), _limits(policy.behavior), result.entry, result.trace]
+        args = [orjson.dumps(message), result.entry, result.trace]
         raw = await self._call(self._auto.run(Command.eval(self._lua("finish"), keys, args)))
         anomaly = detect(counts_of(raw, result.size), policy.behavior)
         if anomaly:
@@ -157,13 +179,6 @@ class Claims(StoreBase):
         """The recorded '<digest>|<state>[|outcome]' for a message id, if any."""
         raw = await self._call(self._redis.get(self.keys.seen(message_id)))
         return None if raw is None else text(raw)
-
-
-@lru_cache(maxsize=8)
-def _limits(behavior: BehaviorModel) -> bytes:
-    """finish.lua's detector limits: the policy's behaviour model as JSON (a policy is
-    frozen, so each is encoded once, not once per message)."""
-    return orjson.dumps(behavior.model_dump(mode="json"))
 
 
 def counts_of(raw: Any, size: int) -> Counts:

@@ -18,7 +18,7 @@ from broker.amqp.topology import declare_session_lease
 from broker.clock import wall_clock_ms
 from broker.config import BrokerConfig
 from broker.core.policy import Policy
-from broker.store.claims import Claim, Finish
+from broker.store.claims import Claim, Finish, HandedOver, HandOver
 from broker.store.redis import RedisStore
 from tests.unit.factories import sign_envelope
 
@@ -97,18 +97,18 @@ async def test_a_claim_names_its_holder_and_passes_only_from_the_holder_resolved
     assert first.claim is Claim.NEW
     retry = await store.claim_at(env, digest, True, now + 5, "b@n2")
     assert (retry.claim, retry.first_ms, retry.holder) == (Claim.RETRY, now, "a@n1")
-    assert await store.hand_over(env, digest, "a@n1", "a@n1") == "ok"  # still a's
-    assert await store.hand_over(env, digest, "a@n1", "b@n2") == "ok"
+    assert await store.hand_over(env, digest, "a@n1", "a@n1") == HandedOver(HandOver.OK)  # a's
+    assert await store.hand_over(env, digest, "a@n1", "b@n2") == HandedOver(HandOver.OK)
     # Another router resolved a as well, a moment later: b holds it now.
-    assert await store.hand_over(env, digest, "a@n1", "c@n3") == "held|b@n2"
+    assert await store.hand_over(env, digest, "a@n1", "c@n3") == HandedOver(HandOver.HELD, "b@n2")
     assert (await store.claim_at(env, digest, True, now + 9, "c@n3")).holder == "b@n2"
-    assert await store.hand_over(env, "e" * 64, "b@n2", "c@n3") == "replay"
+    assert await store.hand_over(env, "e" * 64, "b@n2", "c@n3") == HandedOver(HandOver.REPLAY)
     await store.hand_over(env, digest, "b@n2", "")  # released (a store outage at b)
     assert (await store.claim_at(env, digest, True, now + 9, "c@n3")).holder == ""
     result = Finish(
-        outcome=f"deliver|{env.recipient}", clean=True, delivered=True, size=100,
+        action="deliver", clean=True, delivered=True, size=100,
         gate_failed=False, outside_manifest=False,
     )  # fmt: skip
     await store.finish(env, digest, result, Policy(), now + 10)
-    assert await store.hand_over(env, digest, "", "c@n3") == "done"
+    assert await store.hand_over(env, digest, "", "c@n3") == HandedOver(HandOver.DONE)
     assert (await store.claim_at(env, digest, True, now + 11, "c@n3")).claim is Claim.DONE

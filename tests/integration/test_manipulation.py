@@ -390,7 +390,7 @@ async def test_a_late_finish_from_the_previous_minute_does_not_reopen_it(
 
     async def finish(at_ms: int) -> None:
         env = sign_envelope(sender)
-        result = Finish("deliver|x", True, True, 100, False, False, trace_id="ab" * 16)
+        result = Finish("deliver", True, True, 100, False, False, trace_id="ab" * 16)
         await store.finish(env, "d", result, policy, at_ms)
 
     for _ in range(3):

@@ -45,7 +45,7 @@ async def _finish(
 ) -> str:  # fmt: skip
     env = _envelope(sender, recipient or AgentKey(bytes([7]) * 32).did)
     result = Finish(
-        outcome=f"deliver|{env.recipient}", clean=not gate_failed, delivered=not gate_failed,
+        action="deliver", clean=not gate_failed, delivered=not gate_failed,
         size=size, gate_failed=gate_failed, outside_manifest=outside_manifest,
         trace_id=f"{next(_serial):032x}",
     )  # fmt: skip

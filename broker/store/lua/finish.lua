@@ -9,20 +9,20 @@
 -- KEYS[5] decisions   the decision log (a stream)
 -- KEYS[6] trace       the decision's flight-recorder entry
 -- KEYS[7] trace_of    message id -> trace id
--- ARGV[1] message     JSON: digest, outcome, clean, delivered ('' when not delivered),
---                     now_ms, size, recipient, gate_failed, outside_manifest, trace_id,
---                     report_window_ms, trace_ttl_ms, decision_log_max
--- ARGV[2] limits      JSON: the policy's behaviour model (broker/core/policy.py
---                     BehaviorModel) under its own field names (window_ms is used here)
--- ARGV[3] entry       the decision log entry (JSON, passed as is)
--- ARGV[4] record      the flight-recorder entry (JSON, passed as is)
+-- ARGV[1] message     JSON: digest, outcome ('<action>|<recipient>', kept in the claim),
+--                     clean, delivered ('' when not delivered), now_ms, size, recipient,
+--                     gate_failed, outside_manifest, trace_id, window_ms (the behaviour
+--                     model's window for gate failures and messages outside the
+--                     manifest), report_window_ms, trace_ttl_ms, decision_log_max
+-- ARGV[2] entry       the decision log entry (JSON, passed as is)
+-- ARGV[3] record      the flight-recorder entry (JSON, passed as is)
 -- Returns the counts with this message in them: {messages this minute, minutes in the
 -- per-minute baseline, its EWMA (text), 1 if the recipient is new, new recipients this
 -- hour, messages in the size baseline before this one, their size EWMA (text), gate
 -- failures this window (0 unless this one failed), messages outside the manifest this
 -- window (0 unless this one is)}. EWMAs come back as the stored text: Redis would
 -- truncate a Lua number to an integer.
-local msg, limit = cjson.decode(ARGV[1]), cjson.decode(ARGV[2])
+local msg = cjson.decode(ARGV[1])
 local current = redis.call('GET', KEYS[1])
 if current and string.sub(current, 1, string.len(msg.digest)) == msg.digest then
   redis.call('SET', KEYS[1], msg.digest .. '|done|' .. msg.outcome, 'KEEPTTL')
@@ -69,15 +69,15 @@ if size_n > 0 then ewma_size = 0.9 * tonumber(size_ewma) + 0.1 * size end
 redis.call('HSET', peer, 'size_ewma', tostring(ewma_size), 'size_n', size_n + 1)
 
 -- gate failures and messages outside the sender's manifest, per window
-local window = math.floor(now / limit.window_ms)
+local window = math.floor(now / msg.window_ms)
 if window > num('win') then redis.call('HSET', peer, 'win', window, 'gf_n', 0, 'od_n', 0) end
 local gf_n, od_n = 0, 0
 if msg.gate_failed then gf_n = redis.call('HINCRBY', peer, 'gf_n', 1) end
 if msg.outside_manifest then od_n = redis.call('HINCRBY', peer, 'od_n', 1) end
 
 -- decision log and flight recorder
-redis.call('XADD', KEYS[5], 'MAXLEN', '~', msg.decision_log_max, '*', 'e', ARGV[3])
-redis.call('SET', KEYS[6], ARGV[4], 'PX', msg.trace_ttl_ms)
+redis.call('XADD', KEYS[5], 'MAXLEN', '~', msg.decision_log_max, '*', 'e', ARGV[2])
+redis.call('SET', KEYS[6], ARGV[3], 'PX', msg.trace_ttl_ms)
 redis.call('SET', KEYS[7], msg.trace_id, 'PX', msg.trace_ttl_ms)
 return {rate_n, num('rate_minutes'), raw('rate_ewma'), new_recipient, fan_new,
         size_n, size_ewma, gf_n, od_n}
