@@ -48,11 +48,11 @@ from broker.router.pipeline import (
 )
 from broker.router.retries import Retries
 from broker.router.sessions import Session, close_session, deadline_s, end, open_session
+from broker.router.watchdog import Watchdog
 from broker.store.claims import Finish
 from broker.store.redis import RedisStore, wait_until_available
 
 log = logging.getLogger("broker.router")
-_WATCHDOG_TICK_S = 0.5
 _LANE_POLL_S = 1.0
 
 
@@ -110,7 +110,7 @@ class Router:
         )  # fmt: skip
         # Routers start on different nodes, so one node's death is not every router's.
         self._next_node = random.randrange(1 << 16)
-        self._last_tick: float | None = None
+        self._watchdog = Watchdog(config.stall_ms)
         self.sessions = 0
         self.stalls = 0
         self.counts: dict[str, int] = {"deliver": 0, "block": 0, "escalate": 0, "duplicate": 0}
@@ -133,7 +133,7 @@ class Router:
                 "`trust-broker setup` once with the admin login (routers declare nothing)"
             ) from None
         self._spawn(self._keep_sessions())
-        self._spawn(self._watchdog())
+        self._spawn(self._watchdog.run(self._stopping, self._stalled))
         self._spawn(self._follow_invalidations())
         self._spawn(self._follow_lanes())
         self._spawn(
@@ -166,8 +166,9 @@ class Router:
     async def _open_session(self) -> None:
         """Connect to the next node that answers and start consuming there."""
         self._session = await open_session(
-            self._config, negotiation=self._negotiation, awake=self._awake, first=self._next_node
-        )
+            self._config, negotiation=self._negotiation, awake=self._watchdog.awake,
+            first=self._next_node,
+        )  # fmt: skip
         self.sessions += 1
         if not self._paused.is_set() and not self._stopping.is_set():
             await self._consume()
@@ -195,28 +196,12 @@ class Router:
     async def _close_session(self, session: Session) -> None:
         await close_session(session, deadline_s(self._config), stopping=self._stopping.is_set())
 
-    def _awake(self) -> bool:
-        """False when the watchdog has not run for longer than stall_ms (a pause)."""
-        if self._last_tick is None:
-            return True
-        late = asyncio.get_running_loop().time() - self._last_tick
-        return late <= self._config.stall_ms / 1000 + _WATCHDOG_TICK_S
-
-    async def _watchdog(self, tick_s: float = _WATCHDOG_TICK_S) -> None:
-        """Notice that this process stood still (SIGSTOP, a frozen VM, a blocked loop):
-        whatever it decided before the pause may be stale and another router may have
-        taken over its messages, so it commits none of it and drops the session."""
-        stall_s = self._config.stall_ms / 1000
-        loop = asyncio.get_running_loop()
-        last = self._last_tick = loop.time()
-        while not self._stopping.is_set():
-            await asyncio.sleep(tick_s)
-            now = self._last_tick = loop.time()
-            if now - last > stall_s + tick_s and self._session is not None:
-                self.stalls += 1
-                log.warning("router stood still for %.1fs: giving back its messages", now - last)
-                end(self._session, f"process paused for {now - last:.1f}s")
-            last = now
+    def _stalled(self, seconds: float) -> None:
+        """The process stood still (broker/router/watchdog.py): give back its messages."""
+        if self._session is not None:
+            self.stalls += 1
+            log.warning("router stood still for %.1fs: giving back its messages", seconds)
+            end(self._session, f"process paused for {seconds:.1f}s")
 
     async def _consume(self) -> None:
         if self._session is not None:
