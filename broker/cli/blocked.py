@@ -19,7 +19,7 @@ from broker.cli.support import command, print_json, score
 from broker.clock import wall_clock_ms
 from broker.config import BrokerConfig
 from broker.core.envelope import decode_envelope, signature_valid
-from broker.core.records import UNPARSEABLE, BlockedFilter, StreamEntry, iso_ms
+from broker.core.records import UNPARSEABLE, BlockedFilter, Record, StreamEntry, iso_ms
 from broker.errors import ConfigError, EnvelopeError
 from broker.ops.reading import start_offset
 from broker.reasons import BLOCK_REASONS, known
@@ -170,7 +170,7 @@ async def cmd_blocked_show(args: argparse.Namespace, config: BrokerConfig) -> in
     return 0
 
 
-def _envelope_view(record: dict[str, Any], *, with_body: bool) -> dict[str, Any]:
+def _envelope_view(record: Record, *, with_body: bool) -> dict[str, Any]:
     raw = base64.b64decode(record.get("raw_b64") or "")
     try:
         decoded = decode_envelope(raw, max(len(raw), 1))

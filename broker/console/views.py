@@ -13,7 +13,7 @@ from typing import Any
 
 from broker.core.envelope import decode_envelope
 from broker.core.policy import Policy
-from broker.core.records import UNPARSEABLE, record_time_ms
+from broker.core.records import UNPARSEABLE, Record, record_time_ms
 from broker.errors import EnvelopeError
 
 DIMENSIONS = ("identity", "reputation", "compliance", "behavioral", "stake")
@@ -73,7 +73,7 @@ def feed_row(entry: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def payment_of(record: dict[str, Any]) -> str:
+def payment_of(record: Record) -> str:
     """'150.00 USD' from a record's original envelope, or '' when it carries no payment."""
     try:
         envelope = decode_envelope(base64.b64decode(record["raw_b64"])).envelope
@@ -86,7 +86,7 @@ def payment_of(record: dict[str, Any]) -> str:
     return f"{amount} {payment.currency}"
 
 
-def review_row(record: dict[str, Any], policy: Policy) -> dict[str, Any]:
+def review_row(record: Record, policy: Policy) -> dict[str, Any]:
     """A blocked or escalated record for display; the raw bytes stay out of the page."""
     decision = record.get("decision") or {}
     return {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import TypedDict
 
 
 class Action(StrEnum):
@@ -22,6 +22,22 @@ class Tier(StrEnum):
     PROBATION = "probation"
     ESTABLISHED = "established"
     TRUSTED = "trusted"
+
+
+class DecisionRecord(TypedDict, total=False):
+    """A decision as a record carries it (broker/core/decision.py Decision.to_dict)."""
+
+    action: str
+    tier: str
+    composite: float | None
+    dimensions: dict[str, float]
+    weakest: str | None
+    reasons: list[str]
+    remediation: str
+    policy_version: int | None
+    gate: str | None
+    identity_verified: bool
+    payment_hold: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +63,7 @@ class Decision:
     # awaits corroboration or a reviewer): held payments are escalated.
     payment_hold: bool = False
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> DecisionRecord:
         """Plain JSON-ready form, as recorded on the blocked stream and decision log."""
         return {
             "action": self.action.value,

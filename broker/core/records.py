@@ -13,10 +13,11 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypedDict, cast
 
 import orjson
 
+from broker.core.decision import DecisionRecord
 from broker.core.envelope import decode_envelope
 from broker.core.recorder import TRACE_ID
 from broker.errors import EnvelopeError
@@ -26,12 +27,31 @@ UNPARSEABLE = Reason.UNPARSEABLE
 _ACTIONS = ("deliver", "block", "escalate")
 
 
+class Record(TypedDict, total=False):
+    """A record on the blocked stream or the escalation queue: what a router writes
+    (broker/router/outbound.py outcome_record), what `parse_record` returns. Reviews add
+    their own fields; a record of another version may carry more (they are kept)."""
+
+    trace_id: str
+    received_ms: int | None
+    message_id: str | None
+    sender: str | None
+    recipient: str | None
+    kind: str | None
+    reason: str
+    error_field: str | None
+    decision: DecisionRecord
+    raw_b64: str
+    # Set only on an entry no router wrote: what is wrong with it.
+    unparseable: str
+
+
 @dataclass(frozen=True)
 class StreamEntry:
     """One record of the blocked stream with its stream offset."""
 
     offset: int
-    record: dict[str, Any]
+    record: Record
 
     @property
     def unparseable(self) -> bool:
@@ -61,7 +81,7 @@ def entry_trace_id(headers: Mapping[str, Any], body: bytes) -> str:
     return hashlib.sha256(body).hexdigest()[:32]
 
 
-def parse_record(body: bytes, headers: Mapping[str, Any]) -> dict[str, Any]:
+def parse_record(body: bytes, headers: Mapping[str, Any]) -> Record:
     """The record in `body`, or an `unparseable` record that says what is wrong with it
     and keeps its bytes in raw_b64."""
     try:
@@ -73,7 +93,7 @@ def parse_record(body: bytes, headers: Mapping[str, Any]) -> dict[str, Any]:
     problem = record_problem(record)
     if problem is not None:
         return unparseable_record(body, headers, problem)
-    return record
+    return cast(Record, record)  # checked by record_problem
 
 
 def record_problem(record: dict[str, Any]) -> str | None:
@@ -111,7 +131,7 @@ def _decision_problem(decision: Any) -> str | None:
     return None
 
 
-def unparseable_record(body: bytes, headers: Mapping[str, Any], problem: str) -> dict[str, Any]:
+def unparseable_record(body: bytes, headers: Mapping[str, Any], problem: str) -> Record:
     """A record for an entry no router wrote: shown and kept, never released or approved."""
     return {
         "trace_id": entry_trace_id(headers, body),
@@ -125,7 +145,7 @@ def unparseable_record(body: bytes, headers: Mapping[str, Any], problem: str) ->
             "bytes are kept as they arrived, in raw_b64",
         },
         "raw_b64": base64.b64encode(body).decode("ascii"),
-        UNPARSEABLE: problem,
+        "unparseable": problem,
     }  # fmt: skip
 
 
@@ -139,11 +159,13 @@ class BlockedFilter:
     since_ms: int | None = None
     until_ms: int | None = None
 
-    def matches(self, record: dict[str, Any]) -> bool:
+    def matches(self, record: Record) -> bool:
         """True when `record` passes every filter that is set."""
-        for name in ("sender", "recipient", "reason"):
-            wanted = getattr(self, name)
-            if wanted is not None and record.get(name) != wanted:
+        for wanted, value in (
+            (self.sender, record.get("sender")), (self.recipient, record.get("recipient")),
+            (self.reason, record.get("reason")),
+        ):  # fmt: skip
+            if wanted is not None and value != wanted:
                 return False
         if self.since_ms is None and self.until_ms is None:
             return True
@@ -160,7 +182,7 @@ class BlockedFilter:
         return self == BlockedFilter()
 
 
-def record_time_ms(record: dict[str, Any]) -> int | None:
+def record_time_ms(record: Record) -> int | None:
     """When the router received the message; for an undeliverable record (which has no
     receipt time) the envelope's own created_at, which the router held within its skew."""
     received = record.get("received_ms")

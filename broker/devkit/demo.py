@@ -24,6 +24,7 @@ from broker.core.envelope import PaymentIntent, encode_envelope
 from broker.core.evidence import sign_evidence
 from broker.core.identity import AgentKey
 from broker.core.policy import Policy
+from broker.core.records import Record
 from broker.core.state import IssuerRole, RecipientProfile
 from broker.errors import ConfigError
 from broker.ops.provision import agent_amqp_url, provision_agent, setup_vhost
@@ -185,17 +186,18 @@ async def _collect(
                     "reason": trust.reasons[0] if trust.reasons else "",
                 }  # fmt: skip
     for record in await read_escalations(config, limit=50):
-        rows[labels[record["message_id"]]] = _record_row(record)
+        rows[labels[str(record.get("message_id"))]] = _record_row(record)
     for entry in await read_blocked(config, limit=100):
         record = entry.record
-        label = labels.get(record["message_id"] or "<malformed>", "?")
+        message_id = record.get("message_id") or "<malformed>"
+        label = labels.get(message_id, "?")
         if label in rows:
-            label = labels.get(record["message_id"] + "#replay", label)
+            label = labels.get(message_id + "#replay", label)
         rows[label] = _record_row(record)
     return rows
 
 
-def _record_row(record: dict[str, Any]) -> dict[str, Any]:
+def _record_row(record: Record) -> dict[str, Any]:
     decision = record["decision"]
     return {
         "action": decision["action"],

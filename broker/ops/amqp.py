@@ -8,14 +8,13 @@ import base64
 import contextlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import Any
 
 import orjson
 
 from broker.amqp.errors import AMQPError, ChannelNotFoundEntity
 from broker.amqp.streams import ReadStats, StreamMessage, StreamReader
 from broker.config import BrokerConfig
-from broker.core.records import StreamEntry, entry_trace_id, header_text, parse_record
+from broker.core.records import Record, StreamEntry, entry_trace_id, header_text, parse_record
 from broker.errors import ExceptionMapping, MapExceptions, ReviewError, map_exceptions
 from broker.reasons import Reason
 
@@ -84,7 +83,7 @@ def trace_of(message: StreamMessage) -> str:
     return entry_trace_id(message.headers, message.body)
 
 
-def _undeliverable_record(message: StreamMessage) -> dict[str, Any]:
+def _undeliverable_record(message: StreamMessage) -> Record:
     headers = message.headers
     try:
         envelope = orjson.loads(message.body)

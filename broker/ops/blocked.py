@@ -13,6 +13,7 @@ from typing import Any
 from broker.amqp.streams import Offset
 from broker.config import BrokerConfig
 from broker.core.envelope import Envelope
+from broker.core.records import Record
 from broker.errors import ReviewError
 from broker.ops.audit import (
     audited,
@@ -73,7 +74,7 @@ async def release_blocked(
 
 async def _releasable(
     config: BrokerConfig, store: RedisStore, trace_id: str, now_ms: int, offset: Offset | None
-) -> tuple[dict[str, Any], bytes, Envelope]:
+) -> tuple[Record, bytes, Envelope]:
     """The blocked record, its original bytes and their envelope, if they may go out now."""
     entry = await find_blocked(config, trace_id, offset=offset, index=store)
     if entry is None:

@@ -24,6 +24,7 @@ from broker.core.decision import Action, Decision
 from broker.core.envelope import Envelope, decode_envelope, encode_envelope, sign_envelope
 from broker.core.identity import AgentKey
 from broker.core.policy import Policy
+from broker.core.records import Record
 from broker.errors import EnvelopeError, ReviewError
 from broker.ops.audit import (
     audited,
@@ -132,7 +133,7 @@ async def reject_escalation(
         return await mark_done(store, trace_id, claim, penalised=sender)
 
 
-def _raw_and_envelope(record: dict[str, Any]) -> tuple[bytes, Envelope | None]:
+def _raw_and_envelope(record: Record) -> tuple[bytes, Envelope | None]:
     """The record's bytes and, if they decode, their envelope (signature not checked)."""
     try:
         raw = base64.b64decode(record.get("raw_b64") or "", validate=True)
@@ -144,7 +145,7 @@ def _raw_and_envelope(record: dict[str, Any]) -> tuple[bytes, Envelope | None]:
         return raw, None  # kept as they are: the blocked stream keeps what arrived
 
 
-def _authentic_sender(record: dict[str, Any], policy: Policy) -> str | None:
+def _authentic_sender(record: Record, policy: Policy) -> str | None:
     """The sender, when the record's bytes prove it; a forged record penalises nobody."""
     try:
         return authentic_envelope(record, policy.gates.max_envelope_bytes)[1].envelope.sender
@@ -232,7 +233,7 @@ async def request_evidence(
 
 
 def _evidence_request(
-    broker_key: AgentKey, record: dict[str, Any], env: Envelope, why: str, now_ms: int
+    broker_key: AgentKey, record: Record, env: Envelope, why: str, now_ms: int
 ) -> Envelope:
     decision = recorded_decision(record)
     return sign_envelope(

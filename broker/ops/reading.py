@@ -19,14 +19,13 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncGenerator
 from datetime import UTC, datetime
-from typing import Any
 
 from aio_pika.abc import AbstractIncomingMessage
 
 from broker.amqp.failover import connect_config
 from broker.amqp.streams import NAMED_OFFSETS, Offset, ReadStats, StreamReader
 from broker.config import BrokerConfig
-from broker.core.records import BlockedFilter, StreamEntry, parse_record
+from broker.core.records import BlockedFilter, Record, StreamEntry, parse_record
 from broker.ops.amqp import SEEK_SLACK_MS, amqp_errors, blocked_reader, entry_of, seek_at
 
 # Backwards windows start this large and double, so a rare filter still ends quickly.
@@ -217,16 +216,16 @@ async def _window(
 
 async def read_escalations(
     config: BrokerConfig, *, limit: int = 100, remove: bool = False
-) -> list[dict[str, Any]]:
+) -> list[Record]:
     """Pending escalation records; left in the queue unless `remove` is set. An entry
     that is not a router's record comes back as an `unparseable` one (broker/core/records.py)."""
     with amqp_errors():
         return await _read_escalations(config, limit, remove)
 
 
-async def _read_escalations(config: BrokerConfig, limit: int, remove: bool) -> list[dict[str, Any]]:
+async def _read_escalations(config: BrokerConfig, limit: int, remove: bool) -> list[Record]:
     connection = await connect_config(config)
-    records: list[dict[str, Any]] = []
+    records: list[Record] = []
     async with connection:
         channel = await connection.channel()
         queue = await channel.get_queue(config.topology.escalations_queue, ensure=False)

@@ -14,16 +14,20 @@ from typing import Any
 from broker.core.decision import Action, Decision, Tier
 from broker.core.envelope import DecodedEnvelope, Envelope, decode_envelope, signature_valid
 from broker.core.policy import Policy
-from broker.core.records import UNPARSEABLE, iso_ms
+from broker.core.records import UNPARSEABLE, Record, iso_ms
 from broker.core.scoring import decide
 from broker.core.state import TrustContext
 from broker.errors import EnvelopeError, ReviewError
 from broker.reasons import Reason
 
 # Blocked records no reviewer may release, and why (broker/reasons.py).
-UNRELEASABLE = {r: r.info.not_releasable for r in Reason if r.info.not_releasable is not None}
+UNRELEASABLE: dict[str, str] = {
+    r: r.info.not_releasable for r in Reason if r.info.not_releasable is not None
+}
 # Blocked records that say nothing about their sender's conduct.
-UNPENALISABLE = {r: r.info.not_penalisable for r in Reason if r.info.not_penalisable is not None}
+UNPENALISABLE: dict[str, str] = {
+    r: r.info.not_penalisable for r in Reason if r.info.not_penalisable is not None
+}
 _TRACE_ID = re.compile(r"[0-9a-f]{32}")
 
 
@@ -41,12 +45,12 @@ def check_request(trace_id: str, reviewer: str, why: str, *, why_required: bool 
         )
 
 
-def authentic_envelope(record: dict[str, Any], max_bytes: int) -> tuple[bytes, DecodedEnvelope]:
+def authentic_envelope(record: Record, max_bytes: int) -> tuple[bytes, DecodedEnvelope]:
     """The bytes to deliver (the RFC 8785 form of the record's original bytes, exactly as
     verified) and their envelope, if and only if its sender signed them."""
     if UNPARSEABLE in record:
         raise ReviewError(
-            f"this entry is not a record a router wrote ({record[UNPARSEABLE]}); nothing "
+            f"this entry is not a record a router wrote ({record['unparseable']}); nothing "
             "vouches for its bytes, so it is never delivered",
             code=UNPARSEABLE,
         )
@@ -83,13 +87,13 @@ def check_unexpired(env: Envelope, now_ms: int) -> None:
         )
 
 
-def recorded_decision(record: dict[str, Any]) -> Decision:
+def recorded_decision(record: Record) -> Decision:
     """The Decision a blocked or escalation record was written with."""
     data = record["decision"]
     tier = data.get("tier")
     return Decision(
         action=Action(data["action"]),
-        tier=Tier(tier) if tier in Tier._value2member_map_ else Tier.BLOCKED,
+        tier=Tier(tier) if tier is not None and tier in Tier._value2member_map_ else Tier.BLOCKED,
         composite=data.get("composite"),
         dimensions=dict(data.get("dimensions") or {}),
         weakest=data.get("weakest"),
@@ -124,7 +128,7 @@ def rescore_decision(
     )
 
 
-def is_expired(record: dict[str, Any], now_ms: int, older_than_ms: int) -> bool:
+def is_expired(record: Record, now_ms: int, older_than_ms: int) -> bool:
     """True when an escalation has waited more than `older_than_ms` (or has no time)."""
     received = record.get("received_ms")
     return not isinstance(received, int) or now_ms - received > older_than_ms
@@ -152,7 +156,7 @@ def set_aside(decision: Decision, reason: str, remediation: str) -> Decision:
 
 
 def claim_record(
-    record: dict[str, Any], trace_id: str, action: str, reviewer: str, why: str, now_ms: int
+    record: Record, trace_id: str, action: str, reviewer: str, why: str, now_ms: int
 ) -> dict[str, Any]:
     """The review record a decision claims before it takes effect (state pending)."""
     return {

@@ -17,7 +17,7 @@ from aiormq.abc import AbstractChannel as UnderlayChannel
 from broker.amqp.errors import AMQP_ERRORS
 from broker.amqp.failover import connect_config
 from broker.config import BrokerConfig
-from broker.core.records import parse_record
+from broker.core.records import Record, parse_record
 from broker.errors import ReviewError
 from broker.ops.amqp import amqp_errors
 from broker.router import outcome_record, record_headers, trust_headers
@@ -36,7 +36,7 @@ class Held:
     """An escalation taken off its queue with basic.get; ours until acked or returned."""
 
     message: AbstractIncomingMessage
-    record: dict[str, Any]
+    record: Record
 
     @property
     def trace_id(self) -> str:

@@ -14,6 +14,7 @@ import orjson
 from broker.amqp.committer import Outbound
 from broker.config import Topology
 from broker.core.decision import Action
+from broker.core.records import Record
 from broker.router.pipeline import Outcome
 
 log = logging.getLogger("broker.router")
@@ -109,7 +110,7 @@ def record_headers(outcome: Outcome) -> dict[str, Any]:
     return headers
 
 
-def outcome_record(raw: bytes, outcome: Outcome) -> dict[str, Any]:
+def outcome_record(raw: bytes, outcome: Outcome) -> Record:
     """The JSON record written to the blocked stream or the escalation queue."""
     env = outcome.envelope
     return {

@@ -33,7 +33,7 @@ from broker.console.app import create_app
 from broker.console.auth import Role, Users
 from broker.core.identity import AgentKey
 from broker.core.recorder import new_trace_id
-from broker.core.records import BlockedFilter
+from broker.core.records import BlockedFilter, Record
 from broker.core.state import RecipientProfile
 from broker.ops.find import find_blocked
 from broker.ops.provision import agent_amqp_url, provision_agent, setup_vhost
@@ -79,12 +79,12 @@ async def _real_blocks(config: BrokerConfig, recipient: str, store: Any) -> list
     return traces
 
 
-async def _template(config: BrokerConfig) -> dict[str, Any]:
+async def _template(config: BrokerConfig) -> Record:
     [entry] = await read_blocked(config, offset="first", limit=1)
     return entry.record
 
 
-async def _fill(config: BrokerConfig, template: dict[str, Any], count: int, seed: int) -> int:
+async def _fill(config: BrokerConfig, template: Record, count: int, seed: int) -> int:
     """Publish `count` records like `template` (1 in 100 a replay, a few junk entries);
     return how many replays. Unconfirmed for speed: the last one read back proves all."""
     connection = await aio_pika.connect(config.amqp_vhost_url)

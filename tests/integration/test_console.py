@@ -28,6 +28,7 @@ from broker.console.app import create_app
 from broker.console.auth import Role, Users, hash_token
 from broker.core.envelope import PaymentIntent
 from broker.core.identity import AgentKey
+from broker.core.records import Record
 from broker.ops.escalations import request_evidence
 from broker.ops.reading import read_escalations
 from broker.router import Router
@@ -365,7 +366,7 @@ async def _realistic_traffic(store: RedisStore, config: BrokerConfig, agents: Ag
     return peers, payer
 
 
-async def _two(read: Awaitable[list[dict[str, Any]]]) -> list[dict[str, Any]] | None:
+async def _two(read: Awaitable[list[Record]]) -> list[Record] | None:
     records = await read
     return records if len(records) >= 2 else None
 

@@ -25,6 +25,7 @@ from broker.core.envelope import (
     signature_valid,
 )
 from broker.core.identity import AgentKey
+from broker.core.records import Record
 from broker.ops.reading import read_blocked, read_escalations
 from broker.reasons import BLOCK_REASONS
 from broker.router import Router
@@ -240,7 +241,7 @@ async def test_fuzzed_bytes_on_ingress_and_handshake_are_answered_typed_and_traf
 
     # Every one is recorded on the blocked stream (or delivered, for a splice that still
     # happens to be an authentic envelope: there is at most one, the valid one).
-    async def settled() -> list[dict[str, Any]]:
+    async def settled() -> list[Record]:
         entries = await read_blocked(config, limit=2000, idle_timeout=0.5)
         return [e.record for e in entries]
 

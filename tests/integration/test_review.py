@@ -22,7 +22,7 @@ from broker.config import BrokerConfig
 from broker.core.envelope import PaymentIntent, encode_envelope
 from broker.core.identity import AgentKey
 from broker.core.policy import PaymentCaps
-from broker.core.records import BlockedFilter
+from broker.core.records import BlockedFilter, Record
 from broker.errors import ReviewError
 from broker.ops.blocked import confirm_blocked, release_blocked
 from broker.ops.escalations import (
@@ -60,16 +60,16 @@ async def wait_for(read: Any, count: int, timeout: float = 8.0) -> list[Any]:
 
 async def blocked_with(
     config: BrokerConfig, reason: str, count: int = 1, timeout: float = 8.0
-) -> list[dict[str, Any]]:
-    async def read() -> list[dict[str, Any]]:
+) -> list[Record]:
+    async def read() -> list[Record]:
         entries = await read_blocked(config, limit=1000, idle_timeout=0.3)
         return [e.record for e in entries if e.record["reason"] == reason]
 
     return await wait_for(read, count, timeout)
 
 
-async def escalations(config: BrokerConfig, count: int = 1) -> list[dict[str, Any]]:
-    async def read() -> list[dict[str, Any]]:
+async def escalations(config: BrokerConfig, count: int = 1) -> list[Record]:
+    async def read() -> list[Record]:
         return await read_escalations(config)
 
     return await wait_for(read, count)
@@ -98,7 +98,7 @@ async def a_block(
     config: BrokerConfig,
     level: str = "new",
     **options: Any,
-) -> tuple[Agent, Agent, Any, dict[str, Any]]:
+) -> tuple[Agent, Agent, Any, Record]:
     """A sender at `level` whose message to a fresh recipient was blocked."""
     sender, recipient = await agents(), await agents()
     await make_level(store, sender.client, AgentKey.generate(), level)
@@ -112,13 +112,13 @@ async def a_block(
 
 async def an_escalation(
     store: RedisStore, agents: AgentFactory, config: BrokerConfig, amount: str = "150.00"
-) -> tuple[Agent, Agent, Any, dict[str, Any]]:
+) -> tuple[Agent, Agent, Any, Record]:
     """An established sender's payment over its per-message cap, waiting for a human."""
     sender, recipient = await agents(), await agents()
     await make_level(store, sender.client, AgentKey.generate(), "established")
     sent = await sender.send(recipient, {"invoice": 7}, **usd(amount))
 
-    async def this_one() -> list[dict[str, Any]]:
+    async def this_one() -> list[Record]:
         return [r for r in await read_escalations(config) if r["message_id"] == sent.id]
 
     [record] = await wait_for(this_one, 1)
@@ -169,7 +169,8 @@ async def test_release_refuses_bytes_that_are_not_what_the_sender_signed(
 ) -> None:
     _, recipient, sent, record = await a_block(store, agents, config)
     raw = base64.b64decode(record["raw_b64"]).replace(b'"summarise"', b'"wire funds"')
-    forged = {**record, "trace_id": uuid.uuid4().hex, "raw_b64": base64.b64encode(raw).decode()}
+    forged_id = uuid.uuid4().hex
+    forged = {**record, "trace_id": forged_id, "raw_b64": base64.b64encode(raw).decode()}
     connection = await aio_pika.connect(config.amqp_vhost_url)
     async with connection:
         channel = await connection.channel()
@@ -178,11 +179,11 @@ async def test_release_refuses_bytes_that_are_not_what_the_sender_signed(
         )
 
     with pytest.raises(ReviewError) as refused:
-        await release_blocked(config, store, forged["trace_id"], "rita", "looks fine")
+        await release_blocked(config, store, forged_id, "rita", "looks fine")
     assert refused.value.code == "bad_signature"
     assert "signature" in str(refused.value)
-    assert await store.review(forged["trace_id"]) is None  # refused before any claim
-    assert (await store.review_log(forged["trace_id"]))[0]["code"] == "bad_signature"
+    assert await store.review(forged_id) is None  # refused before any claim
+    assert (await store.review_log(forged_id))[0]["code"] == "bad_signature"
 
     assert await raw_deliveries(recipient, timeout=0.5) == []
     assert sent.id == forged["message_id"]
@@ -318,6 +319,7 @@ async def test_undecided_escalations_expire_to_blocked(
     _, recipient, _, first = await an_escalation(store, agents, config)
     await an_escalation(store, agents, config)
     received = first["received_ms"]
+    assert received is not None
 
     assert await expire_escalations(config, store, received + 60_000) == []
     assert len(await escalations(config, 2)) == 2

@@ -103,7 +103,7 @@ def test_the_verdict_names_the_message_and_what_happens_to_it() -> None:
 )  # fmt: skip
 def test_entries_no_router_wrote_become_unparseable_records(body: bytes, problem: str) -> None:
     record = parse_record(body, {})
-    assert record["reason"] == UNPARSEABLE and problem in record[UNPARSEABLE]
+    assert record["reason"] == UNPARSEABLE and problem in record["unparseable"]
     # Every reader can show it like any record, and its bytes are kept.
     assert record["decision"]["action"] == "block" and record["decision"]["reasons"]
     assert record["decision"]["remediation"] and len(record["trace_id"]) == 32

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -12,7 +12,7 @@ from broker.cli.blocked import parse_time
 from broker.core.decision import Action
 from broker.core.envelope import encode_envelope
 from broker.core.policy import Policy
-from broker.core.records import BlockedFilter, iso_ms, record_time_ms
+from broker.core.records import BlockedFilter, Record, iso_ms, record_time_ms
 from broker.core.scoring import decide
 from broker.errors import ConfigError, ReviewError
 from broker.ops.reading import start_offset
@@ -38,14 +38,13 @@ HOUR_MS = 3_600_000
 TRACE = "0123456789abcdef" * 2
 
 
-def record_of(envelope: Any = None, raw: bytes | None = None, **overrides: Any) -> dict[str, Any]:
+def record_of(envelope: Any = None, raw: bytes | None = None, **overrides: Any) -> Record:
     """A record as the router writes it, for `envelope` (or arbitrary `raw` bytes)."""
     envelope = envelope or sign_envelope()
     decision = decide(decoded(envelope), context(new_peer()), Policy(), NOW)
     outcome = Outcome(decision, TRACE, NOW, envelope)
     record = outcome_record(raw if raw is not None else encode_envelope(envelope), outcome)
-    record.update(overrides)
-    return record
+    return cast(Record, {**record, **overrides})
 
 
 def test_authentic_envelope_returns_the_exact_bytes_the_sender_signed() -> None:
@@ -150,7 +149,7 @@ def test_a_review_says_on_what_by_whom_and_why(
     assert refused.value.code == code
 
 
-SENDER_RECORD = {"sender": "a", "recipient": "b", "reason": "replay", "received_ms": NOW}
+SENDER_RECORD: Record = {"sender": "a", "recipient": "b", "reason": "replay", "received_ms": NOW}
 
 
 @pytest.mark.parametrize(
@@ -172,7 +171,7 @@ def test_blocked_filters(wanted: BlockedFilter, matches: bool) -> None:
 
 def test_an_undeliverable_record_is_dated_by_its_envelope() -> None:
     envelope = sign_envelope(created_at=NOW - 5)
-    record = {"received_ms": None, "raw_b64": _b64(encode_envelope(envelope))}
+    record: Record = {"received_ms": None, "raw_b64": _b64(encode_envelope(envelope))}
     assert record_time_ms(record) == NOW - 5
     assert record_time_ms({"received_ms": None, "raw_b64": _b64(b"junk")}) is None
     assert not BlockedFilter(since_ms=0).matches({"received_ms": None, "raw_b64": ""})
