@@ -106,4 +106,6 @@ def outcome_under(entry: dict[str, Any], policy: Policy) -> tuple[str, str, str]
         negative_record=negative_record(float(entry["dims"].get("reputation", 1.0)), policy),
         policy=policy,
     )
-    return action.value, capped or reason, tier.value
+    # Plain text, not the enum: it becomes a JSON object key (by_reason), which orjson
+    # accepts only as an exact str.
+    return action.value, str(capped or reason), tier.value

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import orjson
 import pytest
 
 from broker.cli.blocked import _known_reason
@@ -129,3 +130,12 @@ def test_the_cli_filters_the_blocked_stream_by_every_block_reason(code: str) -> 
 def test_the_cli_refuses_an_unknown_reason_with_the_nearest_code() -> None:
     with pytest.raises(ConfigError, match="did you mean clock_skew"):
         _known_reason("clok_skew")
+
+
+def test_an_unparseable_record_encodes_as_json() -> None:
+    # orjson takes only exact str as object keys: a Reason there would fail every
+    # `--json` reader of such a record.
+    from broker.core.records import parse_record
+
+    record = parse_record(b"not json", {})
+    assert orjson.loads(orjson.dumps(record))["unparseable"] == "it is not JSON"

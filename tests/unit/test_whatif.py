@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import pytest
 
 from broker.core.policy import Policy, load_policy
@@ -147,6 +148,8 @@ def test_a_replay_reports_each_changed_outcome_by_sender_and_reason() -> None:
          "reason": "payment_trust_threshold", "tier": "probation", "composite": 0.65},
     ]  # fmt: skip
     assert summary["changed_scoring"] == []  # thresholds are replayable as logged
+    # What the CLI and the console send: reason codes as JSON object keys.
+    assert orjson.loads(orjson.dumps(summary)) == summary
 
 
 def test_newly_delivered_and_escalated_are_counted_apart() -> None:
