@@ -69,7 +69,7 @@ class EnvelopeError(TrustBrokerError):
     def __init__(self, message: str, *, field: str = "", code: str = "malformed") -> None:
         super().__init__(message)
         self.field = field
-        self.code = code
+        self.code = str(code)  # plain text, also when given a Reason
 
 
 class PolicyError(TrustBrokerError):
@@ -103,7 +103,7 @@ class EvidenceError(TrustBrokerError):
 
     def __init__(self, message: str, *, code: str) -> None:
         super().__init__(message)
-        self.code = code
+        self.code = str(code)  # plain text, also when given a Reason
 
 
 class ReviewError(TrustBrokerError):
@@ -112,4 +112,4 @@ class ReviewError(TrustBrokerError):
 
     def __init__(self, message: str, *, code: str) -> None:
         super().__init__(message)
-        self.code = code
+        self.code = str(code)  # plain text, also when given a Reason

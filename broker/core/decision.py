@@ -44,7 +44,10 @@ class DecisionRecord(TypedDict, total=False):
 class Decision:
     """Action, tier, composite, per-dimension scores, reasons and a remediation hint.
 
-    `composite` is None when a hard gate blocked the message before scoring.
+    `composite` is None when a hard gate blocked the message before scoring. Reason
+    codes are plain text (exact str, not a broker.reasons.Reason member): a record, a
+    log line or a caller's dict key gets exactly the code, and orjson takes only an
+    exact str as a JSON object key. Whoever builds a Decision passes str(reason).
     """
 
     action: Action

@@ -66,7 +66,7 @@ class ReserveSpend:
         if refusal is None:
             return decision
         return replace(
-            decision, action=Action.ESCALATE, reasons=(CAP_EXCEEDED, *decision.reasons[1:])
+            decision, action=Action.ESCALATE, reasons=(str(CAP_EXCEEDED), *decision.reasons[1:])
         )
 
 

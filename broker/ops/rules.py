@@ -145,13 +145,14 @@ def describe_review(review: dict[str, Any]) -> str:
 
 def overridden(decision: Decision, reason: str) -> Decision:
     """A blocked or escalated decision turned into a delivery by `reason`."""
-    return replace(decision, action=Action.DELIVER, reasons=(reason, *decision.reasons))
+    return replace(decision, action=Action.DELIVER, reasons=(str(reason), *decision.reasons))
 
 
 def set_aside(decision: Decision, reason: str, remediation: str) -> Decision:
     """An escalated decision ended on the blocked stream for `reason`."""
     return replace(
-        decision, action=Action.BLOCK, reasons=(reason, *decision.reasons), remediation=remediation
+        decision, action=Action.BLOCK, reasons=(str(reason), *decision.reasons),
+        remediation=remediation,
     )
 
 

@@ -4,19 +4,24 @@ CLI and documentation all agree with."""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
+from types import NoneType
 
 import orjson
 import pytest
 
 from broker.cli.blocked import _known_reason
-from broker.core.decision import Action, Tier
+from broker.core.decision import Action, Decision, Tier
+from broker.core.plan import ReserveSpend
 from broker.core.policy import Policy
 from broker.core.reports import REFUSALS
+from broker.core.scoring import blocked, decide, reject_undecodable
 from broker.core.scoring.tiers import route_inputs
-from broker.errors import ConfigError
-from broker.ops.rules import UNPENALISABLE, UNRELEASABLE
+from broker.errors import ConfigError, EnvelopeError
+from broker.ops.rules import UNPENALISABLE, UNRELEASABLE, overridden, set_aside
 from broker.reasons import BLOCK_REASONS, ESCALATION_REASONS, Reason, known, reasons_for
+from tests.unit.factories import NOW, context, decoded, established_peer, new_peer, sign_envelope
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -139,3 +144,42 @@ def test_an_unparseable_record_encodes_as_json() -> None:
 
     record = parse_record(b"not json", {})
     assert orjson.loads(orjson.dumps(record))["unparseable"] == "it is not JSON"
+
+
+def _plain(decision: Decision) -> bool:
+    return all(type(r) is str for r in decision.reasons) and type(decision.gate) in (str, NoneType)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        pytest.param(lambda: decide(decoded(sign_envelope()), context(established_peer()),
+                                    Policy(), NOW), id="delivered"),
+        pytest.param(lambda: decide(decoded(sign_envelope()), context(new_peer()), Policy(), NOW),
+                     id="insufficient-trust"),
+        pytest.param(lambda: decide(decoded(sign_envelope(created_at=NOW - 10**9)),
+                                    context(established_peer()), Policy(), NOW), id="gate"),
+        pytest.param(lambda: blocked(Reason.REPLAY, "again", Policy()), id="blocked"),
+        pytest.param(lambda: reject_undecodable(EnvelopeError("big", code=Reason.OVERSIZED),
+                                                Policy()), id="undecodable"),
+        pytest.param(lambda: ReserveSpend("s", "m", 1, 1).settle(
+            decide(decoded(sign_envelope()), context(established_peer()), Policy(), NOW),
+            Reason.DAILY_CAP_EXCEEDED, Policy()), id="over-the-cap"),
+        pytest.param(lambda: set_aside(blocked("x", "y", Policy()), Reason.ESCALATION_EXPIRED,
+                                       "r"), id="set-aside"),
+        pytest.param(lambda: overridden(blocked("x", "y", Policy()), Reason.PROBATION),
+                     id="overridden"),
+    ],
+)  # fmt: skip
+def test_every_decision_carries_its_reason_codes_as_plain_text(
+    make: Callable[[], Decision],
+) -> None:
+    decision = make()
+    assert _plain(decision), decision.reasons
+    # Callers count decisions by reason and encode the counts (bench/efficacy.py does):
+    # orjson takes only an exact str as an object key.
+    assert orjson.loads(orjson.dumps({decision.reasons[0]: 1})) == {decision.reasons[0]: 1}
+
+
+def test_errors_carry_their_code_as_plain_text() -> None:
+    assert type(EnvelopeError("big", code=Reason.OVERSIZED).code) is str

@@ -76,7 +76,10 @@ def decide(
     action, route_reason = route(env, tier, ctx, policy, now_ms, scores["reputation"])
     # Without a verified identity nothing else helps: say so, whatever scores lowest.
     weakest = "identity" if capped else weakest_dimension(scores, policy)
-    reasons = (capped or route_reason, *(r for result in scored.values() for r in result.reasons))
+    reasons = (
+        str(capped or route_reason),  # plain text (see Decision)
+        *(r for result in scored.values() for r in result.reasons),
+    )
     remediation = (
         "none needed"
         if action is Action.DELIVER and tier is not Tier.PROBATION
@@ -109,6 +112,7 @@ def reporter_standing(env: Envelope, ctx: TrustContext, policy: Policy, now_ms: 
 
 def blocked(code: str, explanation: str, policy: Policy) -> Decision:
     """A block decided before (or instead of) scoring, with its own reason code."""
+    code = str(code)  # plain text (see Decision)
     return Decision(
         Action.BLOCK, Tier.BLOCKED, None, {}, None, (code,),
         f"{explanation}; {_GATE_REMEDIATION}", policy.version, gate=code,
