@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from pydantic import BaseModel, ConfigDict, ValidationError
+
 from broker.core.currency import is_currency
 from broker.core.identity import AgentKey, cached_public_key
 from broker.core.signing import sign_document, signed_by
@@ -28,18 +30,57 @@ ROLES: dict[str, IssuerRole] = {
 }
 SLASH_CONDITIONS = ("fraud", "data_manipulation", "service_denial")
 
-_REQUIRED: dict[str, dict[str, type]] = {
-    "credential": {"subject": str, "organisation": str},
-    "attestation": {"subject": str, "codebase_hash": str, "config_hash": str},
-    "bond": {"subject": str, "amount_minor": int, "currency": str},
-    "slash": {"subject": str, "condition": str, "amount_minor": int},
-}
-_COMMON: dict[str, type] = {
-    "type": str,
-    "id": str,
-    "issuer": str,
-    "issued_at": int,
-    "expires_at": int,
+
+
+class _Evidence(BaseModel):
+    """The fields every piece of evidence has, exactly these types (strict: a timestamp
+    of `true` or `1.0` is malformed) and no others; the signature is checked by
+    `signed_by`, not here."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    type: str
+    id: str
+    issuer: str
+    issued_at: int
+    expires_at: int
+    subject: str
+    signature: Any = None
+
+
+class CredentialDocument(_Evidence):
+    """An identity credential: the subject belongs to `organisation`."""
+
+    organisation: str
+
+
+class AttestationDocument(_Evidence):
+    """A code attestation: the subject runs this code with this configuration."""
+
+    codebase_hash: str
+    config_hash: str
+
+
+class BondDocument(_Evidence):
+    """A stake bond: a custodian holds `amount_minor` of `currency` for the subject."""
+
+    amount_minor: int
+    currency: str
+
+
+class SlashDocument(_Evidence):
+    """A custodian takes `amount_minor` of the subject's bond for `condition`."""
+
+    condition: str
+    amount_minor: int
+
+
+# One model per document type.
+DOCUMENTS: dict[str, type[_Evidence]] = {
+    "credential": CredentialDocument,
+    "attestation": AttestationDocument,
+    "bond": BondDocument,
+    "slash": SlashDocument,
 }
 
 
@@ -109,18 +150,11 @@ def bond_from(document: dict[str, Any]) -> Bond:
 
 
 def _check_shape(document: dict[str, Any], evidence_type: str) -> None:
-    expected = {**_COMMON, **_REQUIRED[evidence_type]}
-    allowed = {*expected, "signature"}
-    extra = sorted(set(document) - allowed)
-    if extra:
-        raise EvidenceError(f"unexpected field {extra[0]!r}", code="evidence_malformed")
-    for name, kind in expected.items():
-        value = document.get(name)
-        # bool is an int in Python; a timestamp of `true` is still malformed.
-        if not isinstance(value, kind) or isinstance(value, bool):
-            raise EvidenceError(
-                f"field {name!r} must be {kind.__name__}", code="evidence_malformed"
-            )
+    model = DOCUMENTS[evidence_type]
+    try:
+        model.model_validate(document)
+    except ValidationError as exc:
+        raise EvidenceError(_first_problem(exc, model), code="evidence_malformed") from None
     if document["type"] != f"trust-broker/{evidence_type}":
         raise EvidenceError(f"not a {evidence_type} document", code="evidence_wrong_type")
     if document["expires_at"] <= document["issued_at"]:
@@ -140,6 +174,20 @@ def _check_shape(document: dict[str, Any], evidence_type: str) -> None:
         raise EvidenceError(
             "bond needs a positive amount and an ISO 4217 currency", code="evidence_malformed"
         )
+
+
+def _first_problem(exc: ValidationError, model: type[_Evidence]) -> str:
+    """One line for the first problem: an unexpected field (by name), else the first
+    field, in the model's order, that is missing or of the wrong type."""
+    order = {name: rank for rank, name in enumerate(model.model_fields)}
+    problems = [(str(error["loc"][0]), error["type"]) for error in exc.errors() if error["loc"]]
+    extra = sorted(name for name, kind in problems if kind == "extra_forbidden")
+    if extra:
+        return f"unexpected field {extra[0]!r}"
+    name = min((name for name, _ in problems), key=lambda n: order.get(n, len(order)))
+    annotation = model.model_fields[name].annotation
+    kind = getattr(annotation, "__name__", str(annotation))
+    return f"field {name!r} must be {kind}"
 
 
 def _issuer_key(did: str) -> bytes:

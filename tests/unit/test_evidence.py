@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from broker.core.evidence import (
+    DOCUMENTS,
     attestation_from,
     bond_from,
     credential_from,
@@ -182,3 +183,32 @@ def test_only_the_agents_own_login_is_told_about_it(
     from broker.core.handshake import requesting_agent
 
     assert requesting_agent(request_, user_id) == told
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        pytest.param({"organisation": None}, "field 'organisation' must be str", id="missing"),
+        pytest.param({"issued_at": True}, "field 'issued_at' must be int", id="bool-is-no-int"),
+        pytest.param({"expires_at": float(NOW + 1)}, "field 'expires_at' must be int",
+                     id="float-is-no-int"),
+        pytest.param({"id": 7}, "field 'id' must be str", id="number-is-no-str"),
+        pytest.param({"zeta": 1, "alpha": 2}, "unexpected field 'alpha'", id="extra-first"),
+        pytest.param({"id": 7, "issued_at": "x"}, "field 'id' must be str",
+                     id="first-field-in-order"),
+    ],
+)  # fmt: skip
+def test_a_malformed_credential_says_which_field(change: dict[str, Any], message: str) -> None:
+    document = {**credential(), **change}
+    document = {k: v for k, v in document.items() if v is not None}
+    with pytest.raises(EvidenceError) as error:
+        verify_evidence(document, "credential", NOW)
+    assert (error.value.code, str(error.value)) == ("evidence_malformed", message)
+
+
+@pytest.mark.parametrize("kind", sorted(DOCUMENTS))
+def test_every_evidence_model_requires_every_field_but_the_signature(kind: str) -> None:
+    model = DOCUMENTS[kind]
+    optional = {name for name, field in model.model_fields.items() if not field.is_required()}
+    assert optional == {"signature"}
+    assert model.model_config.get("extra") == "forbid" and model.model_config.get("strict")
