@@ -12,6 +12,7 @@ carry the plain code and old records read back unchanged.
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -105,6 +106,12 @@ class ReasonInfo:
 def reasons_for(action: str) -> tuple[Reason, ...]:
     """Every reason that goes with `action`, in declaration order."""
     return tuple(reason for reason in Reason if reason.action == action)
+
+
+def nearest(code: str, among: tuple[Reason, ...] = tuple(Reason)) -> str | None:
+    """The code in `among` closest to a mistyped `code`, for a "did you mean" hint."""
+    close = difflib.get_close_matches(code, [reason.value for reason in among], n=1)
+    return close[0] if close else None
 
 
 def known(code: object) -> Reason | None:

@@ -38,7 +38,6 @@ from broker.errors import BrokerUnavailable
 from broker.grouping import GroupQueue
 
 log = logging.getLogger("broker.amqp.committer")
-# What a commit on a failing channel or connection can raise.
 
 
 class CommitFailed(BrokerUnavailable, ConnectionError):

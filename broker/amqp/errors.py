@@ -20,8 +20,6 @@ from aio_pika.exceptions import (
 )
 from aiormq.exceptions import ChannelAccessRefused, ChannelLockedResource
 
-from broker.errors import BrokerUnavailable, ExceptionMapping
-
 # Everything a connection attempt to one node raises when that node cannot be used.
 CONNECT_ERRORS: tuple[type[Exception], ...] = (AMQPError, OSError)
 # A call on a channel that closed or whose connection went away (aiormq's
@@ -31,19 +29,10 @@ CHANNEL_ERRORS: tuple[type[Exception], ...] = (AMQPError, OSError, ChannelInvali
 # and best-effort steps, where a broken connection is no reason to stop.
 AMQP_ERRORS: tuple[type[Exception], ...] = (AMQPError, OSError, RuntimeError)
 
-
-def _unavailable(exc: Exception) -> Exception:
-    return BrokerUnavailable(f"RabbitMQ unavailable: {type(exc).__name__}: {exc}")
-
-
-# For map_exceptions (broker/errors.py): RabbitMQ's failures as BrokerUnavailable.
-TO_BROKER_UNAVAILABLE: ExceptionMapping = {kind: _unavailable for kind in AMQP_ERRORS}
-
 __all__ = [
     "AMQP_ERRORS",
     "CHANNEL_ERRORS",
     "CONNECT_ERRORS",
-    "TO_BROKER_UNAVAILABLE",
     "AMQPConnectionError",
     "AMQPError",
     "ChannelAccessRefused",

@@ -22,7 +22,7 @@ from broker.core.envelope import decode_envelope, signature_valid
 from broker.core.records import UNPARSEABLE, BlockedFilter, Record, StreamEntry, iso_ms
 from broker.errors import ConfigError, EnvelopeError
 from broker.ops.reading import start_offset
-from broker.reasons import BLOCK_REASONS, known
+from broker.reasons import BLOCK_REASONS, known, nearest
 
 OFFSET_HELP = "stream offset to start searching at (default: seek by the trace id's time)"
 _TRACE_ID = re.compile(r"[0-9a-f]{32}")
@@ -55,10 +55,8 @@ def _known_reason(reason: str | None) -> str | None:
     """--reason, refused (with the nearest code) unless records can carry it."""
     if reason is None or reason in BLOCK_REASONS:
         return reason
-    import difflib
-
-    close = difflib.get_close_matches(reason, BLOCK_REASONS, n=1)
-    hint = f"did you mean {close[0]}? " if close else ""
+    close = nearest(reason, BLOCK_REASONS)
+    hint = f"did you mean {close}? " if close else ""
     raise ConfigError(
         f"--reason {reason!r} is no reason code a blocked record carries; {hint}"
         f"known: {', '.join(BLOCK_REASONS)}"

@@ -12,7 +12,7 @@ from broker.clock import wall_clock_ms
 from broker.config import BrokerConfig
 from broker.core.identity import public_key_from_did
 from broker.errors import ConfigError
-from broker.reasons import Reason, known
+from broker.reasons import Reason, known, nearest
 
 _TRACE_ID = re.compile(r"[0-9a-f]{32}")
 
@@ -92,10 +92,8 @@ async def cmd_reasons(args: argparse.Namespace, config: BrokerConfig) -> int:
     if args.code is not None:
         reason = known(args.code)
         if reason is None:
-            import difflib
-
-            close = difflib.get_close_matches(args.code, [r.value for r in Reason], n=1)
-            hint = f" (did you mean {close[0]}?)" if close else ""
+            close = nearest(args.code)
+            hint = f" (did you mean {close}?)" if close else ""
             raise ConfigError(
                 f"{args.code!r} is no reason code{hint}; `trust-broker reasons` lists them all"
             )

@@ -33,20 +33,10 @@ from broker.core.state import PactTerms, Vouch
 from broker.errors import EvidenceError, IdentityError
 
 MANIFEST_TYPE = "trust-broker/manifest"
-
-
 PACT_TYPE = "trust-broker/pact"
-
-
 ROTATION_TYPE = "trust-broker/rotation"
-
-
 VOUCH_TYPE = "trust-broker/vouch"
-
-
 MONITORING_TERMS = ("full", "metadata", "hashes")
-
-
 REVERSIBILITY = ("full", "partial", "none")
 
 
@@ -65,10 +55,12 @@ PARTIES: dict[str, tuple[str, ...]] = {
 
 
 def malformed(message: str) -> EvidenceError:
+    """The error for a document that does not have the shape its type requires."""
     return EvidenceError(message, code="evidence_malformed")
 
 
 def required(document: dict[str, Any], name: str, kind: type) -> Any:
+    """`document[name]`, refused unless it is a `kind` (a bool is no int)."""
     value = document.get(name)
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise malformed(f"field {name!r} must be {kind.__name__}")
@@ -183,6 +175,7 @@ def _from_iatp(iatp: Any) -> dict[str, Any]:
 def narrowed(
     current: frozenset[str] | None, declared: frozenset[str] | None
 ) -> frozenset[str] | None:
+    """What a declaration may leave of `current`: only ever less (None: anything)."""
     if current is None:
         return declared
     return current if declared is None else current & declared

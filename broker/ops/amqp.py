@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 import orjson
 
-from broker.amqp.errors import AMQPError, ChannelNotFoundEntity
+from broker.amqp.errors import CHANNEL_ERRORS, ChannelNotFoundEntity
 from broker.amqp.streams import ReadStats, StreamMessage, StreamReader
 from broker.config import BrokerConfig
 from broker.core.records import Record, StreamEntry, entry_trace_id, header_text, parse_record
@@ -37,13 +37,13 @@ def _unavailable(exc: Exception) -> Exception:
     return ReviewError(f"RabbitMQ unavailable: {exc!r}", code="amqp_unavailable")
 
 
-# RabbitMQ's errors as ReviewError: they never leave broker/ops.
-_TO_REVIEW_ERROR: ExceptionMapping = {
-    ChannelNotFoundEntity: _not_found, AMQPError: _unavailable, OSError: _unavailable,
-}  # fmt: skip
-
-
-_TO_REVIEW = map_exceptions(_TO_REVIEW_ERROR)
+# RabbitMQ's errors as ReviewError: they never leave broker/ops. A missing queue first
+# (it is an AMQPError too), then whatever a failing channel or connection raises.
+TO_REVIEW_ERROR: ExceptionMapping = {
+    ChannelNotFoundEntity: _not_found,
+    **{kind: _unavailable for kind in CHANNEL_ERRORS},
+}
+_TO_REVIEW = map_exceptions(TO_REVIEW_ERROR)
 
 
 def amqp_errors() -> MapExceptions:

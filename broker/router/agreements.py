@@ -138,9 +138,6 @@ async def _apply_manifest(store: RedisStore, document: dict[str, Any], now_ms: i
     )
 
 
-# -- pacts -----------------------------------------------------------------------------
-
-
 # -- key rotation ----------------------------------------------------------------------
 
 
@@ -186,6 +183,3 @@ _APPLY: dict[str, Callable[[RedisStore, dict[str, Any], int], Awaitable[None]]] 
     "rotation": _apply_rotation,
     "vouch": _apply_vouch,
 }
-
-
-# -- builders (what agents sign) -------------------------------------------------------

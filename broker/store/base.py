@@ -32,8 +32,10 @@ def _unavailable(exc: Exception) -> Exception:
     return StoreUnavailable(f"Redis unavailable: {type(exc).__name__}")
 
 
-# Redis's errors (and the sockets under it) as StoreUnavailable: they never leave the store.
-TO_STORE_UNAVAILABLE: ExceptionMapping = {RedisError: _unavailable, OSError: _unavailable}
+# What a Redis call raises when Redis cannot be used: its own errors and the sockets under
+# it. As StoreUnavailable they never leave the store.
+REDIS_ERRORS: tuple[type[Exception], ...] = (RedisError, OSError)
+TO_STORE_UNAVAILABLE: ExceptionMapping = {kind: _unavailable for kind in REDIS_ERRORS}
 _BOUNDARY = map_exceptions(TO_STORE_UNAVAILABLE)
 
 
@@ -117,7 +119,7 @@ class StoreBase:
         """True when Redis answers."""
         try:
             return bool(await self._redis.ping())
-        except (RedisError, OSError):
+        except REDIS_ERRORS:
             return False
 
     @property
@@ -182,5 +184,5 @@ class StoreBase:
                 self._drop(what)
                 yield what
         finally:
-            with contextlib.suppress(RedisError, OSError):
+            with contextlib.suppress(*REDIS_ERRORS):
                 await pubsub.aclose()  # type: ignore[no-untyped-call]

@@ -10,7 +10,6 @@ from broker.amqp.errors import (
     AMQP_ERRORS,
     CHANNEL_ERRORS,
     CONNECT_ERRORS,
-    TO_BROKER_UNAVAILABLE,
     AMQPError,
     ChannelInvalidStateError,
     ChannelNotFoundEntity,
@@ -25,7 +24,7 @@ from broker.errors import (
     TrustBrokerError,
     map_exceptions,
 )
-from broker.ops.amqp import amqp_errors
+from broker.ops.amqp import TO_REVIEW_ERROR, amqp_errors
 from broker.sdk.publishing import ConnectionLost
 from broker.store.base import TO_STORE_UNAVAILABLE
 
@@ -41,12 +40,10 @@ def _raise(exc: BaseException) -> None:
                      id="redis-error"),
         pytest.param(TO_STORE_UNAVAILABLE, ConnectionResetError(), StoreUnavailable,
                      id="socket-under-redis"),
-        pytest.param(TO_BROKER_UNAVAILABLE, AMQPError("gone"), BrokerUnavailable,
-                     id="amqp-error"),
-        pytest.param(TO_BROKER_UNAVAILABLE, TimeoutError(), BrokerUnavailable,
-                     id="amqp-timeout"),
-        pytest.param(TO_BROKER_UNAVAILABLE, ChannelInvalidStateError("closed"),
-                     BrokerUnavailable, id="closed-channel"),
+        pytest.param(TO_REVIEW_ERROR, AMQPError("gone"), ReviewError, id="amqp-error"),
+        pytest.param(TO_REVIEW_ERROR, TimeoutError(), ReviewError, id="amqp-timeout"),
+        pytest.param(TO_REVIEW_ERROR, ChannelInvalidStateError("closed"), ReviewError,
+                     id="closed-channel"),
     ],
 )  # fmt: skip
 def test_a_library_error_becomes_the_brokers_with_its_cause(
@@ -62,7 +59,7 @@ def test_a_library_error_becomes_the_brokers_with_its_cause(
 
 def test_other_errors_pass_through_untouched() -> None:
     bug = KeyError("a bug stays a bug")
-    with pytest.raises(KeyError) as caught, map_exceptions(TO_BROKER_UNAVAILABLE):
+    with pytest.raises(KeyError) as caught, map_exceptions(TO_REVIEW_ERROR):
         _raise(bug)
     assert caught.value is bug
     with map_exceptions(TO_STORE_UNAVAILABLE):
