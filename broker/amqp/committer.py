@@ -1,12 +1,18 @@
-"""Atomic outcomes: publish a message's outcome and ack it in one AMQP transaction.
+"""Outcomes: publish a message's outcome and ack it in one AMQP transaction.
 
 Publisher confirms followed by an ack leave a window: a router killed after the confirm
 but before the ack sees the message redelivered and publishes it again. Inside a
-transaction (tx.select on the consuming channel) the publish and the ack commit
-together: either both happen or neither does, so a redelivered message was never
-published. Commits are grouped: while one commit is in flight, new outcomes queue up
-and go out together in the next, so a busy router pays one round trip for many messages.
-Commit-ok is the broker's confirmation of every publish in the batch.
+transaction (tx.select on the consuming channel) the publish and the ack go to the
+broker together at tx.commit: a router that dies before its commit frame reached the
+broker published and acked nothing, and one that dies after it has left the whole commit
+to a broker that carries it out, so a redelivered message was never published. That is
+all a transaction gives: RabbitMQ does not make it atomic across queues (rabbitmq.com,
+"Broker Semantics"), so if the node running the channel dies in the middle of a commit,
+any part of it may have taken effect. Such a commit raises CommitUnknown, and the router
+lists its messages as in doubt (docs/RELIABILITY.md). Commits are grouped: while one
+commit is in flight, new outcomes queue up and go out together in the next, so a busy
+router pays one round trip for many messages. Commit-ok is the broker's confirmation of
+every publish in the batch.
 
 Inside a transaction the frames of a batch are queued for the socket without waiting for
 each to be written (aiormq's `wait=False`): they go out in order on one channel, and the
@@ -27,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import aiormq
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractMessage
@@ -44,6 +50,11 @@ class CommitFailed(BrokerUnavailable, ConnectionError):
     """The outcome was not committed: its message is (or will be) back on its queue."""
 
 
+class CommitUnknown(CommitFailed):
+    """The commit frame was sent and commit-ok never came: the broker may have carried out
+    all of the commit, none of it, or (a node dying mid-commit) some of it."""
+
+
 @dataclass(frozen=True, slots=True)
 class Outbound:
     """One message to publish inside a commit: where it goes and what it is."""
@@ -58,6 +69,22 @@ class _Pending:
     message: AbstractIncomingMessage
     publish: Outbound | None
     requeue: bool
+
+
+@dataclass(slots=True)
+class _Attempt:
+    """How far one commit got: a result per item written so far, and whether tx.commit
+    was sent."""
+
+    results: list[Exception | None] = field(default_factory=list)
+    sent: bool = False
+
+    def failed(self, batch: list[_Pending], why: str) -> list[Exception | None]:
+        """Every item's error once the commit failed: items never written into it keep
+        their own, the rest are unknown once tx.commit went out, else not committed."""
+        kind = CommitUnknown if self.sent else CommitFailed
+        written: list[Exception | None] = [result or kind(why) for result in self.results]
+        return written + [CommitFailed(why) for _ in batch[len(written) :]]
 
 
 class TransactionalCommitter:
@@ -106,16 +133,24 @@ class TransactionalCommitter:
     async def _commit_batch(self, batch: list[_Pending]) -> list[Exception | None]:
         if self.broken:
             raise CommitFailed(f"channel given up: {self.broken}")
+        attempt = _Attempt()
         try:
-            return await asyncio.wait_for(self._commit_now(batch), self._timeout_s)
+            return await asyncio.wait_for(self._commit_now(batch, attempt), self._timeout_s)
         except TimeoutError:
             self.break_off(f"no commit-ok within {self._timeout_s:g}s")
-            raise CommitFailed("the commit did not complete in time") from None
+            why = "the commit did not complete in time"
         except AMQP_ERRORS as exc:
             self.break_off(f"commit failed: {type(exc).__name__}")
-            raise CommitFailed(f"the commit failed: {type(exc).__name__}") from exc
+            why = f"the commit failed: {type(exc).__name__}"
+        if attempt.sent:
+            unknown = sum(result is None for result in attempt.results)
+            log.warning(
+                "a commit of %d outcomes got no commit-ok after tx.commit was sent: any part "
+                "of it may have taken effect (listed by trust-broker in-doubt)", unknown
+            )  # fmt: skip
+        return attempt.failed(batch, why)
 
-    async def _commit_now(self, batch: list[_Pending]) -> list[Exception | None]:
+    async def _commit_now(self, batch: list[_Pending], attempt: _Attempt) -> list[Exception | None]:
         underlay = await self._channel.get_underlay_channel()
         # The concrete channel: its basic_publish takes `wait` (the abstract one does not).
         assert isinstance(underlay, aiormq.Channel)
@@ -126,7 +161,7 @@ class TransactionalCommitter:
         if self._awake is not None and not self._awake():
             self.break_off("the process stood still before this commit")
             raise CommitFailed("the process stood still: its decisions are not committed")
-        results: list[Exception | None] = []
+        results = attempt.results
         for item in batch:
             if not _delivered_on(item.message, underlay):
                 # Delivered on a channel that has since closed: the broker requeued it, so
@@ -136,6 +171,7 @@ class TransactionalCommitter:
             await _write(underlay, item)
             results.append(None)
         if any(result is None for result in results):
+            attempt.sent = True
             await underlay.tx_commit()
             self.commits += 1
         return results

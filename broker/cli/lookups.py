@@ -1,5 +1,5 @@
 """Commands that look things up: a peer's standing, one message's story in the flight
-recorder, and what a reason code means."""
+recorder, what a reason code means, and the outcomes whose commit is in doubt."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from broker.cli.support import command, json_flag, print_json, standing_lines
 from broker.clock import wall_clock_ms
 from broker.config import BrokerConfig
 from broker.core.identity import public_key_from_did
+from broker.core.records import iso_ms
 from broker.errors import ConfigError
 from broker.reasons import Reason, known, nearest
 
@@ -114,8 +115,40 @@ async def cmd_reasons(args: argparse.Namespace, config: BrokerConfig) -> int:
     return 0
 
 
+async def cmd_in_doubt(args: argparse.Namespace, config: BrokerConfig) -> int:
+    """The newest outcomes whose commit got no commit-ok, and what became of each."""
+    if args.limit < 1:
+        raise ConfigError("--limit must be at least 1")
+    store = _store(config)
+    try:
+        entries = await store.in_doubt(limit=args.limit)
+    finally:
+        await store.close()
+    if args.unresolved:
+        entries = [entry for entry in entries if entry["status"] == "unresolved"]
+    if args.json:
+        print_json(entries)
+        return 0
+    if not entries:
+        print("no outcome in doubt" + (" is unresolved" if args.unresolved else ""))
+        return 0
+    for entry in entries:
+        where = entry["routing_key"] or entry["exchange"]
+        print(
+            f"{iso_ms(entry['at_ms'])}  {entry['status']:<10}  {entry['action']:<8}  "
+            f"{entry['id'] or '(undecodable)'}  {entry['sender'] or '-'} -> {where}"
+        )
+    unresolved = sum(entry["status"] == "unresolved" for entry in entries)
+    print(
+        f"{len(entries)} shown, {unresolved} unresolved: an unresolved message was acked by "
+        "its commit; its outcome reached its destination or was lost with the node "
+        "(docs/RELIABILITY.md, 'What is still open')"
+    )
+    return 0
+
+
 def add_commands(sub: Any) -> None:
-    """Register peer, trace and reasons on the trust-broker parser."""
+    """Register peer, trace, reasons and in-doubt on the trust-broker parser."""
     p = command(
         sub, "peer",
         summary="show a peer's dimension scores, tier and next step",
@@ -156,3 +189,22 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--action", choices=["block", "escalate", "deliver"], help="only these")
     json_flag(p)
     p.set_defaults(handler=cmd_reasons)
+
+    p = command(
+        sub, "in-doubt",
+        summary="outcomes whose commit got no commit-ok (a node died mid-commit)",
+        description="List the newest outcomes a router published in a commit that got no "
+        "commit-ok after tx.commit was sent: RabbitMQ does not make a transaction atomic "
+        "across queues, so a node that dies mid-commit may apply any part of it. Each entry "
+        "shows what became of its message since: 'came back' (it was redelivered and routed "
+        "once: nothing lost), 'unresolved' (its ack took effect: the outcome reached its "
+        "destination, or was lost with the node; ask the recipient), 'expired' (its claim "
+        "is older than the dedup TTL) or 'untracked' (bytes that never decoded). Ids and "
+        "routing only, never a body.",
+        examples=["trust-broker in-doubt", "trust-broker in-doubt --unresolved --json",
+                  "trust-broker in-doubt --limit 1000"],
+    )  # fmt: skip
+    p.add_argument("--limit", type=int, default=100, help="newest entries read (default 100)")
+    p.add_argument("--unresolved", action="store_true", help="only the unresolved ones")
+    json_flag(p)
+    p.set_defaults(handler=cmd_in_doubt)

@@ -71,6 +71,13 @@ class RouterMetrics:
             "while the holder might still commit)",
             ["verdict"], registry=self.registry,
         )  # fmt: skip
+        self.outcomes_in_doubt = Counter(
+            "trust_outcomes_in_doubt",
+            "Outcomes whose commit got no commit-ok after tx.commit was sent (a node died or "
+            "froze mid-commit): any part of the commit may have taken effect; each is listed "
+            "by `trust-broker in-doubt`",
+            registry=self.registry,
+        )  # fmt: skip
 
     def observe(self, decision: Decision, seconds: float) -> None:
         """Count one committed decision."""

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 from aio_pika.abc import AbstractIncomingMessage
 
-from broker.amqp.committer import CommitFailed, TransactionalCommitter
+from broker.amqp.committer import CommitFailed, CommitUnknown, TransactionalCommitter
 from broker.amqp.errors import AMQP_ERRORS, CHANNEL_ERRORS, ChannelNotFoundEntity
 from broker.amqp.indoubt import HeldBack, InDoubt
 from broker.clock import wall_clock_ms
@@ -34,6 +34,7 @@ from broker.core.policy import Policy
 from broker.core.scoring import reject_undecodable
 from broker.errors import ConfigError, EnvelopeError, StoreUnavailable
 from broker.reasons import Reason
+from broker.router.doubts import InDoubtLog, in_doubt_entry
 from broker.router.lanes import Consumers
 from broker.router.metrics import RouterMetrics, poll_health
 from broker.router.negotiation import NegotiationService
@@ -103,6 +104,7 @@ class Router:
             own_connection=lambda: None if self._session is None else self._session.connection,
         )
         self.metrics = RouterMetrics()
+        self._in_doubt = InDoubtLog(store, self.metrics)
         self._consumers = Consumers(config, store, self.metrics, self._on_message, self._paused)
         self._retries = Retries(
             config, store, self._indoubt, self.metrics, clock,
@@ -257,6 +259,7 @@ class Router:
             log.warning("peer-state store is back: consumption resumed")
 
     async def _flush_unfinished(self) -> None:
+        await self._in_doubt.flush()
         pending, self._unfinished = self._unfinished, []
         for env, digest, result, now_ms in pending:
             try:
@@ -343,7 +346,15 @@ class Router:
         """Publish the outcome and ack the ingress message in one transaction; with
         `record`, also write the decision log and trace (paths without a finish step)."""
         published = outbound(self._config.topology, message.body, outcome)
-        await self._committer_or_fail().commit(message, published)
+        session = self._session  # the session sending the commit, not the next one
+        if session is None:
+            raise CommitFailed("no AMQP session: the message comes back")
+        try:
+            await session.committer.commit(message, published)
+        except CommitUnknown:
+            doubt = in_doubt_entry(message, outcome, published, session.holder, self._clock())
+            await self._in_doubt.note(doubt)
+            raise
         action = outcome.decision.action.value
         self.counts[action] += 1
         self.metrics.observe(outcome.decision, (self._clock() - outcome.received_ms) / 1000)

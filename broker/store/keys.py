@@ -175,6 +175,12 @@ class Keys:
         """Stream of recent decisions with their inputs (what-if replays read it)."""
         return f"{self.prefix}decisions"
 
+    @property
+    def in_doubt(self) -> str:
+        """Stream of outcomes whose commit got no commit-ok after tx.commit was sent
+        (broker/store/indoubt.py)."""
+        return f"{self.prefix}in-doubt"
+
     def trace(self, trace_id: str) -> str:
         """The flight-recorder entry of one decision."""
         return f"{self.prefix}trace:{trace_id}"

@@ -17,6 +17,7 @@ from broker.core.envelope import Envelope
 from broker.core.state import TrustContext
 from broker.store.claims import Claims
 from broker.store.evidence import Evidence
+from broker.store.indoubt import InDoubtOutcomes
 from broker.store.ledger import Ledger
 from broker.store.once import Once
 from broker.store.peers import Peers
@@ -28,8 +29,9 @@ from broker.store.traces import Traces
 
 
 class RedisStore(
-    Claims, Traces, Peers, Registry, Evidence, Reputation, Ledger, Once, Policies, Reviews
-):
+    Claims, Traces, Peers, Registry, Evidence, Reputation, Ledger, Once, Policies, Reviews,
+    InDoubtOutcomes,
+):  # fmt: skip
     """The PeerStateStore backed by Redis."""
 
     async def context(

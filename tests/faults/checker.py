@@ -9,6 +9,8 @@ must end in exactly one place (an agent queue, trust.blocked or trust.escalation
   policy delivers: only a fault can have caused it (clock_skew, replay, internal_error...).
 A publish whose confirm never came is `unknown`: it may or may not have arrived, so its
 outcome counts neither as lost when absent nor as unexpected when present.
+A lost id is also looked up in the routers' in-doubt list (outcomes whose commit got no
+commit-ok: `trust-broker in-doubt`): `lost_unlisted` counts the silent losses.
 Pure code: the suite and its unit tests feed it plain data.
 """
 
@@ -28,6 +30,7 @@ class Outcomes:
     delivered: Counter[str] = field(default_factory=Counter)
     blocked: list[tuple[str, str]] = field(default_factory=list)
     escalated: list[str] = field(default_factory=list)
+    in_doubt: frozenset[str] = frozenset()  # ids the routers listed as in doubt
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,8 @@ class Verdict:
     duplicated: dict[str, int]
     unexpected: list[str]
     fault_blocked: dict[str, int]
+    in_doubt: int = 0
+    lost_unlisted: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -60,7 +65,8 @@ class Verdict:
             "blocked": sum(self.blocked.values()), "blocked_by_reason": self.blocked,
             "escalated": self.escalated, "lost": len(self.lost),
             "duplicated": len(self.duplicated), "unexpected": len(self.unexpected),
-            "fault_blocked": sum(self.fault_blocked.values()),
+            "fault_blocked": sum(self.fault_blocked.values()), "in_doubt": self.in_doubt,
+            "lost_unlisted": len(self.lost_unlisted),
         }  # fmt: skip
 
 
@@ -75,6 +81,7 @@ def check(attempts: Mapping[str, str], outcomes: Outcomes) -> Verdict:
     fault_blocked = dict(reasons)
     if outcomes.escalated:
         fault_blocked["escalated"] = len(outcomes.escalated)
+    lost = sorted(i for i, s in attempts.items() if s == CONFIRMED and not places[i])
     return Verdict(
         attempts=len(attempts),
         confirmed=status[CONFIRMED],
@@ -83,10 +90,12 @@ def check(attempts: Mapping[str, str], outcomes: Outcomes) -> Verdict:
         delivered=sum(1 for n in outcomes.delivered.values() if n),
         blocked=dict(reasons),
         escalated=len(outcomes.escalated),
-        lost=sorted(i for i, s in attempts.items() if s == CONFIRMED and not places[i]),
+        lost=lost,
         duplicated={i: n for i, n in places.items() if n > 1},
         unexpected=sorted(i for i in places if i not in attempts),
         fault_blocked=fault_blocked,
+        in_doubt=len(outcomes.in_doubt),
+        lost_unlisted=[i for i in lost if i not in outcomes.in_doubt],
     )
 
 

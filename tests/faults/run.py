@@ -251,7 +251,12 @@ async def drain(world: World) -> Outcomes:
     escalated = [
         str(r.get("message_id")) for r in await read_escalations(world.config, limit=100_000)
     ]
-    return Outcomes(delivered, blocked, escalated)
+    store = open_store(world.config)
+    try:
+        listed = frozenset(e["id"] for e in await store.in_doubt(limit=100_000))
+    finally:
+        await store.close()
+    return Outcomes(delivered, blocked, escalated, listed)
 
 
 async def _drain_queue(did: str, url: str, world: World) -> Counter[str]:
@@ -306,6 +311,7 @@ async def run_once(
         await _remove_vhost(world.config)
     republished = set().union(*(client.republished for client in world.senders))
     details = {**verdict.row(), "lost_ids": verdict.lost[:100],
+               "lost_unlisted_ids": verdict.lost_unlisted[:100],
                "duplicated_ids": dict(list(verdict.duplicated.items())[:100]),
                "republished": len(republished),
                "duplicated_and_republished": sorted(set(verdict.duplicated) & republished),
@@ -350,14 +356,16 @@ async def _remove_vhost(config: BrokerConfig) -> None:
 def table(rows: list[tuple[str, int, Verdict]]) -> str:
     """A Markdown table of the runs, for docs/RELIABILITY.md."""
     head = ("| nemesis | seed | attempts | confirmed | unknown | delivered | blocked | "
-            "escalated | lost | duplicated | unexpected | fault-blocked |")  # fmt: skip
-    lines = [head, "|" + "---|" * 12]
+            "escalated | lost | duplicated | unexpected | fault-blocked | in doubt | "
+            "lost unlisted |")  # fmt: skip
+    lines = [head, "|" + "---|" * 14]
     for name, seed, v in rows:
         r = v.row()
         lines.append(
             f"| {name} | {seed} | {r['attempts']:,} | {r['confirmed']:,} | {r['unknown']} | "
             f"{r['delivered']:,} | {r['blocked']} | {r['escalated']} | {r['lost']} | "
-            f"{r['duplicated']} | {r['unexpected']} | {r['fault_blocked']} |"
+            f"{r['duplicated']} | {r['unexpected']} | {r['fault_blocked']} | "
+            f"{r['in_doubt']} | {r['lost_unlisted']} |"
         )
     return "\n".join(lines)
 

@@ -64,7 +64,9 @@ async def test_a_node_frozen_under_commits_delivers_nothing_twice(
     stalled: list[int] = []  # commits that took more than 5 s: held up by the freeze
     commit_now = TransactionalCommitter._commit_now
 
-    async def freeze_at_second_commit(self: TransactionalCommitter, batch: list[Any]) -> Any:
+    async def freeze_at_second_commit(
+        self: TransactionalCommitter, batch: list[Any], attempt: Any
+    ) -> Any:
         # Router A's second commit that publishes (the channel is in a transaction by
         # then): the node stops just before the commit's frames reach it.
         session = a[0]._session
@@ -75,7 +77,7 @@ async def test_a_node_frozen_under_commits_delivers_nothing_twice(
                 os.kill(pid, signal.SIGSTOP)
                 frozen.set()
         started = asyncio.get_running_loop().time()
-        result = await commit_now(self, batch)
+        result = await commit_now(self, batch, attempt)
         if asyncio.get_running_loop().time() - started > 5:
             stalled.append(len(batch))
         return result

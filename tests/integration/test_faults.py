@@ -31,7 +31,7 @@ import pytest
 from aio_pika.abc import AbstractRobustConnection
 from aio_pika.exceptions import AMQPError
 
-from broker.amqp.committer import Outbound, TransactionalCommitter
+from broker.amqp.committer import CommitUnknown, Outbound, TransactionalCommitter
 from broker.amqp.failover import NoNodeAvailable, connect_any
 from broker.amqp.management import ManagementAPI
 from broker.amqp.topology import declare_router_topology
@@ -473,13 +473,7 @@ async def test_a_commit_on_a_frozen_connection_gives_its_messages_back(
     and are routed once, through a new connection, while the old one is still frozen."""
     sender, recipient = await _pair(agents, store)
     proxy = await FreezingProxy(urlsplit(config.amqp_url).port or 5672).start()
-    own_store = open_store(config)
-    view = router_view(config, service_logins)
-    router = Router(
-        _through(view, proxy.port), own_store, broker_key=broker_key, sweeper=run_sweeper
-    )
-    await router.start()
-    try:
+    async with _router_behind(proxy, config, service_logins, broker_key):
         async with _stream(sender, recipient) as sent:
 
             async def flowing() -> bool:
@@ -498,10 +492,84 @@ async def test_a_commit_on_a_frozen_connection_gives_its_messages_back(
         _progress(f"all delivered {time.monotonic() - frozen_at:.1f}s after the freeze")
         _exactly_once(await _drain_ids(recipient), sent.ids)
         await _nothing_set_aside(config)
+
+
+@asynccontextmanager
+async def _router_behind(
+    proxy: FreezingProxy, config: BrokerConfig, service_logins: dict[str, str],
+    broker_key: AgentKey, **settings: Any,
+) -> AsyncIterator[Router]:  # fmt: skip
+    """A router (with its own store) whose AMQP goes through `proxy`; stopped, and the
+    proxy closed, afterwards."""
+    own_store = open_store(config)
+    view = replace(router_view(config, service_logins), **settings)
+    router = Router(
+        _through(view, proxy.port), own_store, broker_key=broker_key, sweeper=run_sweeper
+    )
+    await router.start()
+    try:
+        yield router
     finally:
         await router.stop()
         await own_store.close()
         await proxy.close()
+
+
+@pytest.mark.timeout(300)
+async def test_a_commit_without_commit_ok_lists_its_outcomes_in_doubt_until_they_come_back(
+    config: BrokerConfig,
+    store: RedisStore,
+    agents: AgentFactory,
+    probe: Probe,
+    broker_key: AgentKey,
+    service_logins: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A commit whose tx.commit went out and never got commit-ok may have taken effect in
+    any part (RabbitMQ does not make a transaction atomic across queues), so the router
+    lists each of its outcomes as in doubt, ids and routing only. Here the link froze just
+    before the commit's frames, so none of it reached RabbitMQ: every one of those messages
+    comes back, is routed once, and its entry then says 'came back'."""
+    sender, recipient = await _pair(agents, store)
+    proxy = await FreezingProxy(urlsplit(config.amqp_url).port or 5672).start()
+    frozen_batch: list[str] = []
+    commit_now = TransactionalCommitter._commit_now
+    publishing_commits = 0
+
+    async def freeze_the_third(self: TransactionalCommitter, batch: list[Any], attempt: Any) -> Any:
+        nonlocal publishing_commits
+        published = [item.publish.message.message_id for item in batch if item.publish]
+        if published:
+            publishing_commits += 1
+            if publishing_commits == 3:
+                frozen_batch.extend(published)
+                proxy.freeze()  # this commit's frames, tx.commit included, go nowhere
+        return await commit_now(self, batch, attempt)
+
+    monkeypatch.setattr(TransactionalCommitter, "_commit_now", freeze_the_third)
+    behind = _router_behind(proxy, config, service_logins, broker_key, commit_timeout_ms=3_000)
+    async with behind as router:
+        async with _stream(sender, recipient) as sent:
+
+            async def frozen() -> bool:
+                return bool(frozen_batch)
+
+            await _eventually(frozen, 15, "a third commit with deliveries")
+            await asyncio.sleep(1.0)
+        total = len(sent.ids)
+
+        async def all_through() -> bool:
+            return await probe.delivered(recipient) >= total
+
+        await _eventually(all_through, 120, f"all {total} delivered after the frozen commit")
+        _exactly_once(await _drain_ids(recipient), sent.ids)
+        listed = await store.in_doubt(limit=10_000)
+        assert sorted(entry["id"] for entry in listed) == sorted(frozen_batch)
+        assert {entry["status"] for entry in listed} == {"came back"}
+        assert {(e["action"], e["routing_key"], e["sender"]) for e in listed} == {
+            ("deliver", recipient.did, sender.did)
+        }
+        assert router.metrics.outcomes_in_doubt._value.get() == len(frozen_batch)
 
 
 async def test_a_commit_for_a_message_of_a_closed_channel_never_reports_success(
@@ -529,6 +597,8 @@ async def test_a_commit_for_a_message_of_a_closed_channel_never_reports_success(
         try:
             await committer.commit(message, out)
             committed = True
+        except CommitUnknown:
+            pytest.fail("nothing was written into the commit, so its outcome is not in doubt")
         except ConnectionError:
             committed = False
         assert not committed, "a commit that published and acked nothing reported success"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator
 
 import pytest
@@ -19,7 +20,9 @@ from broker.clock import wall_clock_ms
 from broker.config import BrokerConfig
 from broker.core.policy import Policy
 from broker.store.claims import Claim, Finish, HandedOver, HandOver
+from broker.store.indoubt import InDoubtEntry
 from broker.store.redis import RedisStore
+from tests.integration.test_cli_flow import as_json, cli
 from tests.unit.factories import sign_envelope
 
 pytestmark = pytest.mark.integration
@@ -112,3 +115,61 @@ async def test_a_claim_names_its_holder_and_passes_only_from_the_holder_resolved
     await store.finish(env, digest, result, Policy(), now + 10)
     assert await store.hand_over(env, digest, "", "c@n3") == HandedOver(HandOver.DONE)
     assert (await store.claim_at(env, digest, True, now + 11, "c@n3")).claim is Claim.DONE
+
+
+# -- the in-doubt list: outcomes whose commit got no commit-ok (broker/store/indoubt.py) --
+
+
+def _doubt(message_id: str, at_ms: int) -> InDoubtEntry:
+    return InDoubtEntry(
+        id=message_id, sender="did:key:zSender", action="deliver", exchange="trust.deliver",
+        routing_key="did:key:zRecipient", trace_id=uuid.uuid4().hex, holder="s1@n1",
+        at_ms=at_ms, digest="d" * 64,
+    )  # fmt: skip
+
+
+async def test_the_in_doubt_list_shows_what_became_of_each_message(
+    config: BrokerConfig, store: RedisStore
+) -> None:
+    """2,000 outcomes of commits in doubt (a few node deaths' worth): those whose message
+    came back and was routed once read 'came back', those still only claimed (the ack took
+    effect) 'unresolved', those without a claim any more 'expired', undecodable bytes
+    'untracked'; newest first, and the CLI shows the same."""
+    now = wall_clock_ms()
+    result = Finish(
+        action="deliver", clean=True, delivered=True, size=100,
+        gate_failed=False, outside_manifest=False,
+    )  # fmt: skip
+    entries, expected = [], Counter[str]()
+    for n in range(2_000):
+        env = sign_envelope()
+        digest = f"{n:064x}"
+        if n % 4 == 0:  # came back: redelivered, routed once, finished
+            await store.claim_at(env, digest, False, now, "s1@n1")
+            await store.finish(env, digest, result, Policy(), now + 1)
+            expected["came back"] += 1
+        elif n % 4 in (1, 2):  # the ack took effect: nobody saw it again
+            await store.claim_at(env, digest, False, now, "s1@n1")
+            expected["unresolved"] += 1
+        else:
+            expected["expired"] += 1
+        entries.append(_doubt(env.id, now + n))
+    entries.append(_doubt("", now + 2_000))
+    expected["untracked"] += 1
+    await store.note_in_doubt(entries)
+
+    listed = await store.in_doubt(limit=10_000)
+    assert Counter(entry["status"] for entry in listed) == expected
+    newest_first = sorted((e["at_ms"] for e in entries), reverse=True)
+    assert [entry["at_ms"] for entry in listed] == newest_first
+    newest = await store.in_doubt(limit=100)
+    assert [e["id"] for e in newest] == [e["id"] for e in reversed(entries[-100:])]
+
+    done = await cli(config, "in-doubt", "--unresolved", "--limit", "5000", "--json")
+    shown = as_json(done)
+    assert len(shown) == expected["unresolved"]
+    assert {entry["status"] for entry in shown} == {"unresolved"}
+    text = await cli(config, "in-doubt", "--limit", "10")
+    assert "10 shown" in text.stdout and "untracked" in text.stdout
+    refused = await cli(config, "in-doubt", "--limit", "0", check=False)
+    assert refused.returncode != 0 and "--limit must be at least 1" in refused.stderr

@@ -56,3 +56,14 @@ def test_a_large_clean_run_is_ok_and_counted() -> None:
         1,
         5_000,
     )
+
+
+def test_a_lost_id_the_routers_listed_in_doubt_is_lost_but_not_silent() -> None:
+    attempts = {f"m{i}": CONFIRMED for i in range(1_000)}
+    delivered = Counter({f"m{i}": 1 for i in range(1_000) if i % 100})  # 10 lost
+    listed = frozenset(f"m{i}" for i in range(0, 1_000, 200)) | {"m1", "m2"}  # 5 of the lost
+    verdict = check(attempts, Outcomes(delivered, in_doubt=listed))
+    row = verdict.row()
+    assert not verdict.ok, "a listed loss is still a loss"
+    assert (row["lost"], row["in_doubt"], row["lost_unlisted"]) == (10, 7, 5)
+    assert verdict.lost_unlisted == sorted(f"m{i}" for i in range(100, 1_000, 200))
