@@ -37,9 +37,13 @@ def load_or_create_broker_key(config: BrokerConfig) -> AgentKey:
     path = Path(config.broker_key_file)
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        with contextlib.suppress(ConfigError):  # another router created it first
+        try:
             save_key(path, AgentKey.generate())
             log.info("created broker key %s", path)
+        except ConfigError:
+            if not path.exists():
+                raise
+            # another router created it first, whole (save_key never shows a part)
     key = load_key(path)
     log.info("broker DID %s", key.did)
     return key

@@ -8,8 +8,10 @@ broker published and acked nothing, and one that dies after it has left the whol
 to a broker that carries it out, so a redelivered message was never published. That is
 all a transaction gives: RabbitMQ does not make it atomic across queues (rabbitmq.com,
 "Broker Semantics"), so if the node running the channel dies in the middle of a commit,
-any part of it may have taken effect. Such a commit raises CommitUnknown, and the router
-lists its messages as in doubt (docs/RELIABILITY.md). Commits are grouped: while one
+any part of it may have taken effect. Such a commit raises CommitUnknown and calls each of
+its items' `in_doubt` callback, from the committer's own task: the caller may be gone by
+then (aiormq cancels the tasks of a channel's consumers when it closes). The router lists
+those messages as in doubt (docs/RELIABILITY.md). Commits are grouped: while one
 commit is in flight, new outcomes queue up and go out together in the next, so a busy
 router pays one round trip for many messages. Commit-ok is the broker's confirmation of
 every publish in the batch.
@@ -69,6 +71,7 @@ class _Pending:
     message: AbstractIncomingMessage
     publish: Outbound | None
     requeue: bool
+    in_doubt: Callable[[], None] | None = None
 
 
 @dataclass(slots=True)
@@ -110,10 +113,18 @@ class TransactionalCommitter:
         self.broken = ""
         self.commits = 0
 
-    async def commit(self, message: AbstractIncomingMessage, publish: Outbound | None) -> None:
+    async def commit(
+        self,
+        message: AbstractIncomingMessage,
+        publish: Outbound | None,
+        *,
+        in_doubt: Callable[[], None] | None = None,
+    ) -> None:
         """Publish (if given) and ack `message` atomically; returns once committed, raises
-        CommitFailed when it was not (the message then comes back)."""
-        await self._groups.submit(_Pending(message, publish, requeue=False))
+        CommitFailed when it was not (the message then comes back), CommitUnknown when
+        tx.commit went out and commit-ok never came. `in_doubt` is called in that last
+        case, whether or not the caller is still waiting."""
+        await self._groups.submit(_Pending(message, publish, requeue=False, in_doubt=in_doubt))
 
     async def requeue(self, message: AbstractIncomingMessage) -> None:
         """Return `message` to its queue (nack with requeue), committed."""
@@ -143,11 +154,16 @@ class TransactionalCommitter:
             self.break_off(f"commit failed: {type(exc).__name__}")
             why = f"the commit failed: {type(exc).__name__}"
         if attempt.sent:
-            unknown = sum(result is None for result in attempt.results)
+            # results covers the items written so far, a prefix of the batch
+            written = zip(batch, attempt.results, strict=False)
+            unknown = [item for item, result in written if result is None]
             log.warning(
                 "a commit of %d outcomes got no commit-ok after tx.commit was sent: any part "
-                "of it may have taken effect (listed by trust-broker in-doubt)", unknown
+                "of it may have taken effect (listed by trust-broker in-doubt)", len(unknown)
             )  # fmt: skip
+            for item in unknown:
+                if item.in_doubt is not None:
+                    item.in_doubt()
         return attempt.failed(batch, why)
 
     async def _commit_now(self, batch: list[_Pending], attempt: _Attempt) -> list[Exception | None]:

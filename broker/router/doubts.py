@@ -44,24 +44,26 @@ class InDoubtLog:
         self._metrics = metrics
         self._pending: list[InDoubtEntry] = []
         self._lock = asyncio.Lock()
+        self._writing: asyncio.Task[None] | None = None
 
-    async def note(self, entry: InDoubtEntry) -> None:
-        """Count `entry` and write it (with any that waited for Redis)."""
+    def note(self, entry: InDoubtEntry) -> None:
+        """Count `entry` now and write it soon (with any that waited for Redis), in a task
+        of its own: the committer calls this while its caller may be cancelled."""
         self._metrics.outcomes_in_doubt.inc()
         self._pending.append(entry)
         # Bounded like the list itself: an outage of Redis and RabbitMQ together keeps
         # the newest.
         del self._pending[:-IN_DOUBT_MAX]
-        await self.flush()
+        if self._writing is None or self._writing.done():
+            self._writing = asyncio.create_task(self.flush())
 
     async def flush(self) -> None:
         """Write what waits; kept for the next try while Redis does not answer."""
         async with self._lock:
-            batch = list(self._pending)
-            if not batch:
-                return
-            try:
-                await self._store.note_in_doubt(batch)
-            except StoreUnavailable:
-                return
-            del self._pending[: len(batch)]
+            while self._pending:  # with those noted while a write was under way
+                batch = list(self._pending)
+                try:
+                    await self._store.note_in_doubt(batch)
+                except StoreUnavailable:
+                    return
+                del self._pending[: len(batch)]

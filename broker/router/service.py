@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 from aio_pika.abc import AbstractIncomingMessage
 
-from broker.amqp.committer import CommitFailed, CommitUnknown, TransactionalCommitter
+from broker.amqp.committer import CommitFailed, TransactionalCommitter
 from broker.amqp.errors import AMQP_ERRORS, CHANNEL_ERRORS, ChannelNotFoundEntity
 from broker.amqp.indoubt import HeldBack, InDoubt
 from broker.clock import wall_clock_ms
@@ -158,6 +158,7 @@ class Router:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._session is not None:
             await self._close_session(self._session)
+        await self._in_doubt.flush()  # what the last commits left in doubt, if Redis answers
         log.info("router stopped: %s", self.counts)
 
     def _spawn(self, coro: Any) -> None:
@@ -349,12 +350,12 @@ class Router:
         session = self._session  # the session sending the commit, not the next one
         if session is None:
             raise CommitFailed("no AMQP session: the message comes back")
-        try:
-            await session.committer.commit(message, published)
-        except CommitUnknown:
+
+        def in_doubt() -> None:
             doubt = in_doubt_entry(message, outcome, published, session.holder, self._clock())
-            await self._in_doubt.note(doubt)
-            raise
+            self._in_doubt.note(doubt)
+
+        await session.committer.commit(message, published, in_doubt=in_doubt)
         action = outcome.decision.action.value
         self.counts[action] += 1
         self.metrics.observe(outcome.decision, (self._clock() - outcome.received_ms) / 1000)

@@ -84,26 +84,31 @@ async def _prepare(
     first: int,
 ) -> Session:
     ended = asyncio.Event()
-    connection.close_callbacks.add(lambda *_: ended.set())
+    holder: list[Session] = []
+
+    def broken(why: str) -> None:
+        if holder:
+            end(holder[0], why)
+        else:
+            ended.set()
+
+    def closed(what: str) -> Callable[..., None]:
+        return lambda *_: broken(f"its {what} closed")
+
+    connection.close_callbacks.add(closed("connection"))
     # Transactions, not publisher confirms: see broker/amqp/committer.py for why.
     channel = await connection.channel(publisher_confirms=False)
-    channel.close_callbacks.add(lambda *_: ended.set())
+    channel.close_callbacks.add(closed("channel"))
     queue = await open_router_topology(channel, config.topology)
     replies = None
     if negotiation is not None:
         # Replies need the default exchange, which the router's own login may not
         # write to: they go over a second login that can do nothing else.
         replies = await _reply_connection(connection, config, first)
-        replies.close_callbacks.add(lambda *_: ended.set())
+        replies.close_callbacks.add(closed("reply connection"))
         await negotiation.start(replies)
     lease = uuid.uuid4().hex
     token = holder_token(lease, connection)
-    holder: list[Session] = []
-
-    def broken(why: str) -> None:
-        if holder:
-            end(holder[0], why)
-
     committer = TransactionalCommitter(
         channel, timeout_s=config.commit_timeout_ms / 1000, on_broken=broken, awake=awake
     )

@@ -42,6 +42,14 @@ class FreezingProxy:
         """Forward again on every connection."""
         self._frozen.clear()
 
+    def cut(self) -> None:
+        """Reset every connection open now, frozen or not, as a node that died would (the
+        client reads a reset at once); connections made after it are forwarded."""
+        self._generation += 1
+        for writer in self._writers:
+            writer.transport.abort()
+        self._writers.clear()
+
     async def close(self) -> None:
         """Stop listening and drop every connection."""
         if self._server is not None:

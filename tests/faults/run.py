@@ -242,8 +242,19 @@ async def drain(world: World) -> Outcomes:
     """Every recipient queue (raw AMQP, so duplicates show), the blocked stream and the
     escalation queue."""
     delivered: Counter[str] = Counter()
-    for key, url in world.recipients:
-        delivered.update(await _drain_queue(key.did, url, world))
+    for attempt in range(1, 6):
+        found: Counter[str] = Counter()
+        for key, url in world.recipients:
+            found.update(await _drain_queue(key.did, url, world))
+        delivered.update(found)
+        if attempt > 1 and found:
+            # A queue that paused its deliveries past the drain's idle timeout (a leader
+            # moving back to a node that returned): without this pass, delivered messages
+            # would count as lost.
+            _log(f"drain: pass {attempt} found {sum(found.values())} more")
+        await asyncio.sleep(5.0)  # the management API's statistics lag by up to 5 s
+        if not await _messages_left(world):
+            break
     blocked = [
         (str(e.record.get("message_id")), str(e.record.get("reason")))
         for e in await read_blocked(world.config, limit=1_000_000, idle_timeout=3.0)
@@ -257,6 +268,23 @@ async def drain(world: World) -> Outcomes:
     finally:
         await store.close()
     return Outcomes(delivered, blocked, escalated, listed)
+
+
+async def _messages_left(world: World) -> int:
+    """Messages ready or unacked on the recipient queues, says the management API (a
+    queue it cannot read counts as one)."""
+    api = ManagementAPI(world.config.management_url)
+    left = 0
+    for key, _ in world.recipients:
+        name = world.config.topology.agent_queue(key.did)
+        try:
+            info = await asyncio.to_thread(
+                api.request, "GET", f"/api/queues/{world.config.vhost}/{quote(name, safe='')}"
+            )
+            left += (info.get("messages") or 0) + (info.get("messages_unacknowledged") or 0)
+        except Exception:
+            left += 1
+    return left
 
 
 async def _drain_queue(did: str, url: str, world: World) -> Counter[str]:
@@ -297,6 +325,7 @@ async def run_once(
         await asyncio.to_thread(faults.heal)
         await settle(world, 300)
         verdict = check(attempts, await drain(world))
+        forensics = await _forensics(world, verdict.lost[:100]) if verdict.lost else {}
     finally:
         for client in world.senders:
             await client.close()
@@ -315,9 +344,41 @@ async def run_once(
                "duplicated_ids": dict(list(verdict.duplicated.items())[:100]),
                "republished": len(republished),
                "duplicated_and_republished": sorted(set(verdict.duplicated) & republished),
+               "lost_and_republished": sorted(set(verdict.lost) & republished),
+               "forensics": forensics,
                }  # fmt: skip
     (log_dir / "verdict.json").write_text(json.dumps(details, indent=2))
     return verdict
+
+
+async def _forensics(world: World, lost: list[str]) -> dict[str, Any]:
+    """What Redis and RabbitMQ still say about lost ids, read before the vhost goes: each
+    id's claim, its decision's trace, its in-doubt entry; and what the drained queues
+    still hold (a drain that stopped early would count delivered messages as lost)."""
+    store = open_store(world.config)
+    try:
+        doubts = {e["id"]: dict(e) for e in await store.in_doubt(limit=100_000)}
+        ids: dict[str, Any] = {}
+        for message_id in lost:
+            claim = await store._redis.get(store.keys.seen(message_id))
+            trace_id = await store.trace_id_of(message_id)
+            trace = await store.trace(trace_id) if trace_id else None
+            ids[message_id] = {
+                "claim": claim.decode() if isinstance(claim, bytes) else claim,
+                "trace": trace, "in_doubt": doubts.get(message_id),
+            }  # fmt: skip
+    finally:
+        await store.close()
+    api = ManagementAPI(world.config.management_url)
+    left: dict[str, Any] = {}
+    for key, _ in world.recipients:
+        name = world.config.topology.agent_queue(key.did)
+        path = f"/api/queues/{world.config.vhost}/{quote(name, safe='')}"
+        with contextlib.suppress(Exception):
+            info = await asyncio.to_thread(api.request, "GET", path)
+            left[name] = {k: info.get(k) for k in ("messages", "messages_unacknowledged",
+                                                    "leader", "members", "online")}  # fmt: skip
+    return {"ids": ids, "recipient_queues_after_drain": left}
 
 
 async def _inject(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ from typing import Any
 import orjson
 import pytest
 
+from broker.app import load_or_create_broker_key
 from broker.cli.main import build_parser, main
 from broker.cli.settings import broker_config, router_logins
 from broker.config import BrokerConfig, mask_url, split_urls, with_vhost
@@ -130,6 +132,37 @@ def test_key_files_are_private_and_never_overwritten_by_accident(tmp_path: Path)
     path.write_bytes(orjson.dumps({"did": other, "seed": key.seed.hex()}))
     with pytest.raises(ConfigError):
         load_key(path)
+
+
+def _first_broker_key(path: str, start: Any, out: Any) -> None:
+    start.wait()
+    try:
+        out.put(load_or_create_broker_key(BrokerConfig(broker_key_file=path)).did)
+    except ConfigError as exc:
+        out.put(f"error: {exc}")
+
+
+def test_routers_started_together_share_one_broker_key_and_none_fails(tmp_path: Path) -> None:
+    """Every router of a deployment creates the shared broker key file if it is missing;
+    started at the same instant, one writes it and the others must read it whole (a
+    router that read it half written exited with 'cannot read key file')."""
+    # forkserver: each worker forks from a clean process, never from this threaded one
+    fork = multiprocessing.get_context("forkserver")
+    fork.set_forkserver_preload([__name__])  # imported once, not by every worker
+    routers, rounds = 6, 40
+    for round_ in range(rounds):
+        path = str(tmp_path / f"broker-{round_}.key")
+        start, out = fork.Barrier(routers), fork.Queue()
+        workers = [
+            fork.Process(target=_first_broker_key, args=(path, start, out)) for _ in range(routers)
+        ]
+        for worker in workers:
+            worker.start()
+        dids = [out.get(timeout=30) for _ in workers]
+        for worker in workers:
+            worker.join(30)
+        assert dids == [load_key(Path(path)).did] * routers, f"round {round_}: {dids}"
+    assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
 def test_keygen_prints_the_did_and_errors_exit_non_zero(
