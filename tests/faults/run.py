@@ -215,20 +215,11 @@ async def _report(attempts: dict[str, str], total: int) -> None:
 async def settle(world: World, timeout: float) -> None:
     """Wait until ingress and every sender's lane are empty and nothing is unacked
     there, for 5 s in a row."""
-    api = ManagementAPI(world.config.management_url)
     topology = world.config.topology
     queues = [topology.ingress_queue] + [topology.lane_queue(s.did) for s in world.senders]
-    paths = [f"/api/queues/{world.config.vhost}/{quote(name, safe='')}" for name in queues]
     quiet_since, deadline = None, time.monotonic() + timeout
     while time.monotonic() < deadline:
-        busy = 0
-        for path in paths:
-            try:
-                info = await asyncio.to_thread(api.request, "GET", path)
-                busy += (info.get("messages") or 0) + (info.get("messages_unacknowledged") or 0)
-            except Exception:
-                busy += 1
-        if busy:
+        if await _messages_on(world, queues):
             quiet_since = None
         elif quiet_since is None:
             quiet_since = time.monotonic()
@@ -253,7 +244,7 @@ async def drain(world: World) -> Outcomes:
             # would count as lost.
             _log(f"drain: pass {attempt} found {sum(found.values())} more")
         await asyncio.sleep(5.0)  # the management API's statistics lag by up to 5 s
-        if not await _messages_left(world):
+        if not await _messages_on(world, _recipient_queues(world)):
             break
     blocked = [
         (str(e.record.get("message_id")), str(e.record.get("reason")))
@@ -270,17 +261,25 @@ async def drain(world: World) -> Outcomes:
     return Outcomes(delivered, blocked, escalated, listed)
 
 
-async def _messages_left(world: World) -> int:
-    """Messages ready or unacked on the recipient queues, says the management API (a
-    queue it cannot read counts as one)."""
+def _recipient_queues(world: World) -> list[str]:
+    return [world.config.topology.agent_queue(key.did) for key, _ in world.recipients]
+
+
+async def _queue_info(world: World, name: str) -> dict[str, Any]:
+    """The management API's view of one queue of the run's vhost."""
     api = ManagementAPI(world.config.management_url)
+    path = f"/api/queues/{world.config.vhost}/{quote(name, safe='')}"
+    info: dict[str, Any] = await asyncio.to_thread(api.request, "GET", path)
+    return info
+
+
+async def _messages_on(world: World, queues: list[str]) -> int:
+    """Messages ready or unacked on `queues`, says the management API (a queue it cannot
+    read counts as one)."""
     left = 0
-    for key, _ in world.recipients:
-        name = world.config.topology.agent_queue(key.did)
+    for name in queues:
         try:
-            info = await asyncio.to_thread(
-                api.request, "GET", f"/api/queues/{world.config.vhost}/{quote(name, safe='')}"
-            )
+            info = await _queue_info(world, name)
             left += (info.get("messages") or 0) + (info.get("messages_unacknowledged") or 0)
         except Exception:
             left += 1
@@ -360,22 +359,18 @@ async def _forensics(world: World, lost: list[str]) -> dict[str, Any]:
         doubts = {e["id"]: dict(e) for e in await store.in_doubt(limit=100_000)}
         ids: dict[str, Any] = {}
         for message_id in lost:
-            claim = await store._redis.get(store.keys.seen(message_id))
             trace_id = await store.trace_id_of(message_id)
-            trace = await store.trace(trace_id) if trace_id else None
             ids[message_id] = {
-                "claim": claim.decode() if isinstance(claim, bytes) else claim,
-                "trace": trace, "in_doubt": doubts.get(message_id),
-            }  # fmt: skip
+                "claim": await store.outcome(message_id),
+                "trace": await store.trace(trace_id) if trace_id else None,
+                "in_doubt": doubts.get(message_id),
+            }
     finally:
         await store.close()
-    api = ManagementAPI(world.config.management_url)
     left: dict[str, Any] = {}
-    for key, _ in world.recipients:
-        name = world.config.topology.agent_queue(key.did)
-        path = f"/api/queues/{world.config.vhost}/{quote(name, safe='')}"
+    for name in _recipient_queues(world):
         with contextlib.suppress(Exception):
-            info = await asyncio.to_thread(api.request, "GET", path)
+            info = await _queue_info(world, name)
             left[name] = {k: info.get(k) for k in ("messages", "messages_unacknowledged",
                                                     "leader", "members", "online")}  # fmt: skip
     return {"ids": ids, "recipient_queues_after_drain": left}
